@@ -1,0 +1,21 @@
+"""The sandbox cloud: a local DigitalOcean whose Droplets are real Debian hosts in Docker.
+
+Pieces: ``image`` builds the base image from Debian's archive, ``docker_backend`` turns
+Droplets into containers on the sandbox network, ``store`` keeps the cloud's state in
+SQLite, ``api`` serves the DigitalOcean HTTP API on loopback, ``service`` runs that API
+in the background for the tasks.
+"""
+
+import os
+from pathlib import Path
+
+#: Every container, network, volume and image the sandbox creates carries this label.
+LABEL = "relaunch.sandbox"
+
+
+def state_dir() -> Path:
+    """Return the sandbox state directory (``RELAUNCH_SANDBOX_DIR``, else ~/.local/state/relaunch/sandbox)."""
+    env = os.environ.get("RELAUNCH_SANDBOX_DIR")
+    base = Path(env) if env else Path.home() / ".local" / "state" / "relaunch" / "sandbox"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return base
