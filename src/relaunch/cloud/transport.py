@@ -180,7 +180,10 @@ class Transport:
             if urlsplit(path)[:2] != self._origin:
                 raise CloudError(f"refusing to follow a link to another host: {self._scrub(path)}")
             return path
-        return urljoin(self.endpoint, path.lstrip("/"))
+        # The library writes some paths with a trailing slash ("droplets/");
+        # the API's documented paths (and the sandbox's routes) have none.
+        path, sep, query = path.partition("?")
+        return urljoin(self.endpoint, path.strip("/")) + sep + query
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
