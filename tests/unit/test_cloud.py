@@ -580,3 +580,34 @@ def test_from_env_reads_token_file_and_endpoint(api, tmp_path, monkeypatch):
     with Cloud.from_env(token_file=p, timeout=3) as c:
         c.check_account()
     assert api.seen[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_create_droplet_then_waits_for_an_ssh_banner(api, clock, cloud):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def run():
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+            conn.recv(10)
+
+    threading.Thread(target=run, daemon=True).start()
+    _script_create(api)
+    api.on("GET", "/v2/droplets/101", Reply(200, {"droplet": droplet_json(ip="127.0.0.1")}))
+    try:
+        d = cloud.create_droplet(name="web-2", region="fra1", size="s", image="d", ssh_port=port, ssh_timeout=20)
+    finally:
+        srv.close()
+    assert d.ipv4 == "127.0.0.1"
+
+
+def test_create_droplet_gives_up_when_no_attempt_created_anything(api, clock):
+    c = make_cloud(api, clock, attempts=3)
+    _script_create(api, create_replies=[Reply(503, {"id": "service_unavailable", "message": "down"})])
+    with pytest.raises(CloudError, match="gave up after 3 attempts, none of which created it.*HTTP 503"):
+        c.create_droplet(name="web-2", region="fra1", size="s", image="d", tags=["relaunch"], ssh_timeout=None)
+    assert len(api.calls("POST", "/v2/droplets")) == 3
+    assert len(api.calls("GET", "/v2/droplets")) == 4  # the "before" listing + one check per failure

@@ -144,13 +144,15 @@ class Cloud:
             try:
                 return create()
             except CloudError as exc:
-                if not exc.ambiguous or attempt >= self._policy.max_attempts:
+                if not exc.ambiguous:
                     raise
                 log.warning("%s: ambiguous failure (%s); checking whether it happened anyway", what, exc)
                 found = find()
                 if found is not None:
                     log.info("%s: it did; using the existing one", what)
                     return found
+                if attempt >= self._policy.max_attempts:
+                    raise exc.in_context(f"gave up after {attempt} attempts, none of which created it") from None
                 self._policy.sleep(backoff_delay(attempt, self._policy))
 
     # --- account and keys -------------------------------------------------
