@@ -406,13 +406,17 @@ class ServerHandle:
     sandbox: Sandbox
     _server: _Server
     _thread: Thread
+    _closed: bool = False
 
     @property
     def faults(self) -> Faults:
         return self.sandbox.faults
 
     def close(self, wait: float = 300.0) -> None:
-        """Stop serving, then wait up to ``wait`` seconds for running actions to finish."""
+        """Stop serving, then wait up to ``wait`` seconds for running actions to finish (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

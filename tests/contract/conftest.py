@@ -1,0 +1,190 @@
+"""Contract tests: a sandbox API on loopback, every answer checked against DigitalOcean's spec."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+from relaunch.sandbox.api import ServerHandle, start_server
+from relaunch.sandbox.model import ApiError
+from relaunch.sandbox.backend import BackendError, Booted
+from relaunch.sandbox.spec import SpecNotFound, check_response, load_spec
+
+TOKEN = "contract-token"
+#: Generous limits for the shared server; the rate-limit tests start their own.
+ROOMY = {"per_hour": 1_000_000, "per_minute": 1_000_000}
+
+
+# TEMPORARY until tests/conftest.py provides the real one ------------------------------
+class _MemoryBackend:
+    """In-memory stand-in for DockerBackend, only while the real fixture is being written."""
+
+    def __init__(self) -> None:
+        self.machines: dict[int, bool] = {}
+        self.snapshots: set[int] = set()
+
+    def prepare(self) -> None:
+        pass
+
+    def _booted(self, droplet_id: int) -> Booted:
+        return Booted(ipv4=f"172.30.{droplet_id % 250}.{droplet_id % 200 + 2}", netmask="255.255.0.0",
+                      gateway="172.30.0.1")
+
+    def create_droplet(self, droplet_id: int, name: str, image: str, user_data: Any, keys: Any) -> Booted:
+        time.sleep(0.3)
+        if image.startswith("snapshot:") and int(image.split(":")[1]) not in self.snapshots:
+            raise BackendError("no such snapshot")
+        self.machines[droplet_id] = True
+        return self._booted(droplet_id)
+
+    def destroy_droplet(self, droplet_id: int) -> None:
+        self.machines.pop(droplet_id, None)
+
+    def exists(self, droplet_id: int) -> bool:
+        return droplet_id in self.machines
+
+    def is_running(self, droplet_id: int) -> bool:
+        return self.machines.get(droplet_id, False)
+
+    def power_off(self, droplet_id: int) -> None:
+        time.sleep(0.2)
+        self.machines[droplet_id] = False
+
+    shutdown = power_off
+
+    def power_on(self, droplet_id: int) -> Booted:
+        time.sleep(0.2)
+        self.machines[droplet_id] = True
+        return self._booted(droplet_id)
+
+    reboot = power_on
+
+    def snapshot(self, droplet_id: int, snapshot_id: int) -> int:
+        time.sleep(0.2)
+        self.snapshots.add(snapshot_id)
+        return 1_234_567_890
+
+    def delete_snapshot(self, snapshot_id: int) -> None:
+        self.snapshots.discard(snapshot_id)
+
+    def rebuild(self, droplet_id: int, image: str) -> Booted:
+        return self.power_on(droplet_id)
+
+
+@pytest.fixture(scope="session")
+def sandbox_backend() -> _MemoryBackend:  # TEMPORARY until tests/conftest.py provides the real one
+    return _MemoryBackend()
+# end TEMPORARY ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def do_spec() -> Any:
+    """DigitalOcean's OpenAPI spec, loaded once."""
+    try:
+        return load_spec()
+    except SpecNotFound as exc:
+        pytest.skip(str(exc))
+
+
+class Client:
+    """Calls the sandbox API and checks every answer against the spec."""
+
+    def __init__(self, handle: ServerHandle, spec: Any, token: str = TOKEN) -> None:
+        self.handle = handle
+        self.url = handle.url
+        self.spec = spec
+        self.token = token
+        self.session = requests.Session()
+
+    def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+             token: str | None = None, status: int | None = None, check: bool = True) -> requests.Response:
+        """Send ``method`` to ``/v2/<path>``; check the answer's shape, and its status if given."""
+        headers = {} if token == "" else {"Authorization": f"Bearer {token or self.token}"}
+        url = path if path.startswith("http") else self.url + path
+        resp = self.session.request(method, url, json=json, params=params, headers=headers, timeout=30)
+        if check:
+            check_response(method, resp.url, resp.status_code, resp.headers, resp.content, spec=self.spec)
+        if status is not None:
+            assert resp.status_code == status, f"{method} {path}: {resp.status_code} {resp.text}"
+        return resp
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.call("GET", path, status=kw.pop("status", 200), **kw).json()
+
+    def admin(self, method: str, body: Any = None) -> requests.Response:
+        base = self.url.removesuffix("/v2/")
+        return self.session.request(method, f"{base}/_sandbox/faults", json=body,
+                                    headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 180) -> Any:
+        """Poll ``predicate`` until it returns something truthy; return that."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def wait_action(self, action_id: int, timeout: float = 180) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            action = self.get(f"actions/{action_id}")["action"]
+            return action if action["status"] != "in-progress" else None
+
+        return self.wait(done, f"action {action_id}", timeout)
+
+    def create_droplet(self, name: str, **extra: Any) -> tuple[dict[str, Any], int]:
+        body = {"name": name, "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64", **extra}
+        data = self.call("POST", "droplets", json=body, status=202).json()
+        return data["droplet"], data["links"]["actions"][0]["id"]
+
+    def active_droplet(self, name: str, **extra: Any) -> dict[str, Any]:
+        droplet, action_id = self.create_droplet(name, **extra)
+        assert self.wait_action(action_id)["status"] == "completed"
+        return self.get(f"droplets/{droplet['id']}")["droplet"]
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory: pytest.TempPathFactory, sandbox_backend: Any) -> Iterator[ServerHandle]:
+    handle = start_server(tmp_path_factory.mktemp("cloud"), sandbox_backend, TOKEN, **ROOMY)
+    yield handle
+    _teardown(handle)
+
+
+def _teardown(handle: ServerHandle) -> None:
+    """Delete every Droplet the server knows (no machine left behind), then stop it."""
+    for doc in handle.sandbox.store.list("droplet"):
+        try:
+            handle.sandbox.droplets.delete(doc["id"])
+        except ApiError:
+            pass  # deleted meanwhile
+    handle.close()
+
+
+@pytest.fixture
+def client(api_server: ServerHandle, do_spec: Any) -> Iterator[Client]:
+    c = Client(api_server, do_spec)
+    yield c
+    c.admin("DELETE")
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path, sandbox_backend: Any, do_spec: Any) -> Iterator[Callable[..., Client]]:
+    """Start extra servers (own state, own limits) for a test; all closed at its end."""
+    handles: list[ServerHandle] = []
+
+    def start(state: Path | None = None, **kw: Any) -> Client:
+        handle = start_server(state or tmp_path / f"cloud{len(handles)}", sandbox_backend, TOKEN, **{**ROOMY, **kw})
+        handles.append(handle)
+        return Client(handle, do_spec)
+
+    yield start
+    for handle in handles:
+        _teardown(handle)
