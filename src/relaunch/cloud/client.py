@@ -198,7 +198,7 @@ class Cloud:
         """
         started = self._policy.monotonic()
         delays = self._poll_delays()
-        with self._doing(f"waiting for {what} (action {action_id})"):
+        with self._doing(f"{what} (action {action_id})"):
             while True:
                 action = self._t.make(digitalocean.Action, id=action_id)
                 action.load_directly()
@@ -216,7 +216,7 @@ class Cloud:
                     raise RelaunchError(f"action {action_id} has an unknown status {status!r}")
                 delay = next(delays)
                 if self._policy.monotonic() - started + delay > timeout:
-                    raise RelaunchError(f"still in progress after {timeout:.0f} s")
+                    raise RelaunchError(f"action still in progress after {timeout:.0f} s")
                 self._policy.sleep(delay)
 
     def _wait_links(self, data: Any, what: str, timeout: float) -> None:
