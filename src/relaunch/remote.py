@@ -1,0 +1,160 @@
+"""SSH to the hosts relaunch builds: keys made locally, host keys pinned, never trust-on-first-use.
+
+A new Droplet's host key is generated here and handed to cloud-init in its user_data,
+so the very first connection is verified against a key we already know. Connections are
+Fabric ``Connection`` objects whose paramiko client rejects any host key but the pinned
+one and ignores the user's own ~/.ssh (known_hosts, config, agent).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fabric import Config, Connection
+
+from relaunch.errors import RelaunchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """An ed25519 SSH host key made locally for a host that does not exist yet."""
+
+    private_openssh: str
+    public_line: str  # "ssh-ed25519 AAAA..."
+
+    @classmethod
+    def generate(cls) -> HostKey:
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        return cls(private_openssh=private, public_line=public.decode())
+
+    def paramiko_key(self) -> paramiko.PKey:
+        kind, blob = self.public_line.split()[:2]
+        return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+
+    def cloud_config(self) -> dict:
+        """Return the cloud-config keys that install this as the host's only host key.
+
+        ``ssh_genkeytypes: []`` keeps cloud-init from adding other, unpinned key types.
+        """
+        return {
+            "ssh_deletekeys": True,
+            "ssh_genkeytypes": [],
+            "ssh_keys": {"ed25519_private": self.private_openssh, "ed25519_public": self.public_line},
+        }
+
+    def __repr__(self) -> str:  # the private half must never reach a log
+        return f"HostKey({self.public_line.split()[0]} {self.fingerprint()})"
+
+    def fingerprint(self) -> str:
+        return self.paramiko_key().fingerprint
+
+
+def ensure_client_key(path: Path) -> str:
+    """Make an ed25519 login key at ``path`` (mode 0600) unless one exists; return its public line."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private)
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        path.with_suffix(".pub").write_text(public.decode() + " relaunch\n")
+    mode = path.stat().st_mode & 0o077
+    if mode:
+        raise RelaunchError(f"{path}: private key is readable by group or others (chmod 600 {path})")
+    return _public_line(path)
+
+
+def _public_line(path: Path) -> str:
+    key = paramiko.Ed25519Key.from_private_key_file(str(path))
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def connect(
+    host: str,
+    host_key: str,
+    key_filename: Path,
+    user: str = "root",
+    port: int = 22,
+    connect_timeout: float = 15,
+) -> Connection:
+    """Return a lazily opened Fabric connection to ``host`` that accepts only ``host_key``.
+
+    ``host_key`` is the pinned public line ("ssh-ed25519 AAAA..."). Any other key the
+    server shows makes the connection fail (paramiko's BadHostKeyException or
+    SSHException), whatever is in ~/.ssh/known_hosts.
+    """
+    config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": False}})
+    conn = Connection(
+        host=host,
+        user=user,
+        port=port,
+        config=config,
+        connect_timeout=connect_timeout,
+        connect_kwargs={
+            "key_filename": str(key_filename),
+            "allow_agent": False,
+            "look_for_keys": False,
+            "banner_timeout": connect_timeout,
+            "auth_timeout": connect_timeout,
+        },
+    )
+    client = conn.client
+    # Fabric loads ~/.ssh/known_hosts and auto-adds unknown keys; relaunch does neither.
+    client._system_host_keys = paramiko.HostKeys()  # noqa: SLF001 - no public way to drop them
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    kind, blob = host_key.split()[:2]
+    pinned = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+    name = host if port == 22 else f"[{host}]:{port}"
+    client.get_host_keys().add(name, kind, pinned)
+    return conn
+
+
+def wait_for_ssh(conn: Connection, timeout: float = 180) -> float:
+    """Open ``conn``, retrying while the host is still booting; return the seconds it took.
+
+    A host key that does not match the pinned one fails at once (no retry): that is an
+    attack or a wrong address, not a slow boot. Raise RelaunchError on timeout.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    delay = 0.2
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            conn.open()
+            return time.monotonic() - started
+        except paramiko.BadHostKeyException as exc:
+            raise RelaunchError(
+                f"{conn.host}: SSH host key does not match the pinned key (got {exc.key.get_name()} "
+                f"{exc.key.fingerprint}); refusing to connect"
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            # Keys are installed by cloud-init a little after sshd starts: keep trying.
+            last = exc
+        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+            if "not found in known_hosts" in str(exc):
+                raise RelaunchError(f"{conn.host}: server offered no pinned host key type ({exc})") from exc
+            last = exc
+        conn.close()
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+    raise RelaunchError(f"{conn.host}: SSH did not answer within {timeout:.0f} s (last error: {last})")

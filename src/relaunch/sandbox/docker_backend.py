@@ -1,0 +1,365 @@
+"""Droplets as Docker containers running a real Debian with systemd, sshd and cloud-init.
+
+Each Droplet is a container ``relaunch-droplet-<id>`` from the base image (or from a
+snapshot image) on the sandbox network, with a fixed address so it keeps it across
+power cycles and rebuilds. Its user_data and ssh keys reach the real cloud-init through
+a NoCloud seed written into the container before it boots. The flags are the ones
+checked on these machines (see DESIGN.md): systemd as PID 1 without --privileged, and
+room for Docker inside.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import logging
+import tarfile
+import threading
+import time
+import uuid
+
+import docker
+import docker.errors
+import docker.types
+import yaml
+
+from relaunch.errors import RelaunchError
+from relaunch.sandbox import LABEL
+from relaunch.sandbox.aptcache import AptCache
+from relaunch.sandbox.backend import BASE_IMAGE_SLUG, BackendError, Booted
+from relaunch.sandbox.image import ensure_image
+
+log = logging.getLogger(__name__)
+
+NETWORK = "relaunch-sandbox"
+#: Label naming the sandbox network a container or snapshot belongs to, so that two
+#: sandboxes (the user's and a test session's) can share a Docker daemon.
+NETWORK_LABEL = "relaunch.sandbox.network"
+SEED_DIR = "/var/lib/cloud/seed/nocloud"
+#: Addresses below this offset in the subnet are left to Docker and the helper services.
+FIRST_DROPLET_HOST = 16
+
+
+def render_seed(droplet_id: int, name: str, user_data: str | None, authorized_keys: list[str]) -> dict[str, str]:
+    """Return the NoCloud seed files (``meta-data``, ``user-data``) for one boot of a Droplet.
+
+    A new instance-id each time makes cloud-init treat a rebuild or a Droplet made from
+    a snapshot as a new instance, as on DigitalOcean.
+    """
+    meta = {
+        "instance-id": f"droplet-{droplet_id}-{uuid.uuid4().hex[:8]}",
+        "local-hostname": name,
+        "public-keys": list(authorized_keys),
+    }
+    return {
+        "meta-data": yaml.safe_dump(meta, sort_keys=False),
+        "user-data": user_data if user_data else "#cloud-config\n{}\n",
+    }
+
+
+def _tar(files: dict[str, str], mode: int = 0o600) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class DockerBackend:
+    """The real Droplet backend (see ``backend.Backend`` for the contract of each method)."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        network: str = NETWORK,
+        boot_timeout: float = 180.0,
+        apt_cache: bool = True,
+    ) -> None:
+        self._client = client
+        self.network = network
+        self.boot_timeout = boot_timeout
+        self._apt_cache_enabled = apt_cache
+        self._ip_lock = threading.Lock()
+        self._base_tag: str | None = None
+
+    def container_name(self, droplet_id: int) -> str:
+        return f"{self.network}-droplet-{droplet_id}"
+
+    def snapshot_ref(self, snapshot_id: int) -> str:
+        return f"{self.network}-snapshot:{snapshot_id}"
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.from_env()
+                self._client.ping()
+            except docker.errors.DockerException as exc:
+                raise RelaunchError(f"cannot reach the Docker daemon (is dockerd running?): {exc}") from exc
+        return self._client
+
+    # --- setup -----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        self._base_tag = ensure_image(self.client)
+        self._ensure_network()
+        if self._apt_cache_enabled:
+            AptCache(self.client, self.network, self._base_tag).ensure()
+
+    def _ensure_network(self) -> docker.models.networks.Network:
+        found = self.client.networks.list(names=[self.network])
+        for net in found:
+            if net.name == self.network:
+                return net
+        log.info("creating sandbox network %s", self.network)
+        labels = {LABEL: "network", NETWORK_LABEL: self.network}
+        # Fixed Droplet addresses need a network with a configured subnet. Let Docker
+        # pick a free one first (it knows what is in use), then pin it.
+        probe = self.client.networks.create(self.network, driver="bridge", labels=labels)
+        probe.reload()
+        subnet = probe.attrs["IPAM"]["Config"][0]["Subnet"]
+        gateway = probe.attrs["IPAM"]["Config"][0].get("Gateway")
+        probe.remove()
+        pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway)
+        return self.client.networks.create(
+            self.network, driver="bridge", labels=labels, ipam=docker.types.IPAMConfig(pool_configs=[pool])
+        )
+
+    def _base(self) -> str:
+        if self._base_tag is None:
+            self._base_tag = ensure_image(self.client)
+        return self._base_tag
+
+    # --- Droplet lifecycle -------------------------------------------------------------
+
+    def create_droplet(
+        self,
+        droplet_id: int,
+        name: str,
+        image: str,
+        user_data: str | None,
+        authorized_keys: list[str],
+    ) -> Booted:
+        seed = render_seed(droplet_id, name, user_data, authorized_keys)
+        self._create_container(droplet_id, name, self._image_ref(image), seed, ip=None)
+        return self._boot(droplet_id)
+
+    def _image_ref(self, image: str) -> str:
+        if image == BASE_IMAGE_SLUG:
+            return self._base()
+        if image.startswith("snapshot:"):
+            ref = self.snapshot_ref(int(image.split(":", 1)[1]))
+            try:
+                self.client.images.get(ref)
+            except docker.errors.ImageNotFound as exc:
+                raise BackendError(f"snapshot image {ref} does not exist") from exc
+            return ref
+        raise BackendError(f"unknown image {image!r}")
+
+    def _create_container(self, droplet_id: int, name: str, image_ref: str, seed: dict[str, str], ip: str | None) -> None:
+        api = self.client.api
+        self._ensure_network()
+        with self._ip_lock:
+            address = ip or self._free_address()
+            host_config = api.create_host_config(
+                tmpfs={"/run": "", "/run/lock": ""},
+                binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+                cap_add=["SYS_ADMIN", "NET_ADMIN"],
+                security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+            )
+            networking = api.create_networking_config(
+                {self.network: api.create_endpoint_config(ipv4_address=address)}
+            )
+            try:
+                created = api.create_container(
+                    image_ref,
+                    name=self.container_name(droplet_id),
+                    hostname=_hostname(name),
+                    labels={LABEL: "droplet", NETWORK_LABEL: self.network, "relaunch.droplet_id": str(droplet_id), "relaunch.droplet_name": name},
+                    host_config=host_config,
+                    networking_config=networking,
+                    environment={"container": "docker"},
+                    # systemd halts cleanly on SIGRTMIN+3 (docker import cannot set STOPSIGNAL).
+                    stop_signal="SIGRTMIN+3",
+                )
+            except docker.errors.APIError as exc:
+                raise BackendError(f"cannot create the container of droplet {droplet_id}: {exc}") from exc
+        container = self.client.containers.get(created["Id"])
+        files = {f"{SEED_DIR}/{k}": v for k, v in seed.items()}
+        if self._apt_cache_enabled:
+            files["/etc/apt/apt.conf.d/01relaunch-sandbox-proxy"] = AptCache.apt_config()
+        container.put_archive("/", _tar(files))
+        container.start()
+
+    def _free_address(self) -> str:
+        net = self._ensure_network()
+        net.reload()
+        subnet = ipaddress.ip_network(net.attrs["IPAM"]["Config"][0]["Subnet"])
+        used: set[str] = set()
+        for container in self.client.containers.list(all=True, filters={"network": self.network}):
+            settings = container.attrs["NetworkSettings"]["Networks"].get(self.network) or {}
+            if settings.get("IPAddress"):
+                used.add(settings["IPAddress"])
+            ipam = settings.get("IPAMConfig") or {}
+            if ipam.get("IPv4Address"):
+                used.add(ipam["IPv4Address"])
+        for offset, host in enumerate(subnet.hosts(), start=1):
+            if offset >= FIRST_DROPLET_HOST and str(host) not in used:
+                return str(host)
+        raise BackendError(f"no free address left on {subnet}")
+
+    def _container(self, droplet_id: int) -> docker.models.containers.Container:
+        try:
+            return self.client.containers.get(self.container_name(droplet_id))
+        except docker.errors.NotFound as exc:
+            raise BackendError(f"droplet {droplet_id} has no machine") from exc
+
+    def _boot(self, droplet_id: int) -> Booted:
+        """Wait until systemd answers as PID 1 (DigitalOcean's "active": SSH may still be starting)."""
+        container = self._container(droplet_id)
+        deadline = time.monotonic() + self.boot_timeout
+        delay = 0.1
+        state = "no answer"
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status != "running":
+                raise BackendError(f"droplet {droplet_id}'s machine stopped while booting ({container.status})")
+            code, out = container.exec_run(["systemctl", "is-system-running"])
+            state = out.decode(errors="replace").strip()
+            if state in ("initializing", "starting", "running", "degraded"):
+                return self._booted(container)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        raise BackendError(f"droplet {droplet_id} did not boot in {self.boot_timeout:.0f} s (systemd: {state})")
+
+    def _booted(self, container: docker.models.containers.Container) -> Booted:
+        settings = container.attrs["NetworkSettings"]["Networks"][self.network]
+        prefix = int(settings["IPPrefixLen"])
+        netmask = str(ipaddress.ip_network(f"0.0.0.0/{prefix}").netmask)
+        return Booted(ipv4=settings["IPAddress"], netmask=netmask, gateway=settings["Gateway"])
+
+    def destroy_droplet(self, droplet_id: int) -> None:
+        try:
+            self.client.containers.get(self.container_name(droplet_id)).remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+    def exists(self, droplet_id: int) -> bool:
+        try:
+            self.client.containers.get(self.container_name(droplet_id))
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    def is_running(self, droplet_id: int) -> bool:
+        try:
+            return self.client.containers.get(self.container_name(droplet_id)).status == "running"
+        except docker.errors.NotFound:
+            return False
+
+    def power_off(self, droplet_id: int) -> None:
+        container = self._container(droplet_id)
+        if container.status == "running":
+            container.kill()
+        container.wait(condition="not-running", timeout=60)
+
+    def shutdown(self, droplet_id: int) -> None:
+        # docker stop sends the image's STOPSIGNAL (SIGRTMIN+3): systemd's clean halt.
+        self._container(droplet_id).stop(timeout=60)
+
+    def power_on(self, droplet_id: int) -> Booted:
+        container = self._container(droplet_id)
+        if container.status != "running":
+            container.start()
+        return self._boot(droplet_id)
+
+    def reboot(self, droplet_id: int) -> Booted:
+        self._container(droplet_id).restart(timeout=60)
+        return self._boot(droplet_id)
+
+    def snapshot(self, droplet_id: int, snapshot_id: int) -> int:
+        container = self._container(droplet_id)
+        repository, tag = self.snapshot_ref(snapshot_id).split(":")
+        try:
+            image = container.commit(
+                repository=repository,
+                tag=tag,
+                changes=[f'LABEL {LABEL}="snapshot" {NETWORK_LABEL}="{self.network}" relaunch.snapshot_id="{snapshot_id}"'],
+            )
+        except docker.errors.APIError as exc:
+            raise BackendError(f"snapshot of droplet {droplet_id} failed: {exc}") from exc
+        return int(image.attrs.get("Size") or 0)
+
+    def delete_snapshot(self, snapshot_id: int) -> None:
+        try:
+            self.client.images.remove(self.snapshot_ref(snapshot_id), force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+    def rebuild(self, droplet_id: int, image: str) -> Booted:
+        old = self._container(droplet_id)
+        image_ref = self._image_ref(image)
+        meta, user_data = self._read_seed(old)
+        name = old.labels.get("relaunch.droplet_name", str(droplet_id))
+        address = old.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"] or None
+        with self._ip_lock:
+            old.remove(force=True, v=True)
+        seed = render_seed(droplet_id, name, user_data, meta.get("public-keys") or [])
+        self._create_container(droplet_id, name, image_ref, seed, ip=address)
+        return self._boot(droplet_id)
+
+    def _read_seed(self, container: docker.models.containers.Container) -> tuple[dict, str]:
+        """Return the meta-data (parsed) and user-data the Droplet was created with."""
+        out: dict[str, str] = {}
+        for item in ("meta-data", "user-data"):
+            stream, _ = container.get_archive(f"{SEED_DIR}/{item}")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.getmembers()[0]
+                out[item] = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
+        return yaml.safe_load(out["meta-data"]) or {}, out["user-data"]
+
+    # --- housekeeping (for the tasks) ----------------------------------------------------
+
+    def droplet_containers(self) -> list[docker.models.containers.Container]:
+        return self.client.containers.list(
+            all=True, filters={"label": [f"{LABEL}=droplet", f"{NETWORK_LABEL}={self.network}"]}
+        )
+
+
+def _hostname(name: str) -> str:
+    """Return a valid hostname for a Droplet name (DigitalOcean allows dots and more)."""
+    cleaned = "".join(c if c.isalnum() or c in "-." else "-" for c in name)[:63].strip("-.")
+    return cleaned or "droplet"
+
+
+def remove_everything(client: docker.DockerClient | None = None, network: str | None = None) -> dict[str, int]:
+    """Remove the containers, networks, volumes and snapshot images labelled ``relaunch.sandbox``.
+
+    With ``network``, only what belongs to that one sandbox network (a test session's);
+    without, everything of every sandbox, the package cache included. The base images
+    are kept (they take minutes to build). Return counts of what was removed.
+    """
+    client = client or docker.from_env()
+    scope = [f"{NETWORK_LABEL}={network}"] if network else [LABEL]
+    counts = {"containers": 0, "networks": 0, "volumes": 0, "snapshots": 0}
+    for container in client.containers.list(all=True, filters={"label": scope}):
+        container.remove(force=True, v=True)
+        counts["containers"] += 1
+    for net in client.networks.list(filters={"label": scope}):
+        for attached in client.containers.list(all=True, filters={"network": net.name}):
+            net.disconnect(attached, force=True)
+        net.remove()
+        counts["networks"] += 1
+    if not network:
+        for volume in client.volumes.list(filters={"label": LABEL}):
+            volume.remove(force=True)
+            counts["volumes"] += 1
+    for image in client.images.list(filters={"label": [f"{LABEL}=snapshot", *scope]}):
+        client.images.remove(image.id, force=True)
+        counts["snapshots"] += 1
+    return counts

@@ -1,0 +1,164 @@
+"""Run the sandbox API as a background service for the tasks: pid file, log, idempotent start.
+
+The token reaches the child through its environment (``RELAUNCH_SANDBOX_TOKEN``), never
+its arguments, so it does not show in ``ps``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from relaunch.errors import RelaunchError
+from relaunch.sandbox import state_dir as default_state_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN = "sandbox"
+
+
+def sandbox_token() -> str:
+    """Return the token the sandbox API accepts (``RELAUNCH_SANDBOX_TOKEN``, else ``sandbox``)."""
+    return os.environ.get("RELAUNCH_SANDBOX_TOKEN") or DEFAULT_TOKEN
+
+
+@dataclass(frozen=True)
+class Service:
+    pid: int
+    port: int
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        """The endpoint for python-digitalocean (``DIGITALOCEAN_END_POINT``), trailing /v2/ included."""
+        return f"http://127.0.0.1:{self.port}/v2/"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "api.log"
+
+
+def _info_path(state: Path) -> Path:
+    return state / "api.json"
+
+
+def running(state: Path | None = None) -> Service | None:
+    """Return the running API service of this state directory, or None."""
+    state = state or default_state_dir()
+    try:
+        info = json.loads(_info_path(state).read_text())
+        pid, port = int(info["pid"]), int(info["port"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if not _alive(pid):
+        return None
+    service = Service(pid=pid, port=port, state_dir=state)
+    return service if _healthy(service) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _healthy(service: Service) -> bool:
+    try:
+        resp = requests.get(
+            f"http://127.0.0.1:{service.port}/_sandbox/health",
+            headers={"Authorization": f"Bearer {sandbox_token()}"},
+            timeout=2,
+        )
+        return resp.status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(state: Path | None = None, port: int | None = None, timeout: float = 900) -> Service:
+    """Start the API in the background unless it runs already; return it once it answers.
+
+    The first start may build the base image (minutes); ``timeout`` bounds the wait.
+    Raise RelaunchError with the tail of its log if it dies or does not answer in time.
+    """
+    state = state or default_state_dir()
+    current = running(state)
+    if current:
+        return current
+    port = port or int(os.environ.get("RELAUNCH_SANDBOX_PORT") or 0) or _free_port()
+    log_path = state / "api.log"
+    env = dict(os.environ, RELAUNCH_SANDBOX_TOKEN=sandbox_token())
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relaunch.sandbox", "api", "--port", str(port), "--state-dir", str(state)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the terminal must not kill the cloud
+        )
+    _info_path(state).write_text(json.dumps({"pid": proc.pid, "port": port}))
+    service = Service(pid=proc.pid, port=port, state_dir=state)
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RelaunchError(f"the sandbox API exited ({proc.returncode}); its log {log_path} ends:\n{_tail(log_path)}")
+        if _healthy(service):
+            log.info("sandbox API on %s (pid %d)", service.url, proc.pid)
+            return service
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+    stop(state)
+    raise RelaunchError(f"the sandbox API did not answer within {timeout:.0f} s; its log {log_path} ends:\n{_tail(log_path)}")
+
+
+def stop(state: Path | None = None, timeout: float = 30) -> bool:
+    """Stop the background API of this state directory; return whether one was running."""
+    state = state or default_state_dir()
+    info_path = _info_path(state)
+    try:
+        pid = int(json.loads(info_path.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return False
+    was_running = _alive(pid)
+    if was_running:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    info_path.unlink(missing_ok=True)
+    return was_running
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
