@@ -102,7 +102,7 @@ def connect(
     server shows makes the connection fail (paramiko's BadHostKeyException or
     SSHException), whatever is in ~/.ssh/known_hosts.
     """
-    config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": False}})
+    config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": False, "in_stream": False}})
     conn = Connection(
         host=host,
         user=user,
