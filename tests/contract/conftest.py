@@ -76,9 +76,13 @@ class _MemoryBackend:
         return self.power_on(droplet_id)
 
 
-@pytest.fixture(scope="session")
-def sandbox_backend() -> _MemoryBackend:  # TEMPORARY until tests/conftest.py provides the real one
-    return _MemoryBackend()
+_ROOT_CONFTEST = Path(__file__).parents[1] / "conftest.py"
+if not (_ROOT_CONFTEST.is_file() and "def sandbox_backend" in _ROOT_CONFTEST.read_text()):
+    # Defined here only while the real fixture is missing: a fixture in this conftest
+    # would otherwise shadow the real one.
+    @pytest.fixture(scope="session")
+    def sandbox_backend() -> _MemoryBackend:  # TEMPORARY until tests/conftest.py provides the real one
+        return _MemoryBackend()
 # end TEMPORARY ----------------------------------------------------------------------
 
 
