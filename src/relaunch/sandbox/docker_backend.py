@@ -17,6 +17,7 @@ import tarfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import docker
 import docker.errors
@@ -348,18 +349,30 @@ def remove_everything(client: docker.DockerClient | None = None, network: str | 
     scope = [f"{NETWORK_LABEL}={network}"] if network else [LABEL]
     counts = {"containers": 0, "networks": 0, "volumes": 0, "snapshots": 0}
     for container in client.containers.list(all=True, filters={"label": scope}):
-        container.remove(force=True, v=True)
-        counts["containers"] += 1
+        counts["containers"] += _gone(lambda: container.remove(force=True, v=True))
     for net in client.networks.list(filters={"label": scope}):
         for attached in client.containers.list(all=True, filters={"network": net.name}):
-            net.disconnect(attached, force=True)
-        net.remove()
-        counts["networks"] += 1
+            try:
+                net.disconnect(attached, force=True)
+            except docker.errors.APIError:
+                pass  # being removed already; the network removal below says if it matters
+        counts["networks"] += _gone(net.remove)
     if not network:
         for volume in client.volumes.list(filters={"label": LABEL}):
-            volume.remove(force=True)
-            counts["volumes"] += 1
+            counts["volumes"] += _gone(lambda: volume.remove(force=True))
     for image in client.images.list(filters={"label": [f"{LABEL}=snapshot", *scope]}):
-        client.images.remove(image.id, force=True)
-        counts["snapshots"] += 1
+        counts["snapshots"] += _gone(lambda: client.images.remove(image.id, force=True))
     return counts
+
+
+def _gone(remove: Callable[[], object]) -> int:
+    """Run a removal; count 1 if it removed something, 0 if it was already gone or going."""
+    try:
+        remove()
+        return 1
+    except docker.errors.NotFound:
+        return 0
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409 and "in progress" in str(exc):
+            return 0
+        raise RelaunchError(f"could not remove a sandbox resource: {exc.explanation or exc}") from exc
