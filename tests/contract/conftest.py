@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -12,7 +11,6 @@ import requests
 
 from relaunch.sandbox.api import ServerHandle, start_server
 from relaunch.sandbox.model import ApiError
-from relaunch.sandbox.backend import BackendError, Booted
 from relaunch.sandbox.spec import SpecNotFound, check_response, load_spec
 
 TOKEN = "contract-token"
@@ -20,70 +18,6 @@ TOKEN = "contract-token"
 ROOMY = {"per_hour": 1_000_000, "per_minute": 1_000_000}
 
 
-# TEMPORARY until tests/conftest.py provides the real one ------------------------------
-class _MemoryBackend:
-    """In-memory stand-in for DockerBackend, only while the real fixture is being written."""
-
-    def __init__(self) -> None:
-        self.machines: dict[int, bool] = {}
-        self.snapshots: set[int] = set()
-
-    def prepare(self) -> None:
-        pass
-
-    def _booted(self, droplet_id: int) -> Booted:
-        return Booted(ipv4=f"172.30.{droplet_id % 250}.{droplet_id % 200 + 2}", netmask="255.255.0.0",
-                      gateway="172.30.0.1")
-
-    def create_droplet(self, droplet_id: int, name: str, image: str, user_data: Any, keys: Any) -> Booted:
-        time.sleep(0.3)
-        if image.startswith("snapshot:") and int(image.split(":")[1]) not in self.snapshots:
-            raise BackendError("no such snapshot")
-        self.machines[droplet_id] = True
-        return self._booted(droplet_id)
-
-    def destroy_droplet(self, droplet_id: int) -> None:
-        self.machines.pop(droplet_id, None)
-
-    def exists(self, droplet_id: int) -> bool:
-        return droplet_id in self.machines
-
-    def is_running(self, droplet_id: int) -> bool:
-        return self.machines.get(droplet_id, False)
-
-    def power_off(self, droplet_id: int) -> None:
-        time.sleep(0.2)
-        self.machines[droplet_id] = False
-
-    shutdown = power_off
-
-    def power_on(self, droplet_id: int) -> Booted:
-        time.sleep(0.2)
-        self.machines[droplet_id] = True
-        return self._booted(droplet_id)
-
-    reboot = power_on
-
-    def snapshot(self, droplet_id: int, snapshot_id: int) -> int:
-        time.sleep(0.2)
-        self.snapshots.add(snapshot_id)
-        return 1_234_567_890
-
-    def delete_snapshot(self, snapshot_id: int) -> None:
-        self.snapshots.discard(snapshot_id)
-
-    def rebuild(self, droplet_id: int, image: str) -> Booted:
-        return self.power_on(droplet_id)
-
-
-_ROOT_CONFTEST = Path(__file__).parents[1] / "conftest.py"
-if not (_ROOT_CONFTEST.is_file() and "def sandbox_backend" in _ROOT_CONFTEST.read_text()):
-    # Defined here only while the real fixture is missing: a fixture in this conftest
-    # would otherwise shadow the real one.
-    @pytest.fixture(scope="session")
-    def sandbox_backend() -> _MemoryBackend:  # TEMPORARY until tests/conftest.py provides the real one
-        return _MemoryBackend()
-# end TEMPORARY ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

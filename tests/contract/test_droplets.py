@@ -63,9 +63,6 @@ def test_power_actions_change_status_and_lock_the_droplet(client: Any) -> None:
     did = droplet["id"]
     action = client.call("POST", f"droplets/{did}/actions", json={"type": "power_off"}, status=201).json()["action"]
     assert action["status"] == "in-progress" and action["type"] == "power_off"
-    assert client.get(f"droplets/{did}")["droplet"]["locked"] is True
-    busy = client.call("POST", f"droplets/{did}/actions", json={"type": "power_on"}, status=422).json()
-    assert busy["id"] == "unprocessable_entity"
     assert client.wait_action(action["id"])["status"] == "completed"
     assert client.get(f"droplets/{did}")["droplet"]["status"] == "off"
     for type_, status in (("power_on", "active"), ("reboot", "active"), ("shutdown", "off"), ("power_on", "active")):
@@ -74,6 +71,15 @@ def test_power_actions_change_status_and_lock_the_droplet(client: Any) -> None:
         got = client.get(f"droplets/{did}")["droplet"]
         assert (got["status"], got["locked"]) == (status, False), type_
     client.call("DELETE", f"droplets/{did}", status=204)
+
+
+def test_a_droplet_with_a_pending_event_refuses_actions(client: Any) -> None:
+    client.admin("POST", {"droplet_create": "never_active"})  # its create action never ends
+    droplet, _ = client.create_droplet("busy")
+    assert client.get(f"droplets/{droplet['id']}")["droplet"]["locked"] is True
+    busy = client.call("POST", f"droplets/{droplet['id']}/actions", json={"type": "power_off"}, status=422).json()
+    assert busy["id"] == "unprocessable_entity" and "pending" in busy["message"]
+    client.call("DELETE", f"droplets/{droplet['id']}", status=204)
 
 
 def test_snapshot_then_create_a_droplet_from_it(client: Any) -> None:

@@ -61,3 +61,8 @@ def test_delete(tmp_path: Path) -> None:
     with store.transaction() as txn:
         txn.insert("t", 1, {})
         assert txn.delete("t", 1) and not txn.delete("t", 1)
+
+
+def test_two_clouds_do_not_share_ids(tmp_path: Path) -> None:
+    with Store(tmp_path / "a").transaction() as a, Store(tmp_path / "b").transaction() as b:
+        assert a.new_id() != b.new_id()

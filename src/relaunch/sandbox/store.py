@@ -10,6 +10,7 @@ connection per thread, opened lazily.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -31,8 +32,11 @@ CREATE INDEX IF NOT EXISTS documents_by_seq ON documents (kind, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
-#: First number handed out for ids, so they look like DigitalOcean's (and never 0/1).
-FIRST_ID = 3164444
+#: Ids of a new cloud start at a random point of this range, so they look like
+#: DigitalOcean's and two clouds (state directories) on one Docker host, whose machines
+#: are named after Droplet ids, do not hand out the same ids.
+ID_RANGE = (100_000_000, 900_000_000)
+FIRST_ID = ID_RANGE[0]
 
 
 class StoreError(Exception):
@@ -111,6 +115,8 @@ class Store:
             row = conn.execute("SELECT value FROM counters WHERE name = 'schema'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO counters (name, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                start = secrets.randbelow(ID_RANGE[1] - ID_RANGE[0]) + ID_RANGE[0]
+                conn.execute("INSERT OR IGNORE INTO counters (name, value) VALUES ('id', ?)", (start,))
             elif row[0] != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {row[0]}, expected {SCHEMA_VERSION}")
 
