@@ -1,4 +1,5 @@
-"""``python -m relaunch.sandbox api --port PORT [--token T] [--state-dir DIR]``.
+"""``python -m relaunch.sandbox api --port PORT [--token T] [--state-dir DIR] [--network NAME]``
+and ``python -m relaunch.sandbox image`` (build the base image unless it is there).
 
 Runs the sandbox cloud's API in the foreground with the real Docker backend until
 SIGINT/SIGTERM. The token comes from ``--token``, else ``RELAUNCH_SANDBOX_TOKEN``, else
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from relaunch.sandbox import state_dir
 from relaunch.sandbox.api import DEFAULT_TOKEN, TOKEN_ENV, start_server
+from relaunch.sandbox.docker_backend import NETWORK
 from relaunch.sandbox.ratelimit import HOURLY_LIMIT, MINUTE_LIMIT
 
 #: Seconds to let running actions finish on SIGTERM; a later start takes over the rest.
@@ -32,23 +34,30 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--state-dir", type=Path, help="where the cloud's state lives (default: RELAUNCH_SANDBOX_DIR)")
     api.add_argument("--per-hour", type=int, default=HOURLY_LIMIT, help="rate limit per hour (default %(default)s)")
     api.add_argument("--per-minute", type=int, default=MINUTE_LIMIT, help="rate limit per minute (default %(default)s)")
+    api.add_argument("--network", default=NETWORK, help="the sandbox's Docker network (default %(default)s)")
     api.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    sub.add_parser("image", help="build the sandbox base image unless one for the current recipe exists")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
     logging.getLogger("docker").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if args.command == "image":
+        from relaunch.sandbox.image import ensure_image
+
+        print(f"sandbox base image: {ensure_image()}", flush=True)
+        return 0
     token = args.token or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN
     state = args.state_dir or state_dir()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     from relaunch.sandbox.docker_backend import DockerBackend  # needs Docker; only the CLI does
 
-    backend = DockerBackend()
+    backend = DockerBackend(network=args.network)
     print("preparing the sandbox backend (the first time builds the base image)...", flush=True)
     backend.prepare()
     handle = start_server(state, backend, token, args.port, per_hour=args.per_hour, per_minute=args.per_minute)

@@ -99,7 +99,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(state: Path | None = None, port: int | None = None, timeout: float = 900) -> Service:
+def start(
+    state: Path | None = None, port: int | None = None, timeout: float = 900, network: str | None = None
+) -> Service:
     """Start the API in the background unless it runs already; return it once it answers.
 
     The first start may build the base image (minutes); ``timeout`` bounds the wait.
@@ -111,10 +113,11 @@ def start(state: Path | None = None, port: int | None = None, timeout: float = 9
         return current
     port = port or int(os.environ.get("RELAUNCH_SANDBOX_PORT") or 0) or _free_port()
     log_path = state / "api.log"
+    extra = ["--network", network] if network else []
     env = dict(os.environ, RELAUNCH_SANDBOX_TOKEN=sandbox_token())
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "relaunch.sandbox", "api", "--port", str(port), "--state-dir", str(state)],
+            [sys.executable, "-m", "relaunch.sandbox", "api", "--port", str(port), "--state-dir", str(state), *extra],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
