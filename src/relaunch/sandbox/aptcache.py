@@ -8,6 +8,7 @@ lives in a labelled volume, so it outlives Droplets and API restarts in one sess
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 
 import docker
@@ -104,8 +105,12 @@ class AptCache:
         while time.monotonic() < deadline:
             container.reload()
             if container.status == "running":
-                code, _ = container.exec_run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{PORT}"])
-                if code == 0:
+                probe = subprocess.run(
+                    ["docker", "exec", NAME, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{PORT}"],
+                    capture_output=True,
+                    timeout=10,
+                )
+                if probe.returncode == 0:  # the CLI: exec_run has no timeout
                     return
             time.sleep(0.2)
         raise RelaunchError(f"the sandbox package cache ({NAME}) did not start: {container.logs()[-500:]!r}")

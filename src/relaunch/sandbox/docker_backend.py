@@ -14,6 +14,7 @@ import io
 import ipaddress
 import logging
 import tarfile
+import subprocess
 import threading
 import time
 import uuid
@@ -86,6 +87,7 @@ class DockerBackend:
         self.boot_timeout = boot_timeout
         self._apt_cache_enabled = apt_cache
         self._ip_lock = threading.Lock()
+        self._local = threading.local()
         self._base_tag: str | None = None
 
     def container_name(self, droplet_id: int) -> str:
@@ -96,13 +98,22 @@ class DockerBackend:
 
     @property
     def client(self) -> docker.DockerClient:
-        if self._client is None:
+        """A Docker client for the calling thread.
+
+        The simulator calls the backend from many worker threads; requests' sessions
+        (under docker-py) are not documented as thread-safe, so each thread gets its own.
+        """
+        if self._client is not None:
+            return self._client
+        client = getattr(self._local, "client", None)
+        if client is None:
             try:
-                self._client = docker.from_env()
-                self._client.ping()
+                client = docker.from_env()
+                client.ping()
             except docker.errors.DockerException as exc:
                 raise RelaunchError(f"cannot reach the Docker daemon (is dockerd running?): {exc}") from exc
-        return self._client
+            self._local.client = client
+        return client
 
     # --- setup -----------------------------------------------------------------------
 
@@ -202,7 +213,8 @@ class DockerBackend:
         net.reload()
         subnet = ipaddress.ip_network(net.attrs["IPAM"]["Config"][0]["Subnet"])
         used: set[str] = set()
-        for container in self.client.containers.list(all=True, filters={"network": self.network}):
+        # ignore_removed: another worker may remove a Droplet between docker-py's list and get.
+        for container in self.client.containers.list(all=True, ignore_removed=True, filters={"network": self.network}):
             settings = container.attrs["NetworkSettings"]["Networks"].get(self.network) or {}
             if settings.get("IPAddress"):
                 used.add(settings["IPAddress"])
@@ -230,8 +242,7 @@ class DockerBackend:
             container.reload()
             if container.status != "running":
                 raise BackendError(f"droplet {droplet_id}'s machine stopped while booting ({container.status})")
-            code, out = container.exec_run(["systemctl", "is-system-running"])
-            state = out.decode(errors="replace").strip()
+            state = _exec(container.name, ["systemctl", "is-system-running"])
             if state in ("initializing", "starting", "running", "degraded"):
                 return self._booted(container)
             time.sleep(delay)
@@ -328,8 +339,23 @@ class DockerBackend:
 
     def droplet_containers(self) -> list[docker.models.containers.Container]:
         return self.client.containers.list(
-            all=True, filters={"label": [f"{LABEL}=droplet", f"{NETWORK_LABEL}={self.network}"]}
+            all=True, ignore_removed=True, filters={"label": [f"{LABEL}=droplet", f"{NETWORK_LABEL}={self.network}"]}
         )
+
+
+def _exec(container: str, argv: list[str], timeout: float = 30) -> str:
+    """Run a command in a container through the docker CLI; return its output, stripped.
+
+    The CLI rather than docker-py's exec_run because exec_run has no timeout, and a
+    hung exec in a booting container must not hang the simulator's worker.
+    """
+    try:
+        proc = subprocess.run(
+            ["docker", "exec", container, *argv], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return "no answer"
+    return (proc.stdout or proc.stderr).strip()
 
 
 def _hostname(name: str) -> str:
@@ -348,10 +374,10 @@ def remove_everything(client: docker.DockerClient | None = None, network: str | 
     client = client or docker.from_env()
     scope = [f"{NETWORK_LABEL}={network}"] if network else [LABEL]
     counts = {"containers": 0, "networks": 0, "volumes": 0, "snapshots": 0}
-    for container in client.containers.list(all=True, filters={"label": scope}):
+    for container in client.containers.list(all=True, ignore_removed=True, filters={"label": scope}):
         counts["containers"] += _gone(lambda: container.remove(force=True, v=True))
     for net in client.networks.list(filters={"label": scope}):
-        for attached in client.containers.list(all=True, filters={"network": net.name}):
+        for attached in client.containers.list(all=True, ignore_removed=True, filters={"network": net.name}):
             try:
                 net.disconnect(attached, force=True)
             except docker.errors.APIError:
