@@ -34,16 +34,30 @@ def _network_name() -> str:
 @pytest.fixture(scope="session")
 def sandbox_backend() -> Iterator[object]:
     """The real Droplet backend on a network of this session's own; everything removed after."""
+    import docker
+
+    from relaunch.sandbox import aptcache
     from relaunch.sandbox.docker_backend import DockerBackend, remove_everything
 
+    client = docker.from_env()
+    had_cache = bool(client.containers.list(all=True, filters={"name": f"^{aptcache.NAME}$"}))
     backend = DockerBackend(network=_network_name())
+
+    def clean_up() -> None:
+        remove_everything(network=backend.network)
+        if not had_cache:  # this session started the package cache: it goes too
+            for container in client.containers.list(all=True, filters={"name": f"^{aptcache.NAME}$"}):
+                container.remove(force=True)
+            for volume in client.volumes.list(filters={"name": aptcache.VOLUME}):
+                volume.remove(force=True)
+
     try:
         backend.prepare()
-    except Exception:
-        remove_everything(network=backend.network)
+    except BaseException:
+        clean_up()
         raise
     yield backend
-    remove_everything(network=backend.network)
+    clean_up()
 
 
 @pytest.fixture(scope="session")
