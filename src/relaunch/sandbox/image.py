@@ -63,8 +63,11 @@ FILES: dict[str, str] = {
         "# as on DigitalOcean's images: the ssh_keys go to root, who logs in with them\n"
         "disable_root: false\n"
     ),
-    # Docker inside a Droplet container: overlay on overlay does not work, vfs does.
-    "etc/docker/daemon.json": '{"storage-driver": "vfs"}\n',
+    # Docker inside a Droplet container: overlay on overlay does not work, vfs does; the
+    # sandbox's registry (relaunch.sandbox.registry) speaks plain http on its network.
+    "etc/docker/daemon.json": (
+        '{"storage-driver": "vfs", "insecure-registries": ["relaunch-sandbox-registry:5000"]}\n'
+    ),
     # Units that cannot work in a container and would leave systemd "degraded".
     "etc/systemd/system/systemd-remount-fs.service": "",
     "etc/systemd/system/getty@tty1.service": "",

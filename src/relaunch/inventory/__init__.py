@@ -1,0 +1,1 @@
+"""The inventory: load, validate and resolve one site's description."""

@@ -1,0 +1,306 @@
+"""The inventory schema: what a user writes once to describe their server.
+
+One pydantic model per section; every field described, unknown keys rejected
+(``extra="forbid"``). Secrets are references only (``env:NAME`` or ``file:PATH``),
+resolved at run time by ``relaunch.inventory.secrets``.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+_SLUG = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
+_SECRET = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError("a lowercase name: letters, digits and dashes, starting with a letter (e.g. 'blog')")
+    return value
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError("a fully qualified lowercase host name (e.g. 'blog.example.test')")
+    return value
+
+
+def _secret(value: str) -> str:
+    if not _SECRET.match(value):
+        raise ValueError(
+            "a secret reference, 'env:NAME' (an environment variable) or 'file:PATH' (a file; relative paths "
+            "start at the inventory's directory); secrets are never written inline"
+        )
+    return value
+
+
+def _abs_path(value: str) -> str:
+    if not value.startswith("/") or "/../" in value + "/" or value.rstrip("/") == "":
+        raise ValueError("an absolute path on the host, not '/' itself (e.g. '/srv/blog/uploads')")
+    return value.rstrip("/")
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+Hostname = Annotated[str, AfterValidator(_hostname)]
+SecretRef = Annotated[str, AfterValidator(_secret)]
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provider(Strict):
+    """Where new Droplets are made."""
+
+    kind: Literal["sandbox", "digitalocean"] = Field(
+        description="'sandbox' (the local sandbox cloud) or 'digitalocean'", examples=["digitalocean"]
+    )
+    region: str = Field(description="DigitalOcean region slug", examples=["fra1"])
+    size: str = Field(description="Droplet size slug", examples=["s-2vcpu-4gb"])
+    image: str = Field("debian-12-x64", description="image slug of new Droplets", examples=["debian-12-x64"])
+    tags: list[Slug] = Field(default_factory=list, description="tags put on every Droplet relaunch makes")
+    token: SecretRef | None = Field(
+        None,
+        description="API token reference; required for digitalocean (the sandbox uses its own token)",
+        examples=["env:DIGITALOCEAN_ACCESS_TOKEN"],
+    )
+    ssh_key: str | None = Field(
+        None,
+        description="path of the private SSH key relaunch logs in with (null: the sandbox's own key)",
+        examples=["~/.ssh/id_ed25519"],
+    )
+
+    @model_validator(mode="after")
+    def _needs_token(self) -> Provider:
+        if self.kind == "digitalocean" and self.token is None:
+            raise ValueError("provider.token is required for digitalocean (e.g. 'env:DIGITALOCEAN_ACCESS_TOKEN')")
+        if self.kind == "digitalocean" and self.ssh_key is None:
+            raise ValueError("provider.ssh_key is required for digitalocean (the private key relaunch logs in with)")
+        return self
+
+
+class Production(Strict):
+    """The host that serves the site today."""
+
+    droplet_name: str | None = Field(None, description="name of the production Droplet", examples=["example-prod"])
+    address: IPv4Address | None = Field(None, description="its public IPv4, when not found by name", examples=["203.0.113.10"])
+    user: str = Field("root", description="SSH user")
+
+    @model_validator(mode="after")
+    def _one_way_to_find_it(self) -> Production:
+        if self.droplet_name is None and self.address is None:
+            raise ValueError("give production.droplet_name or production.address")
+        return self
+
+
+class HealthCheck(Strict):
+    """One HTTP request that must succeed for an app to count as up (and its data present)."""
+
+    path: str = Field("/", description="URL path", examples=["/health"])
+    status: int = Field(200, ge=100, le=599, description="expected HTTP status")
+    contains: str | None = Field(None, description="text the body must contain", examples=['"posts":'])
+    host: Hostname | None = Field(None, description="Host header (default: the app's domain)")
+    timeout: float = Field(5.0, gt=0, le=120, description="seconds to wait for the answer")
+
+
+class ComposeApp(Strict):
+    """How a Docker Compose app is deployed."""
+
+    template: str = Field(description="compose file template, relative to templates/", examples=["apps/blog/compose.yml.j2"])
+    images: dict[str, str] = Field(
+        default_factory=dict,
+        description="service name -> image repository; deployed by digest (what production ran)",
+        examples=[{"web": "example/blog"}],
+    )
+
+
+class SystemdApp(Strict):
+    """How a native app runs under systemd."""
+
+    unit_template: str = Field(description="unit file template, relative to templates/", examples=["apps/stats/stats.service.j2"])
+    packages: list[str] = Field(default_factory=list, description="Debian packages it needs", examples=[["python3-pymysql"]])
+
+
+class App(Strict):
+    """One application of the site, behind the reverse proxy by Host header."""
+
+    name: Slug = Field(description="short name", examples=["blog"])
+    kind: Literal["compose", "systemd"] = Field(description="a Docker Compose project or a native systemd service")
+    domain: Hostname = Field(description="the host name it answers on", examples=["blog.example.test"])
+    port: int = Field(ge=1024, le=65535, description="port it listens on at 127.0.0.1 (the proxy's upstream)")
+    files: list[AbsPath] = Field(default_factory=list, description="file trees to carry to a new host", examples=[["/srv/blog/uploads"]])
+    databases: list[Slug] = Field(default_factory=list, description="names of its databases (see databases)")
+    health: list[HealthCheck] = Field(min_length=1, description="checks that prove it is up with its data")
+    env: dict[str, str] = Field(default_factory=dict, description="plain environment for the app")
+    secret_env: dict[str, SecretRef] = Field(
+        default_factory=dict, description="environment from secret references (written to a 0600 env file)"
+    )
+    compose: ComposeApp | None = Field(None, description="required when kind is compose")
+    systemd: SystemdApp | None = Field(None, description="required when kind is systemd")
+
+    @model_validator(mode="after")
+    def _kind_section(self) -> App:
+        if self.kind == "compose" and self.compose is None:
+            raise ValueError("an app of kind 'compose' needs a 'compose' section")
+        if self.kind == "systemd" and self.systemd is None:
+            raise ValueError("an app of kind 'systemd' needs a 'systemd' section")
+        if self.kind == "compose" and self.systemd is not None:
+            raise ValueError("an app of kind 'compose' takes no 'systemd' section")
+        if self.kind == "systemd" and self.compose is not None:
+            raise ValueError("an app of kind 'systemd' takes no 'compose' section")
+        return self
+
+
+class ComposeService(Strict):
+    """A database that is a service of an app's Compose project."""
+
+    app: Slug = Field(description="the compose app", examples=["blog"])
+    service: str = Field(description="the service name in its compose file", examples=["db"])
+
+
+class Database(Strict):
+    """One database and where it runs."""
+
+    name: Slug = Field(description="short name apps refer to", examples=["blog"])
+    engine: Literal["postgresql", "mariadb", "mysql", "sqlite"]
+    runs: Literal["native"] | ComposeService = Field(
+        "native", description="'native' (the host's own server) or {app, service} of a compose project"
+    )
+    database: str | None = Field(None, description="database name on the server (not for sqlite)", examples=["blog"])
+    user: str | None = Field(None, description="user the app connects as (not for sqlite)", examples=["blog"])
+    password: SecretRef | None = Field(None, description="that user's password, by reference (not for sqlite)")
+    path: AbsPath | None = Field(None, description="the database file (sqlite only)", examples=["/srv/notes/notes.db"])
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> Database:
+        if self.engine == "sqlite":
+            if self.path is None:
+                raise ValueError("a sqlite database needs 'path'")
+            if any(v is not None for v in (self.database, self.user, self.password)):
+                raise ValueError("a sqlite database takes only 'path' (no database, user or password)")
+            if self.runs != "native":
+                raise ValueError("a sqlite database is a file: runs must be 'native'")
+        else:
+            missing = [k for k in ("database", "user", "password") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"a {self.engine} database needs {', '.join(missing)}")
+            if self.path is not None:
+                raise ValueError(f"'path' is for sqlite only, not {self.engine}")
+        return self
+
+
+class Proxy(Strict):
+    """The reverse proxy in front of the apps (from Debian's packages)."""
+
+    kind: Literal["nginx"] = Field("nginx", description="nginx, one virtual host per app")
+
+
+class DnsRecordSpec(Strict):
+    name: str = Field(description="record name in the zone, '@' for the apex", examples=["@", "blog"])
+    type: Literal["A", "AAAA"] = "A"
+
+
+class Dns(Strict):
+    """The zone and the records a switch points at the new host."""
+
+    zone: Hostname = Field(description="the DigitalOcean-hosted zone", examples=["example.test"])
+    records: list[DnsRecordSpec] = Field(min_length=1, description="records to switch")
+    ttl: int = Field(1800, ge=30, le=86400, description="normal TTL of those records, seconds")
+    switch_ttl: int = Field(60, ge=30, le=3600, description="TTL while a switch is prepared, seconds")
+    reserved_ip: IPv4Address | None = Field(None, description="a Reserved IP to move instead of records")
+
+
+class Retention(Strict):
+    keep_within_hours: int = Field(24, ge=1, description="keep every backup this recent")
+    daily: int = Field(14, ge=0, description="then one a day for this many days")
+    weekly: int = Field(8, ge=0, description="then one a week for this many weeks")
+
+
+class Offsite(Strict):
+    """The store that survives the host (restic repository)."""
+
+    kind: Literal["sftp", "s3"] = Field(description="sftp (a backup host; the sandbox's) or s3 (e.g. Spaces)")
+    repository: str = Field(description="restic repository", examples=["sftp:backup@backup.example.test:/srv/restic/example"])
+    password: SecretRef = Field(description="restic repository password, by reference")
+    access_key: SecretRef | None = Field(None, description="s3 access key id, by reference")
+    secret_key: SecretRef | None = Field(None, description="s3 secret key, by reference")
+
+
+class Backups(Strict):
+    interval_minutes: int = Field(15, ge=1, le=1440, description="minutes between backups")
+    retention: Retention = Field(default_factory=Retention)
+    offsite: Offsite | None = Field(None, description="off-host copy (strongly advised)")
+
+
+class Objectives(Strict):
+    rto_minutes: int = Field(30, ge=1, description="longest acceptable time to be back up")
+    rpo_minutes: int = Field(15, ge=1, description="most recent data one may lose, in minutes")
+
+
+class DockerSettings(Strict):
+    compose: Literal["auto", "v2", "v1"] = Field(
+        "auto", description="'docker compose' (v2), 'docker-compose' (v1, Debian 12's), or auto-detect"
+    )
+    packages: Literal["debian", "docker"] = Field(
+        "debian", description="Docker from Debian's archive (docker.io) or Docker's own packages (docker-ce)"
+    )
+    registry: str | None = Field(
+        None, description="registry the app images come from (null in the sandbox: its own registry)",
+        examples=["registry.digitalocean.com/mysite"],
+    )
+
+
+class Inventory(Strict):
+    """One site: its host, apps, databases, DNS, backups and objectives."""
+
+    site: Slug = Field(description="the site's short name (the inventory file is inventory/<site>.yml)")
+    description: str = Field("", description="free text")
+    provider: Provider
+    production: Production
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    proxy: Proxy = Field(default_factory=Proxy)
+    apps: list[App] = Field(min_length=1)
+    databases: list[Database] = Field(default_factory=list)
+    dns: Dns
+    backups: Backups = Field(default_factory=Backups)
+    objectives: Objectives = Field(default_factory=Objectives)
+
+    @model_validator(mode="after")
+    def _references(self) -> Inventory:
+        _unique("apps", [a.name for a in self.apps])
+        _unique("databases", [d.name for d in self.databases])
+        _unique("app domains", [a.domain for a in self.apps])
+        _unique("app ports", [a.port for a in self.apps])
+        dbs = {d.name for d in self.databases}
+        apps = {a.name: a for a in self.apps}
+        for app in self.apps:
+            for ref in app.databases:
+                if ref not in dbs:
+                    known = ", ".join(sorted(dbs)) or "none"
+                    raise ValueError(f"app {app.name!r} refers to database {ref!r}, which does not exist (known: {known})")
+        for db in self.databases:
+            if isinstance(db.runs, ComposeService):
+                app = apps.get(db.runs.app)
+                if app is None or app.kind != "compose":
+                    raise ValueError(f"database {db.name!r} runs in compose app {db.runs.app!r}, which is not a compose app here")
+        return self
+
+    def app(self, name: str) -> App:
+        return next(a for a in self.apps if a.name == name)
+
+    def database(self, name: str) -> Database:
+        return next(d for d in self.databases if d.name == name)
+
+
+def _unique(what: str, values: list[object]) -> None:
+    seen: set[object] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} must be unique: {value!r} appears twice")
+        seen.add(value)
