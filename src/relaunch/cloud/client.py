@@ -414,6 +414,27 @@ class Cloud:
                 return False
         return True
 
+    # --- domains -----------------------------------------------------------
+
+    def list_domains(self) -> list[str]:
+        """Return the names of the zones hosted in this account."""
+        with self._doing("listing domains"):
+            return [d["name"] for d in self._get("domains").get("domains", [])]
+
+    def ensure_domain(self, domain: str) -> bool:
+        """Make sure zone `domain` exists (created empty if not); return whether it was created."""
+        if domain in self.list_domains():
+            return False
+        what = f"creating domain {domain}"
+        with self._doing(what):
+            # POST /v2/domains without ip_address: an empty zone (SOA and NS only).
+            self._create_deduplicated(
+                what,
+                lambda: self._t.request("POST", "domains", {"name": domain}),
+                lambda: True if domain in self.list_domains() else None,
+            )
+        return True
+
     # --- DNS records --------------------------------------------------------
 
     def list_records(self, domain: str, *, type: str | None = None, name: str | None = None) -> list[DnsRecord]:
