@@ -122,6 +122,11 @@ class DockerBackend:
         self._ensure_network()
         if self._apt_cache_enabled:
             AptCache(self.client, self.network, self._base_tag).ensure()
+        # App images reach Droplets through the sandbox registry (no public one is reachable).
+        from relaunch.sandbox.registry import Registry
+
+        #: Where the host's dockerd pushes images (``127.0.0.1:<port>``); Droplets pull from Registry.pull_address.
+        self.registry_push_address = Registry(self.client, self.network, self._base_tag).ensure()
 
     def _ensure_network(self) -> docker.models.networks.Network:
         found = self.client.networks.list(names=[self.network])
