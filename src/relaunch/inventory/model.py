@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from ipaddress import IPv4Address
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from relaunch.inventory.errors import Problem, UnknownNameError
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
@@ -55,6 +58,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+KeyPath = tuple[str | int, ...]
+
+
+def _fail(*problems: tuple[KeyPath, str]) -> NoReturn:
+    """Reject a model with one or more problems, each at a key path relative to the model.
+
+    A model-level check (one field against another, cross references) would otherwise be
+    reported at the model as a whole; the loader reads ``ctx["problems"]`` to point at the
+    exact key (and its line) instead.
+    """
+    raise PydanticCustomError(
+        "inventory", "{message}", {"message": "; ".join(m for _, m in problems), "problems": tuple(problems)}
+    )
+
+
 class Provider(Strict):
     """Where new Droplets are made."""
 
@@ -78,10 +96,13 @@ class Provider(Strict):
 
     @model_validator(mode="after")
     def _needs_token(self) -> Provider:
+        problems: list[tuple[KeyPath, str]] = []
         if self.kind == "digitalocean" and self.token is None:
-            raise ValueError("provider.token is required for digitalocean (e.g. 'env:DIGITALOCEAN_ACCESS_TOKEN')")
+            problems.append((("kind",), "provider.token is required for digitalocean (e.g. 'env:DIGITALOCEAN_ACCESS_TOKEN')"))
         if self.kind == "digitalocean" and self.ssh_key is None:
-            raise ValueError("provider.ssh_key is required for digitalocean (the private key relaunch logs in with)")
+            problems.append((("kind",), "provider.ssh_key is required for digitalocean (the private key relaunch logs in with)"))
+        if problems:
+            _fail(*problems)
         return self
 
 
@@ -95,7 +116,7 @@ class Production(Strict):
     @model_validator(mode="after")
     def _one_way_to_find_it(self) -> Production:
         if self.droplet_name is None and self.address is None:
-            raise ValueError("give production.droplet_name or production.address")
+            _fail(((), "give production.droplet_name or production.address"))
         return self
 
 
@@ -146,14 +167,17 @@ class App(Strict):
 
     @model_validator(mode="after")
     def _kind_section(self) -> App:
+        problems: list[tuple[KeyPath, str]] = []
         if self.kind == "compose" and self.compose is None:
-            raise ValueError("an app of kind 'compose' needs a 'compose' section")
+            problems.append((("kind",), "an app of kind 'compose' needs a 'compose' section"))
         if self.kind == "systemd" and self.systemd is None:
-            raise ValueError("an app of kind 'systemd' needs a 'systemd' section")
+            problems.append((("kind",), "an app of kind 'systemd' needs a 'systemd' section"))
         if self.kind == "compose" and self.systemd is not None:
-            raise ValueError("an app of kind 'compose' takes no 'systemd' section")
+            problems.append((("systemd",), "an app of kind 'compose' takes no 'systemd' section"))
         if self.kind == "systemd" and self.compose is not None:
-            raise ValueError("an app of kind 'systemd' takes no 'compose' section")
+            problems.append((("compose",), "an app of kind 'systemd' takes no 'compose' section"))
+        if problems:
+            _fail(*problems)
         return self
 
 
@@ -179,19 +203,23 @@ class Database(Strict):
 
     @model_validator(mode="after")
     def _engine_fields(self) -> Database:
+        problems: list[tuple[KeyPath, str]] = []
         if self.engine == "sqlite":
             if self.path is None:
-                raise ValueError("a sqlite database needs 'path'")
-            if any(v is not None for v in (self.database, self.user, self.password)):
-                raise ValueError("a sqlite database takes only 'path' (no database, user or password)")
+                problems.append((("engine",), "a sqlite database needs 'path'"))
+            for key in ("database", "user", "password"):
+                if getattr(self, key) is not None:
+                    problems.append(((key,), f"a sqlite database takes only 'path' (no {key})"))
             if self.runs != "native":
-                raise ValueError("a sqlite database is a file: runs must be 'native'")
+                problems.append((("runs",), "a sqlite database is a file: runs must be 'native'"))
         else:
             missing = [k for k in ("database", "user", "password") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"a {self.engine} database needs {', '.join(missing)}")
+                problems.append((("engine",), f"a {self.engine} database needs {', '.join(missing)}"))
             if self.path is not None:
-                raise ValueError(f"'path' is for sqlite only, not {self.engine}")
+                problems.append((("path",), f"'path' is for sqlite only, not {self.engine}"))
+        if problems:
+            _fail(*problems)
         return self
 
 
@@ -273,34 +301,54 @@ class Inventory(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Inventory:
-        _unique("apps", [a.name for a in self.apps])
-        _unique("databases", [d.name for d in self.databases])
-        _unique("app domains", [a.domain for a in self.apps])
-        _unique("app ports", [a.port for a in self.apps])
+        problems: list[tuple[KeyPath, str]] = []
+        problems += _unique("apps", "name", [a.name for a in self.apps])
+        problems += _unique("databases", "name", [d.name for d in self.databases])
+        problems += _unique("apps", "domain", [a.domain for a in self.apps])
+        problems += _unique("apps", "port", [a.port for a in self.apps])
         dbs = {d.name for d in self.databases}
         apps = {a.name: a for a in self.apps}
-        for app in self.apps:
-            for ref in app.databases:
+        known = ", ".join(sorted(dbs)) or "none"
+        for i, app in enumerate(self.apps):
+            for j, ref in enumerate(app.databases):
                 if ref not in dbs:
-                    known = ", ".join(sorted(dbs)) or "none"
-                    raise ValueError(f"app {app.name!r} refers to database {ref!r}, which does not exist (known: {known})")
-        for db in self.databases:
+                    problems.append(
+                        (("apps", i, "databases", j), f"app {app.name!r} refers to database {ref!r}, which does not exist (known: {known})")
+                    )
+        for i, db in enumerate(self.databases):
             if isinstance(db.runs, ComposeService):
                 app = apps.get(db.runs.app)
                 if app is None or app.kind != "compose":
-                    raise ValueError(f"database {db.name!r} runs in compose app {db.runs.app!r}, which is not a compose app here")
+                    problems.append(
+                        (("databases", i, "runs", "app"), f"database {db.name!r} runs in compose app {db.runs.app!r}, which is not a compose app here")
+                    )
+        if problems:
+            _fail(*problems)
         return self
 
     def app(self, name: str) -> App:
-        return next(a for a in self.apps if a.name == name)
+        """Return the app called ``name``. Raise UnknownNameError (an InventoryError and a KeyError) if there is none."""
+        for a in self.apps:
+            if a.name == name:
+                return a
+        raise UnknownNameError(Problem("", None, "apps", f"no app named {name!r} (known: {', '.join(a.name for a in self.apps)})"))
 
     def database(self, name: str) -> Database:
-        return next(d for d in self.databases if d.name == name)
+        """Return the database called ``name``. Raise UnknownNameError (an InventoryError and a KeyError) if there is none."""
+        for d in self.databases:
+            if d.name == name:
+                return d
+        known = ", ".join(d.name for d in self.databases) or "none"
+        raise UnknownNameError(Problem("", None, "databases", f"no database named {name!r} (known: {known})"))
 
 
-def _unique(what: str, values: list[object]) -> None:
-    seen: set[object] = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"{what} must be unique: {value!r} appears twice")
-        seen.add(value)
+def _unique(section: str, key: str, values: list[object]) -> list[tuple[KeyPath, str]]:
+    """Problems for every repeated value, each pointing at the repeat."""
+    first: dict[object, int] = {}
+    problems: list[tuple[KeyPath, str]] = []
+    for i, value in enumerate(values):
+        if value in first:
+            problems.append(((section, i, key), f"{key} {value!r} is already used by {section}[{first[value]}]; {key}s must be unique"))
+        else:
+            first[value] = i
+    return problems

@@ -1,0 +1,94 @@
+"""``fab check``'s logic: load a site, resolve its secrets, summarise it as tables (data, not output)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relaunch.inventory.errors import InventoryError
+from relaunch.inventory.loader import load_site, source_of
+from relaunch.inventory.model import ComposeService, Inventory
+from relaunch.inventory.secrets import missing_sandbox_secrets, resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table of text cells, for the task layer to print."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``check_site`` found: a valid inventory, how many secrets resolved, sandbox secret files still to create."""
+
+    inventory: Inventory
+    file: str
+    secrets_resolved: int
+    missing_sandbox_secrets: list[Path]
+    tables: list[Table]
+
+
+def check_site(site: str, root: Path | str | None = None) -> CheckReport:
+    """Load and validate ``inventory/<site>.yml`` under ``root`` and resolve its secrets, changing nothing.
+
+    Raise InventoryError for any problem in the file or any secret that cannot be resolved,
+    except one case: the ``file:`` secrets of a sandbox site that do not exist yet are
+    returned in ``missing_sandbox_secrets`` (``ensure_sandbox_secrets`` makes them when the
+    sandbox site is brought up); check never creates them.
+    """
+    inv = load_site(site, root)
+    secrets, problems = resolve(inv)
+    pending = [p for p in problems if inv.provider.kind == "sandbox" and p.code == "secret-missing-file"]
+    others = [p for p in problems if p not in pending]
+    if others:
+        raise InventoryError(others, file=source_of(inv).file)
+    missing = missing_sandbox_secrets(inv) if pending else []
+    return CheckReport(inv, source_of(inv).file, len(secrets), missing, summary(inv))
+
+
+def summary(inv: Inventory) -> list[Table]:
+    """The inventory as tables: apps, databases, DNS, backups, objectives."""
+    apps = Table("apps", ("name", "kind", "domain", "port", "databases", "health checks"))
+    for a in inv.apps:
+        checks = []
+        for h in a.health:
+            text = f"{h.path} → {h.status}"
+            if h.contains is not None:
+                text += f" containing {h.contains!r}"
+            if h.host is not None:
+                text += f" (Host {h.host})"
+            checks.append(text)
+        apps.rows.append((a.name, a.kind, a.domain, str(a.port), ", ".join(a.databases) or "-", "\n".join(checks)))
+
+    dbs = Table("databases", ("name", "engine", "runs", "database"))
+    for d in inv.databases:
+        runs = f"compose {d.runs.app}/{d.runs.service}" if isinstance(d.runs, ComposeService) else "native"
+        what = d.path if d.engine == "sqlite" else f"{d.database} (user {d.user})"
+        dbs.rows.append((d.name, d.engine, runs, what or "-"))
+
+    dns = Table(f"DNS zone {inv.dns.zone}", ("record", "type", "ttl", "ttl while switching"))
+    for r in inv.dns.records:
+        fqdn = inv.dns.zone if r.name == "@" else f"{r.name}.{inv.dns.zone}"
+        dns.rows.append((fqdn, r.type, str(inv.dns.ttl), str(inv.dns.switch_ttl)))
+    if inv.dns.reserved_ip is not None:
+        dns.rows.append(("reserved IP", str(inv.dns.reserved_ip), "-", "-"))
+
+    b = inv.backups
+    offsite = f"{b.offsite.kind} {b.offsite.repository}" if b.offsite else "none (advised: an off-host copy)"
+    backups = Table("backups", ("every", "keep", "off-host copy"))
+    backups.rows.append(
+        (
+            f"{b.interval_minutes} min",
+            f"all within {b.retention.keep_within_hours} h, {b.retention.daily} daily, {b.retention.weekly} weekly",
+            offsite,
+        )
+    )
+    objectives = Table("objectives", ("RTO (back up within)", "RPO (data loss at most)"))
+    objectives.rows.append((f"{inv.objectives.rto_minutes} min", f"{inv.objectives.rpo_minutes} min"))
+    return [apps, dbs, dns, backups, objectives]
