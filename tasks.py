@@ -19,6 +19,10 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+DEFAULT_SITE = "example"
+SITE_HELP = f"the site: inventory/<site>.yml (default {DEFAULT_SITE})"
+
+
 @task(help={"verbose": "log what the library does"})
 def sandbox_up(c, verbose=False):
     """Start the local sandbox cloud (base image, network, package cache, API); idempotent."""
@@ -65,4 +69,32 @@ def sandbox_down(c, images=False):
     console.print(f"[green]sandbox down[/]: removed {summary}")
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down)
+@task(help={"site": SITE_HELP, "verbose": "log what the library does"})
+def check(c, site=DEFAULT_SITE, verbose=False):
+    """Validate inventory/<site>.yml and its secrets, and show what it describes; changes nothing."""
+    from relaunch.inventory.check import check_site
+
+    _setup_logging(verbose)
+    try:
+        report = check_site(site)
+    except RelaunchError as exc:
+        raise Exit(f"check failed: {exc}", code=1) from exc
+    inv = report.inventory
+    console.print(f"[green]{report.file}[/]: site {inv.site!r} is valid ({inv.description or 'no description'})")
+    console.print(f"  provider {inv.provider.kind} ({inv.provider.region}, {inv.provider.size}, {inv.provider.image})")
+    for t in report.tables:
+        table = Table(title=t.title)
+        for col in t.columns:
+            table.add_column(col)
+        for row in t.rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(f"secrets: {report.secrets_resolved} resolved")
+    if report.missing_sandbox_secrets:
+        console.print(f"[yellow]{len(report.missing_sandbox_secrets)} sandbox secret file(s) do not exist yet[/]:")
+        for path in report.missing_sandbox_secrets:
+            console.print(f"  {path}")
+        console.print(f"  `fab sandbox-up --site {site}` creates them (random values, mode 0600)")
+
+
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check)
