@@ -1,0 +1,399 @@
+"""Render the files of a host from the inventory: cloud-init user-data, app files, env files, proxy.
+
+Templates live in ``templates/`` (Jinja2, ``StrictUndefined``: a value the inventory does
+not give is an error, never an empty string). Rendering is pure: it returns
+:class:`RenderedFile` values (host path, bytes, mode, secret or not); putting them on a
+host is ``relaunch.upload``'s job, writing them locally for a person to read is
+:func:`write_local`'s.
+
+Secrets reach exactly two kinds of file: the per-app env file
+(``/etc/relaunch/<app>.env``) and the per-database password file
+(``/etc/relaunch/secrets/<db>.password``), both 0600 and marked secret — plus the
+cloud-init user-data, which holds the host's private key. App templates never see a
+secret value: they are given the env file's path instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import shlex
+import stat
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import jinja2
+import yaml
+
+from relaunch.errors import RelaunchError
+from relaunch.inventory.model import App, Inventory
+from relaunch.remote import HostKey
+
+#: The repository's templates/ (src/relaunch/render.py -> repo root).
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+#: Packages every host gets, from cloud-init and again (idempotently) from runbooks/00-base.md.
+BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "rsync", "tzdata"]
+
+#: Where relaunch keeps a host's own facts and secrets.
+RELAUNCH_DIR = "/etc/relaunch"
+SECRETS_DIR = "/etc/relaunch/secrets"
+USER_DATA_TEMPLATE = "cloud-init/user-data.yml.j2"
+NGINX_TEMPLATE = "nginx/site.conf.j2"
+
+# Values an env file can hold unquoted, for systemd (EnvironmentFile=) and Compose alike.
+_ENV_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+,=%-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SKIP_PARTS = {"__pycache__", ".git"}
+
+
+class RenderError(RelaunchError):
+    """A template could not be rendered (missing value, syntax error, missing template)."""
+
+
+class SecretLike(Protocol):
+    """What ``relaunch.inventory.secrets.Secret`` offers: a masked value revealed on demand."""
+
+    def reveal(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file for the host: ``path`` absolute on the host, exact bytes, mode, secret or not."""
+
+    path: str
+    content: bytes
+    mode: int
+    secret: bool
+
+    def __repr__(self) -> str:  # content stays out of logs and test failure output
+        return f"RenderedFile({self.path!r}, {len(self.content)} bytes, mode={self.mode:o}, secret={self.secret})"
+
+
+@dataclass
+class RenderContext:
+    """Everything rendering needs for one host.
+
+    ``secrets`` maps a secret reference (``file:...``/``env:...``) to its resolved value
+    (``relaunch.inventory.secrets.resolve_all``); it may be empty for runbooks, which never
+    see secrets. ``images`` maps app name -> service -> image reference by digest.
+    """
+
+    inventory: Inventory
+    secrets: Mapping[str, SecretLike] = field(default_factory=dict)
+    images: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    sandbox: bool = False
+    host_key: HostKey | None = None
+    authorized_keys: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    templates_dir: Path = TEMPLATES_DIR
+
+    def __repr__(self) -> str:
+        return f"RenderContext(site={self.inventory.site!r}, sandbox={self.sandbox}, secrets={len(self.secrets)} hidden)"
+
+
+# --- the Jinja environment -------------------------------------------------------------
+
+
+def environment(templates_dir: Path, *, finalize: Any = None, **options: Any) -> jinja2.Environment:
+    """Return the Jinja environment over ``templates_dir``: strict, no autoescape, newline kept.
+
+    ``options`` go to ``jinja2.Environment`` (e.g. other comment delimiters).
+    """
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,  # a line holding only {% if %} leaves no blank line (as in Ansible)
+        lstrip_blocks=True,
+        autoescape=False,
+        finalize=finalize,
+        **options,
+    )
+    env.filters["quote"] = lambda value: shlex.quote(str(value))
+    env.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def error_line(exc: BaseException, filename: str) -> int | None:
+    """Return the template line an exception was raised at (Jinja maps template frames to lines)."""
+    line = getattr(exc, "lineno", None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    return line
+
+
+def render_source(env: jinja2.Environment, source: str, name: str, values: Mapping[str, Any], *, first_line: int = 1) -> str:
+    """Render template text ``source`` named ``name`` (for messages); line numbers start at ``first_line``.
+
+    Raise RenderError naming ``name``, the line and Jinja's message (e.g. "'x' is undefined").
+    """
+    try:
+        code = env.compile(source, name=name, filename=name)
+        template = env.template_class.from_code(env, code, env.make_globals(None), None)
+        return template.render(**values)
+    except jinja2.TemplateError as exc:
+        line = error_line(exc, name)
+        where = f"{name}:{line + first_line - 1}" if line else name
+        raise RenderError(f"{where}: {exc.message or exc.__class__.__name__}") from None
+
+
+def render_template(env: jinja2.Environment, name: str, values: Mapping[str, Any]) -> str:
+    """Render the file template ``name`` (relative to the environment's directory).
+
+    Raise RenderError naming the template, the line and the undefined name (or other error).
+    """
+    try:
+        template = env.get_template(name)
+        return template.render(**values)
+    except jinja2.TemplateNotFound as exc:
+        raise RenderError(f"template not found: {exc.name} (under {env.loader.searchpath[0]})") from None  # type: ignore[union-attr]
+    except jinja2.TemplateError as exc:
+        filename = getattr(exc, "filename", None) or _template_filename(env, name)
+        line = error_line(exc, filename)
+        where = f"{name}:{line}" if line else name
+        raise RenderError(f"{where}: {exc.message or exc.__class__.__name__}") from None
+
+
+def _template_filename(env: jinja2.Environment, name: str) -> str:
+    try:
+        _, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        return filename or name
+    except jinja2.TemplateNotFound:
+        return name
+
+
+# --- cloud-init -------------------------------------------------------------------------
+
+
+def render_user_data(ctx: RenderContext) -> str:
+    """Return the cloud-init ``#cloud-config`` for a new host of this site.
+
+    It sets the hostname, pins the host key made locally (so it holds the PRIVATE host key:
+    treat the result as a secret), keeps root login (``disable_root: false``), installs the
+    base packages and sets the timezone to UTC. Outside the sandbox it also writes Docker's
+    daemon.json (the sandbox image has its own). Raise RenderError if no host key is given
+    or the result is not valid YAML.
+    """
+    if ctx.host_key is None:
+        raise RenderError("user-data needs a host key (HostKey.generate()): the first connection is pinned to it")
+    env = environment(ctx.templates_dir)
+    text = render_template(
+        env,
+        USER_DATA_TEMPLATE,
+        {
+            "inventory": ctx.inventory,
+            "hostname": ctx.hostname or ctx.inventory.site,
+            "host_key": ctx.host_key.cloud_config(),
+            "authorized_keys": list(ctx.authorized_keys),
+            "base_packages": BASE_PACKAGES,
+            "sandbox": ctx.sandbox,
+        },
+    )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RenderError(f"{USER_DATA_TEMPLATE}: the result is not valid YAML ({exc.__class__.__name__})") from None
+    if not text.startswith("#cloud-config\n") or not isinstance(data, dict):
+        raise RenderError(f"{USER_DATA_TEMPLATE}: the result must start with '#cloud-config' and be a mapping")
+    return text
+
+
+# --- the host's files -------------------------------------------------------------------
+
+
+def env_file_path(app: str) -> str:
+    return f"{RELAUNCH_DIR}/{app}.env"
+
+
+def password_file_path(database: str) -> str:
+    return f"{SECRETS_DIR}/{database}.password"
+
+
+def app_sources(templates_dir: Path, app: App) -> list[tuple[str, Path]]:
+    """Return (host path, source file) for every file of ``app``'s templates, sorted by host path.
+
+    Every file under ``templates/apps/<app>/`` goes to ``/srv/<app>/<relative path>`` (a
+    ``.j2`` suffix dropped), except the compose template (-> ``/srv/<app>/compose.yml``) and
+    the systemd unit template (-> ``/etc/systemd/system/<app>.service``), wherever they are.
+    """
+    special: dict[Path, str] = {}
+    if app.compose is not None:
+        special[(templates_dir / app.compose.template).resolve()] = f"/srv/{app.name}/compose.yml"
+    if app.systemd is not None:
+        special[(templates_dir / app.systemd.unit_template).resolve()] = f"/etc/systemd/system/{app.name}.service"
+    out: dict[str, Path] = {}
+    app_dir = templates_dir / "apps" / app.name
+    if app_dir.is_dir():
+        for source in sorted(p for p in app_dir.rglob("*") if p.is_file()):
+            rel = source.relative_to(app_dir)
+            if _SKIP_PARTS & set(rel.parts) or source.suffix == ".pyc" or source.resolve() in special:
+                continue
+            name = rel.as_posix()
+            out[posixpath.join(f"/srv/{app.name}", name[:-3] if name.endswith(".j2") else name)] = source
+    for source, dest in special.items():
+        out[dest] = source
+    return sorted(out.items())
+
+
+def app_host_paths(ctx: RenderContext) -> dict[str, list[str]]:
+    """Return app name -> the host paths of its rendered files (code and config, not data), env file included."""
+    return {
+        app.name: [dest for dest, _ in app_sources(ctx.templates_dir, app)] + [env_file_path(app.name)]
+        for app in ctx.inventory.apps
+    }
+
+
+def app_values(ctx: RenderContext, app: App) -> dict[str, Any]:
+    """Return the Jinja context of an app's templates (no secret values in it)."""
+    return {
+        "inventory": ctx.inventory,
+        "app": app,
+        "images": dict(ctx.images.get(app.name, {})),
+        "env_file": env_file_path(app.name),
+        "sandbox": ctx.sandbox,
+    }
+
+
+def render_host(ctx: RenderContext) -> list[RenderedFile]:
+    """Return every file the site's host needs, sorted by path.
+
+    Per app: its templates (see :func:`app_sources`), its env file (0600, secret), its nginx
+    virtual host. Per non-sqlite database: its password file (0600, secret). And
+    ``/etc/relaunch/site.json`` with non-secret facts. Raise RenderError on a missing
+    value, a missing template or an unresolved secret reference.
+    """
+    env = environment(ctx.templates_dir)
+    inv = ctx.inventory
+    files: list[RenderedFile] = []
+    for app in inv.apps:
+        values = app_values(ctx, app)
+        for dest, source in app_sources(ctx.templates_dir, app):
+            executable = bool(source.stat().st_mode & stat.S_IXUSR)
+            if source.name.endswith(".j2"):
+                name = source.resolve().relative_to(ctx.templates_dir.resolve()).as_posix()
+                content = render_template(env, name, values).encode()
+            else:
+                content = source.read_bytes()
+            files.append(RenderedFile(dest, content, 0o755 if executable else 0o644, secret=False))
+        files.append(RenderedFile(env_file_path(app.name), _env_file(ctx, app), 0o600, secret=True))
+        nginx = render_template(env, NGINX_TEMPLATE, {"inventory": inv, "app": app, "sandbox": ctx.sandbox})
+        files.append(RenderedFile(f"/etc/nginx/sites-available/relaunch-{app.name}.conf", nginx.encode(), 0o644, False))
+    for db in inv.databases:
+        if db.engine != "sqlite" and db.password is not None:
+            secret = _secret(ctx, db.password, f"databases[{db.name}].password")
+            files.append(RenderedFile(password_file_path(db.name), secret.encode(), 0o600, secret=True))
+    files.append(RenderedFile(f"{RELAUNCH_DIR}/site.json", site_facts(ctx).encode(), 0o644, secret=False))
+    seen: dict[str, str] = {}
+    for f in files:
+        if f.path in seen:
+            raise RenderError(f"two templates render to {f.path}")
+        seen[f.path] = f.path
+    return sorted(files, key=lambda f: f.path)
+
+
+def site_facts(ctx: RenderContext) -> str:
+    """Return /etc/relaunch/site.json: the site, its apps, ports, images by digest (nothing secret)."""
+    inv = ctx.inventory
+    facts = {
+        "site": inv.site,
+        "apps": [
+            {
+                "name": a.name,
+                "kind": a.kind,
+                "domain": a.domain,
+                "port": a.port,
+                "databases": list(a.databases),
+                "images": dict(ctx.images.get(a.name, {})),
+                "env_file": env_file_path(a.name),
+            }
+            for a in inv.apps
+        ],
+        "databases": [
+            {"name": d.name, "engine": d.engine, "runs": d.runs if isinstance(d.runs, str) else d.runs.model_dump()}
+            for d in inv.databases
+        ],
+    }
+    return json.dumps(facts, indent=2, sort_keys=True) + "\n"
+
+
+def _secret(ctx: RenderContext, ref: str, what: str) -> str:
+    try:
+        return ctx.secrets[ref].reveal()
+    except KeyError:
+        raise RenderError(f"{what}: secret {ref!r} was not resolved") from None
+
+
+def _env_file(ctx: RenderContext, app: App) -> bytes:
+    """KEY=value lines readable by systemd's EnvironmentFile= and Compose's --env-file alike."""
+    lines = [f"# relaunch: environment of {app.name} (generated; do not edit on the host)"]
+    items = [(k, v, False) for k, v in app.env.items()]
+    items += [(k, _secret(ctx, ref, f"apps[{app.name}].secret_env.{k}"), True) for k, ref in app.secret_env.items()]
+    for key, value, secret in items:
+        if not _ENV_KEY.match(key):
+            raise RenderError(f"apps[{app.name}]: {key!r} is not a valid environment variable name")
+        if _ENV_PLAIN.match(value):
+            lines.append(f"{key}={value}")
+        elif "'" not in value and "\n" not in value:
+            # single quotes: literal for systemd, python-dotenv (Compose v1) and Compose v2 ($ not expanded)
+            lines.append(f"{key}='{value}'")
+        else:
+            shown = "(secret)" if secret else repr(value)
+            raise RenderError(
+                f"apps[{app.name}].{'secret_env' if secret else 'env'}.{key}: value {shown} has a single quote or "
+                "newline, which an env file cannot carry unambiguously"
+            )
+    return ("\n".join(lines) + "\n").encode()
+
+
+# --- writing locally --------------------------------------------------------------------
+
+
+def write_local(files: list[RenderedFile], out_dir: Path) -> list[Path]:
+    """Write ``files`` under ``out_dir`` mirroring their host paths; return the paths written.
+
+    Secret files are created with mode 0600 from the start (never chmod-ed down after the
+    content is there); others get their own mode. An existing file is replaced. Raise
+    RenderError for a path that would land outside ``out_dir``.
+    """
+    root = out_dir.resolve()
+    written: list[Path] = []
+    for f in files:
+        target = _inside(root, f.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_file(target, f.content, 0o600 if f.secret else f.mode)
+        written.append(target)
+    return written
+
+
+def write_secret_file(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` created 0600 (e.g. a local copy of user-data)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_file(path, content, 0o600)
+
+
+def _inside(root: Path, host_path: str) -> Path:
+    rel = posixpath.normpath("/" + host_path).lstrip("/")
+    if not host_path.startswith("/") or ".." in host_path.split("/") or not rel:
+        raise RenderError(f"refusing to write {host_path!r}: not a plain absolute host path")
+    target = root / rel
+    if root not in target.resolve().parents:
+        raise RenderError(f"refusing to write {host_path!r}: it resolves outside {root}")
+    return target
+
+
+def _write_file(path: Path, content: bytes, mode: int) -> None:
+    if path.is_symlink() or path.exists():
+        path.unlink()  # a new inode: an old file's looser mode is never inherited
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content)
+    if stat.S_IMODE(os.stat(path).st_mode) != mode:
+        # the umask removed bits (e.g. 0755 under umask 077): widen to the intended mode, never more
+        os.chmod(path, mode)

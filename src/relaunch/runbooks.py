@@ -1,0 +1,390 @@
+"""Runbooks: Markdown setup notes a person can read during an outage, whose tagged shell blocks are the bootstrap.
+
+A fenced block whose info string is ``sh {step=NAME}`` or ``bash {step=NAME}`` (fence of
+backticks or tildes) is a *step*: rendered with the inventory (Jinja, StrictUndefined)
+and run on the host in file-name order, then document order. Any other block, and all
+prose, is documentation only.
+
+A runbook is rendered as a whole, then its steps are taken from the result, so Jinja
+may wrap whole sections (``{% if %}``). Every ``{{ value }}`` is shell-quoted
+(``shlex.quote``; plain names, paths and numbers come out unchanged) unless it went
+through a filter that produces shell-ready text (``quote``, ``words`` for a list,
+``verbatim`` for prose). The SQL filters (``mysql_ident``, ``mysql_string``,
+``pg_ident``, ``pg_string``) give SQL text, then shell-quoted like any value. Jinja
+comments are ``{## ... ##}`` here (``{#`` is bash's ``${#array[@]}``). Runbooks never see a secret value:
+they read secrets on the host, from the 0600 files under /etc/relaunch/.
+
+Conventions of a step: idempotent (a second run changes nothing), and it prints the line
+``relaunch: changed`` when, and only when, it changed the system.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+
+from relaunch import render
+from relaunch.errors import RelaunchError
+
+log = logging.getLogger(__name__)
+
+RUNBOOKS_DIR = Path(__file__).resolve().parents[2] / "runbooks"
+CHANGED_MARKER = "relaunch: changed"
+SHELLS = ("sh", "bash")
+TAIL_LINES = 30
+
+_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+_INFO = re.compile(r"^\s*(?P<lang>[^\s{]+)?\s*(?:\{(?P<attrs>[^}]*)\})?\s*$")
+_ATTR = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_-]*)=(?P<value>\S+)$")
+_STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+# The script travels on stdin into a root-only temp file (mktemp makes it 0600), so it is in
+# no process's argv and the commands it runs cannot swallow the rest of it from stdin.
+_RUNNER = (
+    'f=$(mktemp /tmp/relaunch-step.XXXXXX) || exit 125; '
+    'cat >"$f" || { rm -f "$f"; exit 125; }; '
+    'DEBIAN_FRONTEND=noninteractive bash -euo pipefail "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc'
+)
+
+
+class RunbookError(RelaunchError):
+    """A runbook could not be parsed, rendered or run (message names the file, line and step)."""
+
+    def __init__(self, message: str, step: Step | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.output = output
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a runbook: prose (``text``) or a fenced ``code`` block (body without fences)."""
+
+    kind: Literal["text", "code"]
+    body: str
+    line: int  # 1-based line of the text, or of the opening fence
+    info: str = ""
+    fence: str = ""
+    step: str | None = None
+
+    @property
+    def body_line(self) -> int:
+        """Line of the first line of ``body`` in the file."""
+        return self.line + 1 if self.kind == "code" else self.line
+
+
+def parse(text: str, file: str) -> list[Segment]:
+    """Split Markdown ``text`` into prose and fenced code segments, in order.
+
+    A fence is 3+ backticks or tildes (indented 0-3 spaces); it closes at a line with the
+    same character, at least as many, and nothing else. A block tagged ``{step=NAME}``
+    must be ``sh`` or ``bash``. Raise RunbookError naming ``file`` and the line for an
+    unterminated fence, a malformed tag, or a step tag on another language.
+    """
+    segments: list[Segment] = []
+    lines = text.splitlines(keepends=True)
+    prose: list[str] = []
+    prose_start = 1
+    i = 0
+    while i < len(lines):
+        match = _FENCE.match(lines[i].rstrip("\n"))
+        if match is None or (match["fence"][0] == "`" and "`" in match["info"]):
+            prose.append(lines[i])
+            i += 1
+            continue
+        if prose:
+            segments.append(Segment("text", "".join(prose), prose_start))
+        opening, indent, info = match["fence"], len(match["indent"]), match["info"].strip()
+        start = i + 1  # 1-based line of the opening fence
+        step = _step_of(info, file, start)
+        body: list[str] = []
+        i += 1
+        while True:
+            if i >= len(lines):
+                raise RunbookError(f"{file}:{start}: code block opened with {opening} is never closed")
+            stripped = lines[i].rstrip("\n")
+            close = re.match(r"^ {0,3}(`{3,}|~{3,})\s*$", stripped)
+            if close and close[1][0] == opening[0] and len(close[1]) >= len(opening):
+                break
+            body.append(_dedent(lines[i], indent))
+            i += 1
+        segments.append(Segment("code", "".join(body), start, info=info, fence=opening, step=step))
+        i += 1
+        prose, prose_start = [], i + 1
+    if prose:
+        segments.append(Segment("text", "".join(prose), prose_start))
+    return segments
+
+
+def _dedent(line: str, indent: int) -> str:
+    removable = len(line) - len(line.lstrip(" "))
+    return line[min(indent, removable):]
+
+
+def _step_of(info: str, file: str, line: int) -> str | None:
+    if "{" not in info:
+        return None
+    match = _INFO.match(info)
+    if match is None:
+        raise RunbookError(f"{file}:{line}: cannot read the code block's info string {info!r} (expected e.g. 'sh {{step=docker}}')")
+    attrs: dict[str, str] = {}
+    for word in (match["attrs"] or "").split():
+        attr = _ATTR.match(word)
+        if attr is None:
+            raise RunbookError(f"{file}:{line}: malformed attribute {word!r} in {info!r} (expected key=value)")
+        attrs[attr["key"]] = attr["value"]
+    unknown = set(attrs) - {"step"}
+    if unknown:
+        raise RunbookError(f"{file}:{line}: unknown attribute(s) {', '.join(sorted(unknown))} in {info!r} (only 'step')")
+    name = attrs.get("step")
+    if name is None:
+        return None
+    if match["lang"] not in SHELLS:
+        raise RunbookError(f"{file}:{line}: step {name!r} must be a sh or bash block, not {match['lang'] or 'untyped'}")
+    if not _STEP_NAME.match(name):
+        raise RunbookError(f"{file}:{line}: step name {name!r}: lowercase letters, digits, '.', '_' and '-'")
+    return name
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+class ShellText(str):
+    """Text already fit for the shell; a step's ``{{ }}`` leaves it as it is."""
+
+
+def _shell_finalize(value: Any) -> str:
+    if isinstance(value, ShellText):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return shlex.quote(str(value))
+
+
+def _words(values: Iterable[Any]) -> ShellText:
+    return ShellText(" ".join(shlex.quote(str(v)) for v in values))
+
+
+def _mysql_ident(value: str) -> str:
+    return "`" + str(value).replace("`", "``") + "`"
+
+
+def _mysql_string(value: str) -> str:
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _pg_ident(value: str) -> str:
+    return '"' + str(value).replace('"', '""') + '"'
+
+
+def _pg_string(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _environment(ctx: render.RenderContext) -> jinja2.Environment:
+    # bash's ${#array[@]} would open a Jinja comment: runbooks comment with {## ... ##}
+    env = render.environment(
+        ctx.templates_dir, finalize=_shell_finalize, comment_start_string="{##", comment_end_string="##}"
+    )
+    env.filters.update(quote=lambda v: ShellText(shlex.quote(str(v))), words=_words, verbatim=ShellText)
+    env.filters.update(mysql_ident=_mysql_ident, mysql_string=_mysql_string, pg_ident=_pg_ident, pg_string=_pg_string)
+    return env
+
+
+def runbook_values(ctx: render.RenderContext) -> dict[str, Any]:
+    """Return the Jinja context of runbooks: the inventory and paths, never a secret value."""
+    inv = ctx.inventory
+    return {
+        "inventory": inv,
+        "images": {app: dict(services) for app, services in ctx.images.items()},
+        "sandbox": ctx.sandbox,
+        "base_packages": list(render.BASE_PACKAGES),
+        "relaunch_dir": render.RELAUNCH_DIR,
+        "secrets_dir": render.SECRETS_DIR,
+        "env_files": {a.name: render.env_file_path(a.name) for a in inv.apps},
+        "password_files": {d.name: render.password_file_path(d.name) for d in inv.databases if d.engine != "sqlite"},
+        "app_files": render.app_host_paths(ctx),
+        "compose_apps": [a for a in inv.apps if a.kind == "compose"],
+        "systemd_apps": [a for a in inv.apps if a.kind == "systemd"],
+        "native_databases": [d for d in inv.databases if d.runs == "native"],
+    }
+
+
+@dataclass(frozen=True)
+class Step:
+    """A rendered step: its name, the runbook file and line of its fence (in the source), the script."""
+
+    name: str
+    file: str
+    line: int
+    script: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """One runbook file rendered for a site: the Markdown text and its steps."""
+
+    file: str
+    text: str
+    steps: list[Step]
+
+
+def runbook_files(runbooks_dir: Path) -> list[Path]:
+    """Return the runbooks (``*.md``) in name order. Raise RunbookError if there are none."""
+    files = sorted(runbooks_dir.glob("*.md"), key=lambda p: p.name)
+    if not files:
+        raise RunbookError(f"no runbooks (*.md) in {runbooks_dir}")
+    return files
+
+
+def render_file(ctx: render.RenderContext, path: Path) -> Runbook:
+    """Render one runbook file as a whole (Jinja may span blocks, e.g. ``{% if %}`` around a section).
+
+    The source is parsed first (structure errors name source lines), then rendered, then
+    the rendered text is parsed for its steps; a step's line is its fence in the source.
+    Every ``{{ }}`` is shell-quoted, prose included (plain names, paths and numbers are
+    left as they are; ``| verbatim`` for free text in prose). Raise RunbookError or RenderError.
+    """
+    source = path.read_text()
+    source_lines: dict[str, int] = {}
+    for seg in parse(source, path.name):
+        if seg.step is not None:
+            source_lines.setdefault(seg.step, seg.line)
+    text = render.render_source(_environment(ctx), source, path.name, runbook_values(ctx))
+    steps: list[Step] = []
+    for seg in parse(text, f"{path.name} (rendered)"):
+        if seg.step is None:
+            continue
+        if any(s.name == seg.step for s in steps):
+            raise RunbookError(f"step {seg.step!r} is defined twice in {path.name} (a step inside a loop?)")
+        steps.append(Step(seg.step, path.name, source_lines.get(seg.step, seg.line), seg.body))
+    return Runbook(path.name, text, steps)
+
+
+def load_runbooks(ctx: render.RenderContext, runbooks_dir: Path | None = None) -> list[Runbook]:
+    """Render every runbook in name order. Raise RunbookError for a step name used in two files (naming both)."""
+    books = [render_file(ctx, path) for path in runbook_files(runbooks_dir or RUNBOOKS_DIR)]
+    seen: dict[str, Step] = {}
+    for book in books:
+        for step in book.steps:
+            if step.name in seen:
+                raise RunbookError(f"step {step.name!r} is defined twice: {seen[step.name].where} and {step.where}")
+            seen[step.name] = step
+    return books
+
+
+def load_steps(ctx: render.RenderContext, runbooks_dir: Path | None = None) -> list[Step]:
+    """Return the rendered steps of every runbook, in the order they run.
+
+    Raise RunbookError for a parse error or a step name used twice (naming both places),
+    RenderError (naming file:line and the undefined name) for a missing value.
+    """
+    return [step for book in load_runbooks(ctx, runbooks_dir) for step in book.steps]
+
+
+def render_runbook(ctx: render.RenderContext, runbooks_dir: Path | None = None) -> str:
+    """Return all runbooks rendered as one Markdown document, for doing the rebuild by hand.
+
+    The steps in it are exactly the scripts :func:`load_steps` returns (same errors).
+    """
+    books = load_runbooks(ctx, runbooks_dir)
+    return "\n".join(f"<!-- runbooks/{book.file} -->\n{book.text.rstrip()}\n" for book in books)
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How one step went: whether it changed the host, how long it took, its output."""
+
+    step: Step
+    changed: bool
+    seconds: float
+    output: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RunbookResult:
+    """The steps that ran, in order (all succeeded: a failure raises RunbookError)."""
+
+    steps: list[StepResult]
+
+    @property
+    def changed(self) -> list[str]:
+        return [r.step.name for r in self.steps if r.changed]
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.steps)
+
+
+Progress = Callable[[Step, StepResult | None], None]
+
+
+def run_steps(
+    conn: Connection, steps: list[Step], progress: Progress | None = None, *, timeout: float = 1800
+) -> RunbookResult:
+    """Run ``steps`` in order on ``conn``'s host as root, each with ``bash -euo pipefail``.
+
+    The script goes over stdin, never argv. ``progress(step, None)`` is called before a
+    step and ``progress(step, result)`` after it. A step counts as changed when it printed
+    a line ``relaunch: changed``. Stop at the first failing step and raise RunbookError
+    naming it, its file:line and the tail of its output (also on timeout).
+    """
+    results: list[StepResult] = []
+    for step in steps:
+        if progress:
+            progress(step, None)
+        log.info("runbook step %s (%s)", step.name, step.where)
+        started = time.monotonic()
+        try:
+            res = conn.run(_RUNNER, in_stream=io.StringIO(step.script), hide=True, warn=True, pty=False, timeout=timeout)
+        except CommandTimedOut as exc:
+            output = _combined(exc.result.stdout, exc.result.stderr)
+            raise RunbookError(
+                f"step {step.name} ({step.where}) did not finish within {timeout:.0f} s\n{_tail(output)}",
+                step, output,
+            ) from None
+        seconds = time.monotonic() - started
+        output = _combined(res.stdout, res.stderr)
+        if res.exited != 0:
+            raise RunbookError(
+                f"step {step.name} ({step.where}) failed with exit status {res.exited} after {seconds:.1f} s; "
+                f"last lines of its output:\n{_tail(output)}",
+                step, output,
+            )
+        changed = any(line.strip() == CHANGED_MARKER for line in res.stdout.splitlines())
+        result = StepResult(step, changed, seconds, output)
+        log.info("step %s: %s in %.1f s", step.name, "changed" if changed else "unchanged", seconds)
+        results.append(result)
+        if progress:
+            progress(step, result)
+    return RunbookResult(results)
+
+
+def _combined(stdout: str, stderr: str) -> str:
+    return stdout + (("\n" if stdout and not stdout.endswith("\n") else "") + stderr if stderr else "")
+
+
+def _tail(output: str, lines: int = TAIL_LINES) -> str:
+    kept = output.rstrip("\n").splitlines()[-lines:]
+    return "\n".join("    " + line for line in kept) if kept else "    (no output)"
