@@ -225,9 +225,9 @@ def app_sources(templates_dir: Path, app: App) -> list[tuple[str, Path]]:
     """
     special: dict[Path, str] = {}
     if app.compose is not None:
-        special[(templates_dir / app.compose.template).resolve()] = f"/srv/{app.name}/compose.yml"
+        special[_template_file(templates_dir, app.compose.template, app.name)] = f"/srv/{app.name}/compose.yml"
     if app.systemd is not None:
-        special[(templates_dir / app.systemd.unit_template).resolve()] = f"/etc/systemd/system/{app.name}.service"
+        special[_template_file(templates_dir, app.systemd.unit_template, app.name)] = f"/etc/systemd/system/{app.name}.service"
     out: dict[str, Path] = {}
     app_dir = templates_dir / "apps" / app.name
     if app_dir.is_dir():
@@ -240,6 +240,17 @@ def app_sources(templates_dir: Path, app: App) -> list[tuple[str, Path]]:
     for source, dest in special.items():
         out[dest] = source
     return sorted(out.items())
+
+
+def _template_file(templates_dir: Path, name: str, app: str) -> Path:
+    """Return the file of template ``name`` (relative to templates/). Raise RenderError if it is not there."""
+    root = templates_dir.resolve()
+    path = (templates_dir / name).resolve()
+    if root not in path.parents:
+        raise RenderError(f"apps[{app}]: template {name!r} is outside {templates_dir}")
+    if not path.is_file():
+        raise RenderError(f"template not found: {name} (under {templates_dir}; named by apps[{app}])")
+    return path
 
 
 def app_host_paths(ctx: RenderContext) -> dict[str, list[str]]:
