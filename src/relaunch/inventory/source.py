@@ -69,8 +69,8 @@ def _short(value: object, limit: int = 60) -> str:
 
 def parse(text: str, file: str) -> tuple[Any, Source]:
     """Parse one YAML document. Return (data, Source). Raise InventoryError on any YAML problem."""
-    loader = yaml.SafeLoader(text)
     try:
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters right away
         try:
             node = loader.get_single_node()
             builder = _Builder(loader, file)
@@ -85,7 +85,8 @@ def parse(text: str, file: str) -> tuple[Any, Source]:
         raise InventoryError(Problem(file, mark.line + 1 if mark else None, "", f"not valid YAML: {what}", "yaml")) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
-        problem = f"not valid YAML: character {exc.character!r} is not allowed ({exc.reason})"
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        problem = f"not valid YAML: character {char} is not allowed ({exc.reason})"
         raise InventoryError(Problem(file, line, "", problem, "yaml")) from None
     except yaml.YAMLError as exc:
         raise InventoryError(Problem(file, None, "", f"not valid YAML: {exc}", "yaml")) from None
