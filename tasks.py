@@ -97,4 +97,47 @@ def check(c, site=DEFAULT_SITE, verbose=False):
         console.print(f"  `fab sandbox-up --site {site}` creates them (random values, mode 0600)")
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check)
+@task(help={"site": SITE_HELP, "out": "directory to write into (mirrors the host's paths)", "verbose": "log what the library does"})
+def render(c, out, site=DEFAULT_SITE, verbose=False):
+    """Render every file a new host of the site gets (and its cloud-init user-data) under --out, to read or diff."""
+    from pathlib import Path
+
+    from relaunch.inventory import load_site, resolve_all
+    from relaunch.render import render_site_locally
+
+    _setup_logging(verbose)
+    try:
+        inv = load_site(site)
+        result = render_site_locally(inv, resolve_all(inv), Path(out))
+    except RelaunchError as exc:
+        raise Exit(f"render failed: {exc}", code=1) from exc
+    console.print(f"[green]rendered[/] {len(result.files)} files for site {site!r} under {result.out_dir}")
+    for path in result.files:
+        mark = " [yellow](secret, 0600)[/]" if path in result.secret_files else ""
+        console.print(f"  {path.relative_to(result.out_dir)}{mark}")
+    console.print("  images are named by tag here; a rebuild deploys the digests production runs")
+    console.print("  user-data holds a host key made just for this preview")
+
+
+@task(help={"site": SITE_HELP, "plain": "print the Markdown as is (to save it to a file)"})
+def runbook(c, site=DEFAULT_SITE, plain=False):
+    """Print the site's runbooks fully rendered (notes and steps), for rebuilding by hand."""
+    from rich.markdown import Markdown
+
+    from relaunch.inventory import load_site
+    from relaunch.render import RenderContext, preview_images
+    from relaunch.runbooks import render_runbook
+
+    try:
+        inv = load_site(site)
+        sandbox = inv.provider.kind == "sandbox"
+        text = render_runbook(RenderContext(inventory=inv, images=preview_images(inv, sandbox), sandbox=sandbox))
+    except RelaunchError as exc:
+        raise Exit(f"runbook failed: {exc}", code=1) from exc
+    if plain:
+        print(text, end="")
+    else:
+        console.print(Markdown(text))
+
+
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook)

@@ -216,18 +216,19 @@ def password_file_path(database: str) -> str:
     return f"{SECRETS_DIR}/{database}.password"
 
 
-def app_sources(templates_dir: Path, app: App) -> list[tuple[str, Path]]:
+def app_sources(templates_dir: Path, app: App, *, must_exist: bool = True) -> list[tuple[str, Path]]:
     """Return (host path, source file) for every file of ``app``'s templates, sorted by host path.
 
     Every file under ``templates/apps/<app>/`` goes to ``/srv/<app>/<relative path>`` (a
     ``.j2`` suffix dropped), except the compose template (-> ``/srv/<app>/compose.yml``) and
     the systemd unit template (-> ``/etc/systemd/system/<app>.service``), wherever they are.
+    Raise RenderError if one of those two is missing (unless ``must_exist`` is false).
     """
     special: dict[Path, str] = {}
     if app.compose is not None:
-        special[_template_file(templates_dir, app.compose.template, app.name)] = f"/srv/{app.name}/compose.yml"
+        special[_template_file(templates_dir, app.compose.template, app.name, must_exist)] = f"/srv/{app.name}/compose.yml"
     if app.systemd is not None:
-        special[_template_file(templates_dir, app.systemd.unit_template, app.name)] = f"/etc/systemd/system/{app.name}.service"
+        special[_template_file(templates_dir, app.systemd.unit_template, app.name, must_exist)] = f"/etc/systemd/system/{app.name}.service"
     out: dict[str, Path] = {}
     app_dir = templates_dir / "apps" / app.name
     if app_dir.is_dir():
@@ -242,13 +243,13 @@ def app_sources(templates_dir: Path, app: App) -> list[tuple[str, Path]]:
     return sorted(out.items())
 
 
-def _template_file(templates_dir: Path, name: str, app: str) -> Path:
+def _template_file(templates_dir: Path, name: str, app: str, must_exist: bool = True) -> Path:
     """Return the file of template ``name`` (relative to templates/). Raise RenderError if it is not there."""
     root = templates_dir.resolve()
     path = (templates_dir / name).resolve()
     if root not in path.parents:
         raise RenderError(f"apps[{app}]: template {name!r} is outside {templates_dir}")
-    if not path.is_file():
+    if must_exist and not path.is_file():
         raise RenderError(f"template not found: {name} (under {templates_dir}; named by apps[{app}])")
     return path
 
@@ -256,7 +257,7 @@ def _template_file(templates_dir: Path, name: str, app: str) -> Path:
 def app_host_paths(ctx: RenderContext) -> dict[str, list[str]]:
     """Return app name -> the host paths of its rendered files (code and config, not data), env file included."""
     return {
-        app.name: [dest for dest, _ in app_sources(ctx.templates_dir, app)] + [env_file_path(app.name)]
+        app.name: [dest for dest, _ in app_sources(ctx.templates_dir, app, must_exist=False)] + [env_file_path(app.name)]
         for app in ctx.inventory.apps
     }
 
@@ -408,3 +409,68 @@ def _write_file(path: Path, content: bytes, mode: int) -> None:
     if stat.S_IMODE(os.stat(path).st_mode) != mode:
         # the umask removed bits (e.g. 0755 under umask 077): widen to the intended mode, never more
         os.chmod(path, mode)
+
+
+# --- a whole site, locally (fab render) ---------------------------------------------------
+
+
+SANDBOX_REGISTRY = "relaunch-sandbox-registry:5000"
+
+
+def preview_images(inv: Inventory, sandbox: bool) -> dict[str, dict[str, str]]:
+    """Return image references by tag (``:latest``) for a local preview.
+
+    A rebuild deploys by digest, read from what production runs; a preview made without
+    production at hand can only name the repository.
+    """
+    registry = SANDBOX_REGISTRY if sandbox else inv.docker.registry
+    out: dict[str, dict[str, str]] = {}
+    for app in inv.apps:
+        if app.compose is not None:
+            out[app.name] = {
+                service: f"{registry}/{repo}:latest" if registry else f"{repo}:latest"
+                for service, repo in app.compose.images.items()
+            }
+    return out
+
+
+@dataclass(frozen=True)
+class LocalRender:
+    """What :func:`render_site_locally` wrote: every file, the secret ones, and the user-data."""
+
+    out_dir: Path
+    files: list[Path]
+    secret_files: list[Path]
+    user_data: Path
+
+
+def render_site_locally(
+    inv: Inventory,
+    secrets: Mapping[str, SecretLike],
+    out_dir: Path,
+    *,
+    images: Mapping[str, Mapping[str, str]] | None = None,
+    templates_dir: Path = TEMPLATES_DIR,
+) -> LocalRender:
+    """Render everything a new host of ``inv``'s site gets and write it under ``out_dir``.
+
+    Host files mirror their host paths; the cloud-init user-data goes to ``out_dir/user-data``
+    (0600: it holds a host key, made here just for this preview). ``images`` defaults to
+    :func:`preview_images`. Raise RenderError on any rendering or writing problem.
+    """
+    sandbox = inv.provider.kind == "sandbox"
+    ctx = RenderContext(
+        inventory=inv,
+        secrets=secrets,
+        images=images if images is not None else preview_images(inv, sandbox),
+        sandbox=sandbox,
+        host_key=HostKey.generate(),
+        templates_dir=templates_dir,
+    )
+    files = render_host(ctx)
+    user_data = render_user_data(ctx)
+    written = write_local(files, out_dir)
+    target = out_dir.resolve() / "user-data"
+    write_secret_file(target, user_data.encode())
+    secret = [path for path, f in zip(written, files) if f.secret] + [target]
+    return LocalRender(out_dir.resolve(), [*written, target], secret, target)
