@@ -91,7 +91,26 @@ def build_image(client: docker.DockerClient, repository: str, context: Path, bas
     except docker.errors.ImageNotFound:
         raise RelaunchError(f"building {repository} produced no image:\n{''.join(output)[-2000:]}") from None
     log.info("built %s in %.0f s", tag, time.monotonic() - started)
+    _remove_stale(client, repository, digest)
     return tag
+
+
+def _remove_stale(client: docker.DockerClient, repository: str, keep: str) -> None:
+    """Remove this repository's images from older contexts (with their registry tags), so builds do not pile up.
+
+    An image still used by a container stays (Docker refuses; that is fine).
+    """
+    for image in client.images.list(filters={"label": [f"{LABEL}=example-image", f"{CONTEXT_LABEL}"]}):
+        if image.labels.get(CONTEXT_LABEL) == keep:
+            continue
+        names = [t for t in image.tags if t.rsplit(":", 1)[0].endswith(repository)]
+        if not names or len(names) != len(image.tags):
+            continue  # another repository's image, or tagged by someone else too: leave it
+        for name in names:
+            try:
+                client.images.remove(name)
+            except docker.errors.APIError as exc:
+                log.debug("kept %s: %s", name, exc.explanation or exc)
 
 
 def push_image(client: docker.DockerClient, local_tag: str, push_address: str) -> str:

@@ -1,0 +1,112 @@
+"""The example site: seed size split and commands, its templates rendered, the notes app's seeding."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sqlite3
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from relaunch.errors import RelaunchError
+from relaunch.example_site import SHARES, parse_compose_command, seed_commands, split_mb
+from relaunch.inventory.model import Inventory
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "ab" * 32
+
+
+def example() -> Inventory:
+    return Inventory.model_validate(yaml.safe_load((ROOT / "inventory/example.yml").read_text()))
+
+
+def render(name: str, app: str) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"), undefined=jinja2.StrictUndefined)
+    inv = example()
+    images = {"web": f"relaunch-sandbox-registry:5000/example/blog@{DIGEST}", "db": f"relaunch-sandbox-registry:5000/example/postgres@{DIGEST}"}
+    values = {"inventory": inv, "app": inv.app(app), "images": images if app == "blog" else {}, "env_file": f"/etc/relaunch/{app}.env", "sandbox": True}
+    return env.get_template(name).render(values)
+
+
+def test_split_mb_follows_the_documented_shares() -> None:
+    assert sum(SHARES.values()) == pytest.approx(1.0)
+    assert split_mb(100, ["blog", "stats", "notes"]) == {"blog": 60.0, "stats": 30.0, "notes": 10.0}
+    assert split_mb(5, ["notes", "blog"]) == {"notes": 0.5, "blog": 3.0}
+
+
+def test_split_mb_leaves_out_unknown_apps_and_refuses_negative_sizes() -> None:
+    assert split_mb(10, ["wiki"]) == {}
+    with pytest.raises(RelaunchError):
+        split_mb(-1, ["blog"])
+
+
+def test_seed_commands_run_blog_in_its_container_and_native_apps_with_their_env_file() -> None:
+    commands = dict(seed_commands(example(), 10))
+    assert commands["blog"] == [
+        "docker-compose", "-f", "/srv/blog/compose.yml", "exec", "-T", "web", "python3", "/app/app.py", "seed", "--mb", "6",
+    ]
+    assert commands["stats"] == ["python3", "/srv/stats/app.py", "--env-file", "/etc/relaunch/stats.env", "seed", "--mb", "3"]
+    assert commands["notes"][-2:] == ["--mb", "1"]
+
+
+def test_seed_commands_take_the_hosts_compose_command() -> None:
+    compose = parse_compose_command("docker compose\n")
+    assert compose == ["docker", "compose"]
+    blog = dict(seed_commands(example(), 1, compose))["blog"]
+    assert blog[:4] == ["docker", "compose", "-f", "/srv/blog/compose.yml"]
+    with pytest.raises(RelaunchError):
+        parse_compose_command("rm -rf /")
+
+
+def test_seed_commands_leave_out_apps_that_get_nothing() -> None:
+    assert [name for name, _ in seed_commands(example(), 0.2)] == ["blog", "stats"]  # notes: 0.02 -> 0.0
+
+
+def test_compose_template_pins_images_by_digest_and_publishes_on_loopback_only() -> None:
+    compose = yaml.safe_load(render("apps/blog/compose.yml.j2", "blog"))
+    web, db = compose["services"]["web"], compose["services"]["db"]
+    assert web["image"].endswith(f"example/blog@{DIGEST}") and db["image"].endswith(f"example/postgres@{DIGEST}")
+    assert web["ports"] == ["127.0.0.1:8081:8080"]
+    assert "ports" not in db
+    assert web["env_file"] == db["env_file"] == "/etc/relaunch/blog.env"
+    assert web["volumes"] == ["/srv/blog/uploads:/srv/blog/uploads"]
+    assert db["volumes"] == ["pgdata:/var/lib/postgresql/data"] and "pgdata" in compose["volumes"]
+    assert compose["version"] == "3.7"  # docker-compose 1.29 (Debian 12) needs one
+
+
+@pytest.mark.parametrize("app", ["stats", "notes"])
+def test_unit_templates_read_the_env_file_and_listen_on_the_apps_port(app: str) -> None:
+    unit = render(f"apps/{app}/{app}.service.j2", app)
+    port = example().app(app).port
+    assert f"EnvironmentFile=/etc/relaunch/{app}.env" in unit
+    assert f"ExecStart=/usr/bin/python3 /srv/{app}/app.py serve --port {port}" in unit
+    assert "PASSWORD" not in unit.replace("STATS_DB_PASSWORD (", "")
+    config = json.loads(render(f"apps/{app}/config.json.j2", app))
+    assert config["port"] == port
+
+
+def _notes_app():
+    spec = importlib.util.spec_from_file_location("example_notes_app", ROOT / "templates/apps/notes/app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notes_seed_fills_about_the_size_asked_once(tmp_path: Path) -> None:
+    notes = _notes_app()
+    db = str(tmp_path / "notes.db")
+    added = notes.seed(db, 0.5)
+    assert 0.5 * 1048576 <= added < 0.6 * 1048576
+    assert notes.seed(db, 0.5) == 0  # recorded: no double seeding
+    assert 0 < notes.seed(db, 0.7) < 0.3 * 1048576  # only the difference
+    status, body = notes.health(db)
+    assert status == 200 and body["notes"] > 100 and body["integrity"] == "ok"
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_notes_health_is_503_without_a_database(tmp_path: Path) -> None:
+    status, body = _notes_app().health(str(tmp_path / "missing.db"))
+    assert status == 503 and body["db"] == "error"
