@@ -23,17 +23,48 @@ DEFAULT_SITE = "example"
 SITE_HELP = f"the site: inventory/<site>.yml (default {DEFAULT_SITE})"
 
 
-@task(help={"verbose": "log what the library does"})
-def sandbox_up(c, verbose=False):
-    """Start the local sandbox cloud (base image, network, package cache, API); idempotent."""
+@task(
+    help={
+        "site": "also bring this site up on a sandbox production Droplet (e.g. example)",
+        "data_mb": "how much data to seed into the example site, in MB (default 100)",
+        "verbose": "log what the library does",
+    }
+)
+def sandbox_up(c, site=None, data_mb=100, verbose=False):
+    """Start the local sandbox cloud; with --site, bring that site up on it too. Idempotent."""
     _setup_logging(verbose)
     try:
-        with console.status("sandbox") as spinner:
-            svc = manage.up(progress=lambda msg: spinner.update(msg))
+        if site is None:
+            with console.status("sandbox") as spinner:
+                svc = manage.up(progress=lambda msg: spinner.update(msg))
+            console.print(f"[green]sandbox up[/]: API {svc.url} (pid {svc.pid}, log {svc.log_path})")
+            console.print(f"  use it with: export DIGITALOCEAN_END_POINT={svc.url}")
+            return
+        from relaunch.sandbox import site as sandbox_site
+
+        with console.status(f"bringing {site} up") as spinner:
+            up = sandbox_site.bring_up(site, data_mb=float(data_mb), progress=lambda msg: spinner.update(msg))
     except RelaunchError as exc:
         raise Exit(f"sandbox-up failed: {exc}", code=1) from exc
-    console.print(f"[green]sandbox up[/]: API {svc.url} (pid {svc.pid}, log {svc.log_path})")
-    console.print(f"  use it with: export DIGITALOCEAN_END_POINT={svc.url}")
+    host = up.host
+    verb = "created" if up.created else "found"
+    console.print(f"[green]{site} is up[/] on Droplet {host.name} ({host.droplet_id}, {verb}) at {host.ipv4}")
+    table = Table(title="phases")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    for name, seconds in up.phases.items():
+        table.add_row(name, f"{seconds:.1f}")
+    table.add_row("[bold]total[/]", f"{sum(up.phases.values()):.1f}")
+    console.print(table)
+    changed = up.bootstrap.runbook.changed if up.bootstrap else []
+    written = len(up.bootstrap.files_written) if up.bootstrap else 0
+    console.print(f"bootstrap: {written} file(s) written, steps that changed something: {', '.join(changed) or 'none'}")
+    if up.seeded_mb:
+        console.print(f"seeded about {up.seeded_mb:g} MB of data")
+    for r in up.health.results:
+        console.print(f"  [green]ok[/] {r.app}: http://{r.host}{r.path} -> {r.status}")
+    for rec in up.dns:
+        console.print(f"  dns {rec.name} A {rec.data} (ttl {rec.ttl})")
 
 
 @task(help={"verbose": "log what the library does"})

@@ -1,0 +1,42 @@
+"""Bootstrap a host: put the rendered files in place, then run the runbook steps in order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fabric import Connection
+
+from relaunch.render import RenderContext, render_host
+from relaunch.runbooks import RunbookResult, Step, StepResult, load_steps, run_steps
+from relaunch.upload import upload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    files_written: list[str]
+    runbook: RunbookResult
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything on the host changed (a second run on the same inputs says False)."""
+        return bool(self.files_written) or self.runbook.changed
+
+
+def bootstrap(
+    conn: Connection,
+    ctx: RenderContext,
+    progress: Callable[[Step, StepResult | None], None] | None = None,
+) -> BootstrapResult:
+    """Render the host's files, upload what differs, run every runbook step; raise on the first failure.
+
+    Files go first so the steps find their configuration in place (package installs keep
+    existing configuration files).
+    """
+    written = upload(conn, render_host(ctx))
+    log.info("%s: %d file(s) written", conn.host, len(written))
+    result = run_steps(conn, load_steps(ctx), progress=progress)
+    return BootstrapResult(files_written=written, runbook=result)

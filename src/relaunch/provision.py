@@ -1,0 +1,89 @@
+"""Make a new host for a site: a Droplet whose first SSH connection is already verified."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fabric import Connection
+
+from relaunch.cloud import Cloud, Droplet
+from relaunch.errors import RelaunchError
+from relaunch.inventory.model import Inventory
+from relaunch.remote import HostKey, connect, wait_for_ssh
+from relaunch.state import HostRecord, load_hosts, save_host
+
+log = logging.getLogger(__name__)
+
+
+def find_droplet(cloud: Cloud, inv: Inventory, name: str) -> Droplet | None:
+    """Return the site's Droplet called ``name`` (looked up among the site's tags), or None."""
+    tag = inv.provider.tags[0] if inv.provider.tags else None
+    matches = [d for d in cloud.list_droplets(tag) if d.name == name]
+    if len(matches) > 1:
+        ids = ", ".join(str(d.id) for d in matches)
+        raise RelaunchError(f"{len(matches)} Droplets are called {name!r} ({ids}); relaunch cannot tell which is meant")
+    return matches[0] if matches else None
+
+
+def create_host(
+    cloud: Cloud,
+    inv: Inventory,
+    name: str,
+    role: str,
+    client_public_key: str,
+    user_data: Callable[[HostKey], str],
+    ssh_timeout: float = 300,
+) -> HostRecord:
+    """Create Droplet ``name`` with a host key made here and pinned through ``user_data(host_key)``.
+
+    The record (with the public host key) is saved before the Droplet is even asked for,
+    keyed by name, so a crash cannot leave a host relaunch cannot verify.
+    """
+    host_key = HostKey.generate()
+    key = cloud.ensure_ssh_key(client_public_key, f"relaunch-{inv.site}")
+    droplet = cloud.create_droplet(
+        name=name,
+        region=inv.provider.region,
+        size=inv.provider.size,
+        image=inv.provider.image,
+        ssh_keys=[key.fingerprint],
+        user_data=user_data(host_key),
+        tags=list(inv.provider.tags),
+        ssh_timeout=ssh_timeout,
+    )
+    if not droplet.ipv4:
+        raise RelaunchError(f"Droplet {name} ({droplet.id}) is active but has no public IPv4")
+    record = HostRecord(
+        name=name,
+        role=role,
+        droplet_id=droplet.id,
+        ipv4=droplet.ipv4,
+        host_key=host_key.public_line,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    save_host(inv.site, record)
+    log.info("created %s (%s) at %s, host key %s", name, droplet.id, droplet.ipv4, host_key.fingerprint())
+    return record
+
+
+def known_host(inv: Inventory, droplet: Droplet) -> HostRecord:
+    """Return the saved record of an existing Droplet; raise if relaunch did not build it."""
+    record = load_hosts(inv.site).get(droplet.name)
+    if record is None or record.droplet_id != droplet.id:
+        raise RelaunchError(
+            f"Droplet {droplet.name} ({droplet.id}) exists but relaunch has no pinned host key for it; "
+            "it will not connect unverified (destroy it, or record its host key)"
+        )
+    if record.ipv4 != droplet.ipv4:
+        raise RelaunchError(f"Droplet {droplet.name} moved from {record.ipv4} to {droplet.ipv4}; refusing to guess")
+    return record
+
+
+def open_host(record: HostRecord, key_filename: Path, timeout: float = 180) -> Connection:
+    """Connect to a recorded host, verifying its pinned key; wait while it boots."""
+    conn = connect(record.ipv4, record.host_key, key_filename)
+    wait_for_ssh(conn, timeout=timeout)
+    return conn

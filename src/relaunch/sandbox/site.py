@@ -1,0 +1,216 @@
+"""Bring a site up on a sandbox "production" Droplet, from nothing (``fab sandbox-up --site NAME``).
+
+The same parts a rebuild uses (provision, bootstrap, health) plus what only a sandbox
+needs: the site's images built and pushed to the sandbox registry, its secret files made,
+its DNS zone created in the simulator, and (for the example site) data seeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from relaunch import example_site
+from relaunch.bootstrap import BootstrapResult, bootstrap
+from relaunch.cloud import Cloud, DnsRecord
+from relaunch.errors import RelaunchError
+from relaunch.health import HealthReport, wait_healthy
+from relaunch.inventory import load_site
+from relaunch.inventory.model import Inventory
+from relaunch.inventory.secrets import ensure_sandbox_secrets, resolve_all
+from relaunch.provision import create_host, find_droplet, known_host, open_host
+from relaunch.remote import ensure_client_key
+from relaunch.render import RenderContext, render_user_data
+from relaunch.sandbox import manage
+from relaunch.sandbox import state_dir as sandbox_state_dir
+from relaunch.sandbox.docker_backend import NETWORK
+from relaunch.sandbox.image import ensure_image
+from relaunch.sandbox.images import build_example_images
+from relaunch.sandbox.registry import Registry
+from relaunch.state import HostRecord
+
+log = logging.getLogger(__name__)
+
+SEED_MARKER = "/var/lib/relaunch/example-seeded"
+
+
+@dataclass
+class SiteUp:
+    """What ``bring_up`` did, phase by phase."""
+
+    site: str
+    host: HostRecord | None = None
+    created: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+    bootstrap: BootstrapResult | None = None
+    seeded_mb: float = 0.0
+    dns: list[DnsRecord] = field(default_factory=list)
+    health: HealthReport | None = None
+
+
+def client_key_path() -> Path:
+    """The key relaunch logs in to sandbox Droplets with (made on first use, 0600)."""
+    return sandbox_state_dir() / "id_ed25519"
+
+
+def bring_up(
+    site: str,
+    data_mb: float = 100,
+    root: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SiteUp:
+    """Create (or find) the site's production Droplet in the sandbox, bootstrap it, seed it, point DNS at it.
+
+    Idempotent: a second call finds the Droplet, changes nothing on it, seeds nothing
+    twice. Raise RelaunchError (with what failed) at the first failure; the last phase
+    is the health checks, which must all pass.
+    """
+    say = progress or (lambda msg: log.info("%s", msg))
+    inv = load_site(site, root)
+    if inv.provider.kind != "sandbox":
+        raise RelaunchError(f"site {site!r} has provider.kind {inv.provider.kind!r}; sandbox-up needs 'sandbox'")
+    if not inv.production.droplet_name:
+        raise RelaunchError(f"site {site!r}: production.droplet_name is needed to make it in the sandbox")
+    result = SiteUp(site=site)
+    clock = _Phases(result.phases, say)
+
+    with clock("secrets"):
+        for path in ensure_sandbox_secrets(inv):
+            say(f"made secret file {path}")
+        secrets = resolve_all(inv)
+    with clock("sandbox"):
+        svc = manage.up(progress=say)
+    with clock("images"):
+        images = _images(inv)
+    key_path = client_key_path()
+    public = ensure_client_key(key_path)
+
+    with manage.sandbox_cloud(svc) as cloud:
+        name = inv.production.droplet_name
+
+        def context(host_key=None) -> RenderContext:
+            return RenderContext(
+                inventory=inv, secrets=secrets, images=images, sandbox=True,
+                host_key=host_key, authorized_keys=[public], hostname=name,
+            )
+
+        with clock("provision"):
+            droplet = find_droplet(cloud, inv, name)
+            if droplet is not None:
+                record = known_host(inv, droplet)
+            else:
+                say(f"creating Droplet {name}")
+                record = create_host(cloud, inv, name, "production", public, lambda hk: render_user_data(context(hk)))
+                result.created = True
+            result.host = record
+            conn = open_host(record, key_path)
+        try:
+            with clock("bootstrap"):
+                result.bootstrap = bootstrap(
+                    conn, context(), progress=lambda step, done: say(f"step {step.name}" + (" done" if done else ""))
+                )
+            with clock("seed"):
+                result.seeded_mb = _seed(conn, inv, data_mb, say)
+        finally:
+            conn.close()
+        with clock("dns"):
+            result.dns = point_records(cloud, inv, record.ipv4)
+        with clock("health"):
+            result.health = wait_healthy(inv, record.ipv4, timeout=180)
+    if not result.health.ok:
+        failed = "; ".join(r.describe() for r in result.health.failures())
+        raise RelaunchError(f"site {site!r} is up on {record.ipv4} but health checks fail: {failed}")
+    return result
+
+
+def _images(inv: Inventory) -> dict[str, dict[str, str]]:
+    """Build and push the site's images; return app -> service -> reference by digest."""
+    wanted = {repo for app in inv.apps if app.compose for repo in app.compose.images.values()}
+    if not wanted:
+        return {}
+    client = docker.from_env()
+    base = ensure_image(client)
+    refs = build_example_images(client, base, Registry(client, NETWORK, base))
+    missing = sorted(wanted - set(refs))
+    if missing:
+        raise RelaunchError(
+            f"site {inv.site!r} wants images {', '.join(missing)}, which the sandbox does not build "
+            f"(it builds {', '.join(sorted(refs))})"
+        )
+    return {
+        app.name: {service: refs[repo] for service, repo in app.compose.images.items()}
+        for app in inv.apps
+        if app.compose
+    }
+
+
+def _seed(conn, inv: Inventory, data_mb: float, say: Callable[[str], None]) -> float:
+    """Seed the example apps once per host (a marker file records it); return the MB asked for."""
+    if data_mb <= 0:
+        return 0.0
+    if conn.run(f"test -e {SEED_MARKER}", warn=True, hide=True, in_stream=False).ok:
+        say("data already seeded on this host")
+        return 0.0
+    compose = example_site.parse_compose_command(
+        conn.run(f"cat {example_site.COMPOSE_COMMAND_FILE}", hide=True, in_stream=False).stdout
+    )
+    for app, argv in example_site.seed_commands(inv, data_mb, compose):
+        say(f"seeding {app}")
+        started = time.monotonic()
+        run = conn.run(shlex.join(argv), warn=True, hide=True, in_stream=False, timeout=3600)
+        if not run.ok:
+            tail = (run.stdout + run.stderr)[-1500:]
+            raise RelaunchError(f"seeding {app} failed (exit {run.exited}):\n{tail}")
+        log.info("seeded %s in %.1f s", app, time.monotonic() - started)
+    conn.run(
+        f"mkdir -p /var/lib/relaunch && echo {shlex.quote(str(data_mb))} > {SEED_MARKER}", hide=True, in_stream=False
+    )
+    return data_mb
+
+
+def point_records(cloud: Cloud, inv: Inventory, ipv4: str) -> list[DnsRecord]:
+    """Create the site's zone if needed and make each of its A records point at ``ipv4``."""
+    zone = inv.dns.zone
+    cloud.ensure_domain(zone)
+    out: list[DnsRecord] = []
+    for spec in inv.dns.records:
+        if spec.type != "A":
+            continue  # sandbox Droplets have no public IPv6
+        existing = cloud.list_records(zone, type="A", name=spec.name)
+        if not existing:
+            out.append(cloud.create_record(zone, type="A", name=spec.name, data=ipv4, ttl=inv.dns.ttl))
+        elif existing[0].data != ipv4:
+            out.append(cloud.update_record(zone, existing[0].id, data=ipv4))
+        else:
+            out.append(existing[0])
+    return out
+
+
+class _Phases:
+    """Times named phases into a dict, telling progress when each starts."""
+
+    def __init__(self, into: dict[str, float], say: Callable[[str], None]) -> None:
+        self.into = into
+        self.say = say
+
+    def __call__(self, name: str) -> "_Phase":
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, phases: _Phases, name: str) -> None:
+        self.phases = phases
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.phases.say(f"{self.name}...")
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.phases.into[self.name] = time.monotonic() - self.started

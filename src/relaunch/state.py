@@ -1,0 +1,62 @@
+"""Where relaunch keeps what it must remember between runs (hosts it built, pinned keys)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+def state_dir() -> Path:
+    """Return relaunch's state directory (``RELAUNCH_STATE_DIR``, else ~/.local/state/relaunch), mode 0700."""
+    env = os.environ.get("RELAUNCH_STATE_DIR")
+    base = Path(env) if env else Path.home() / ".local" / "state" / "relaunch"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return base
+
+
+def site_dir(site: str) -> Path:
+    path = state_dir() / "sites" / site
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A host relaunch built, and the host key it pinned for it."""
+
+    name: str
+    role: str  # production, rebuild, drill
+    droplet_id: int
+    ipv4: str
+    host_key: str  # public line, "ssh-ed25519 AAAA..."
+    created_at: str
+
+
+def load_hosts(site: str) -> dict[str, HostRecord]:
+    path = site_dir(site) / "hosts.json"
+    if not path.exists():
+        return {}
+    return {name: HostRecord(**rec) for name, rec in json.loads(path.read_text()).items()}
+
+
+def save_host(site: str, record: HostRecord) -> None:
+    """Record a host (replacing one of the same name); the file is replaced atomically."""
+    hosts = load_hosts(site)
+    hosts[record.name] = record
+    _write_json(site_dir(site) / "hosts.json", {n: asdict(r) for n, r in hosts.items()})
+
+
+def forget_host(site: str, name: str) -> None:
+    hosts = load_hosts(site)
+    if hosts.pop(name, None) is not None:
+        _write_json(site_dir(site) / "hosts.json", {n: asdict(r) for n, r in hosts.items()})
+
+
+def _write_json(path: Path, data: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)

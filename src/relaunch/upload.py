@@ -1,0 +1,75 @@
+"""Put rendered files on a host: only what differs, secret files never readable by others."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import shlex
+from typing import Protocol
+
+from fabric import Connection
+
+from relaunch.errors import RelaunchError
+
+log = logging.getLogger(__name__)
+
+
+class FileLike(Protocol):
+    path: str
+    content: bytes
+    mode: int
+    secret: bool
+
+
+def remote_digests(conn: Connection, paths: list[str]) -> dict[str, str]:
+    """Return sha256 of each existing file among ``paths`` on the host (missing ones left out)."""
+    if not paths:
+        return {}
+    script = "for f in " + " ".join(shlex.quote(p) for p in paths) + '; do [ -f "$f" ] && sha256sum "$f"; done; true'
+    out = conn.run(script, hide=True, in_stream=False).stdout
+    digests: dict[str, str] = {}
+    for line in out.splitlines():
+        digest, _, path = line.partition("  ")
+        digests[path] = digest
+    return digests
+
+
+def upload(conn: Connection, files: list[FileLike]) -> list[str]:
+    """Write each file whose content or mode differs on the host; return the paths written.
+
+    Parent directories are made (0755). A secret file is created empty, set to 0600, and
+    only then filled, so its content is never readable by others, not even briefly.
+    """
+    current = remote_digests(conn, [f.path for f in files])
+    modes = _remote_modes(conn, [f.path for f in files if f.path in current])
+    changed = [
+        f for f in files
+        if current.get(f.path) != hashlib.sha256(f.content).hexdigest() or modes.get(f.path) != f.mode
+    ]
+    if not changed:
+        return []
+    dirs = sorted({posixpath.dirname(f.path) for f in changed})
+    conn.run("mkdir -p -m 0755 " + " ".join(shlex.quote(d) for d in dirs), hide=True, in_stream=False)
+    sftp = conn.sftp()
+    for f in changed:
+        try:
+            with sftp.open(f.path + ".relaunch-new", "wb") as fh:
+                fh.chmod(f.mode)  # before any byte is written
+                fh.write(f.content)
+            sftp.posix_rename(f.path + ".relaunch-new", f.path)
+        except OSError as exc:
+            raise RelaunchError(f"{conn.host}: could not write {f.path}: {exc}") from exc
+        log.info("%s: wrote %s (%o)", conn.host, f.path, f.mode)
+    return [f.path for f in changed]
+
+
+def _remote_modes(conn: Connection, paths: list[str]) -> dict[str, int]:
+    if not paths:
+        return {}
+    out = conn.run("stat -c '%a %n' " + " ".join(shlex.quote(p) for p in paths), hide=True, in_stream=False).stdout
+    modes: dict[str, int] = {}
+    for line in out.splitlines():
+        mode, _, path = line.partition(" ")
+        modes[path] = int(mode, 8)
+    return modes
