@@ -198,6 +198,11 @@ def test_example_apps_run_seed_and_keep_writing(images, cloud: Cloud, client_key
         # the blog answers through its own pages too (a post, a stored upload)
         assert conn.run("curl -sf -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/posts/1").stdout == "200"
         assert conn.run("curl -sf -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/uploads/1").stdout == "200"
+        # no database, no health: the blog's check proves its data is there, not just the process
+        conn.run("docker-compose -f /srv/blog/compose.yml stop db")
+        assert conn.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/health", warn=True).stdout == "503"
+        conn.run("docker-compose -f /srv/blog/compose.yml start db")
+        assert wait_healthy(conn, 8081, "posts")["posts"] == blog["posts"]
         print(f"compose up (pull from the sandbox registry) took {pulled:.1f} s")
     finally:
         conn.close()

@@ -10,10 +10,14 @@ registry reports after the push: exactly what was built.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import re
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -32,6 +36,23 @@ EXAMPLE_IMAGES = {"example/blog": "blog", "example/postgres": "postgres"}
 CONTEXT_LABEL = "relaunch.context"
 _SKIP = {"__pycache__", ".git"}
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: One build at a time per machine (every sandbox on it shares one dockerd): two sessions
+#: building the same context at once would each tag their own, non-identical, image.
+LOCK_FILE = Path(tempfile.gettempdir()) / "relaunch-sandbox-images.lock"
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    with open(LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another session is building the example images; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def context_files(context: Path) -> list[Path]:
@@ -103,6 +124,12 @@ def _remove_stale(client: docker.DockerClient, repository: str, keep: str) -> No
     for image in client.images.list(filters={"label": [f"{LABEL}=example-image", f"{CONTEXT_LABEL}"]}):
         if image.labels.get(CONTEXT_LABEL) == keep:
             continue
+        if not image.tags:  # untagged: an older build whose tags moved on
+            try:
+                client.images.remove(image.id)
+            except docker.errors.APIError as exc:
+                log.debug("kept %s: %s", image.short_id, exc.explanation or exc)
+            continue
         names = [t for t in image.tags if t.rsplit(":", 1)[0].endswith(repository)]
         if not names or len(names) != len(image.tags):
             continue  # another repository's image, or tagged by someone else too: leave it
@@ -143,10 +170,11 @@ def build_example_images(client: docker.DockerClient, base_tag: str, registry: R
     """
     push_address = registry.ensure()
     refs: dict[str, str] = {}
-    for repository, directory in EXAMPLE_IMAGES.items():
-        started = time.monotonic()
-        local = build_image(client, repository, IMAGES_DIR / directory, base_tag)
-        digest = push_image(client, local, push_address)
-        refs[repository] = f"{Registry.pull_address}/{repository}@{digest}"
-        log.info("%s ready as %s (%.1f s)", repository, refs[repository], time.monotonic() - started)
+    with _build_lock():
+        for repository, directory in EXAMPLE_IMAGES.items():
+            started = time.monotonic()
+            local = build_image(client, repository, IMAGES_DIR / directory, base_tag)
+            digest = push_image(client, local, push_address)
+            refs[repository] = f"{Registry.pull_address}/{repository}@{digest}"
+            log.info("%s ready as %s (%.1f s)", repository, refs[repository], time.monotonic() - started)
     return refs
