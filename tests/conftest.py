@@ -1,10 +1,9 @@
 """Fixtures shared by every test layer.
 
 The sandbox fixtures give a test session its own sandbox network (Droplet containers,
-snapshots) on the local Docker daemon and remove all of it at the end, also on failure
-and Ctrl-C (pytest runs session teardown on KeyboardInterrupt). The base image, the
-package cache and the image registry are shared with the user's sandbox: they are
-caches, not state.
+snapshots, package cache, image registry) on the local Docker daemon and remove all of
+it at the end, also on failure and Ctrl-C (pytest runs session teardown on
+KeyboardInterrupt). Only the base images are shared: they are caches, not state.
 """
 
 from __future__ import annotations
@@ -35,24 +34,14 @@ def _network_name() -> str:
 @pytest.fixture(scope="session")
 def sandbox_backend() -> Iterator[object]:
     """The real Droplet backend on a network of this session's own; everything removed after."""
-    import docker
-
-    from relaunch.sandbox import aptcache, registry
     from relaunch.sandbox.docker_backend import DockerBackend, remove_everything
 
-    client = docker.from_env()
-    # The package cache and the image registry are shared helpers: a session that
-    # started one removes it (and its volume) at the end; one it found running stays.
-    helpers = [h for h in (aptcache, registry) if not client.containers.list(all=True, filters={"name": f"^{h.NAME}$"})]
+    # Everything of this sandbox, its package cache and registry included, carries its
+    # network's label, and goes with it.
     backend = DockerBackend(network=_network_name())
 
     def clean_up() -> None:
         remove_everything(network=backend.network)
-        for helper in helpers:
-            for container in client.containers.list(all=True, filters={"name": f"^{helper.NAME}$"}):
-                container.remove(force=True)
-            for volume in client.volumes.list(filters={"name": helper.VOLUME}):
-                volume.remove(force=True)
 
     try:
         backend.prepare()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fabric import Connection
 
+from relaunch.errors import RelaunchError
 from relaunch.render import RenderContext, render_host
 from relaunch.runbooks import RunbookResult, Step, StepResult, load_steps, run_steps
 from relaunch.upload import upload
@@ -26,6 +27,20 @@ class BootstrapResult:
         return bool(self.files_written) or self.runbook.changed
 
 
+def wait_for_cloud_init(conn: Connection, timeout: float = 900) -> None:
+    """Wait until cloud-init has finished on the host (it runs apt itself on first boot).
+
+    Raise RelaunchError if it failed: a host whose user-data did not apply is not the
+    host the runbooks expect.
+    """
+    run = conn.run(
+        "command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long",
+        warn=True, hide=True, in_stream=False, timeout=timeout,
+    )
+    if not run.ok:
+        raise RelaunchError(f"{conn.host}: cloud-init did not finish cleanly:\n{(run.stdout + run.stderr)[-1500:]}")
+
+
 def bootstrap(
     conn: Connection,
     ctx: RenderContext,
@@ -36,6 +51,7 @@ def bootstrap(
     Files go first so the steps find their configuration in place (package installs keep
     existing configuration files).
     """
+    wait_for_cloud_init(conn)
     written = upload(conn, render_host(ctx))
     log.info("%s: %d file(s) written", conn.host, len(written))
     result = run_steps(conn, load_steps(ctx), progress=progress)

@@ -11,6 +11,10 @@ from pathlib import Path
 
 #: Every container, network, volume and image the sandbox creates carries this label.
 LABEL = "relaunch.sandbox"
+#: Label naming the sandbox network a container, volume or snapshot belongs to, so that
+#: two sandboxes (the user's and a test session's) can share a Docker daemon and each be
+#: removed whole without touching the other.
+NETWORK_LABEL = "relaunch.sandbox.network"
 
 
 def state_dir() -> Path:

@@ -1,8 +1,10 @@
-"""A package cache (apt-cacher-ng) on the sandbox network, so repeated bootstraps are fast.
+"""A package cache (apt-cacher-ng) on a sandbox network, so repeated bootstraps are fast.
 
-Droplets are pointed at it by an apt configuration file the sandbox writes into each
-container (a sandbox-only addition; real Droplets fetch from their mirror). Its cache
-lives in a labelled volume, so it outlives Droplets and API restarts in one session.
+Each sandbox network has its own cache container, reachable on that network under the
+alias ``relaunch-sandbox-aptcache``; Droplets are pointed at it by an apt configuration
+file the sandbox writes into each container (a sandbox-only addition; real Droplets fetch
+from their mirror). Its cache lives in a volume of that network, so it outlives Droplets
+and API restarts, and goes with ``remove_everything(network)``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import docker
 import docker.errors
 
 from relaunch.errors import RelaunchError
-from relaunch.sandbox import LABEL
+from relaunch.sandbox import LABEL, NETWORK_LABEL
 
 log = logging.getLogger(__name__)
 
-NAME = "relaunch-sandbox-aptcache"
-VOLUME = "relaunch-sandbox-aptcache"
+ALIAS = "relaunch-sandbox-aptcache"
 PORT = 3142
 REPOSITORY = "relaunch-sandbox/aptcache"
 
@@ -30,42 +31,47 @@ class AptCache:
         self.client = client
         self.network = network
         self.base_tag = base_tag
+        self.name = f"{network}-aptcache"
+        self.volume = f"{network}-aptcache"
 
     @staticmethod
     def apt_config() -> str:
         """Return the apt configuration that sends a Droplet's plain-http fetches through the cache."""
-        return f'Acquire::http::Proxy "http://{NAME}:{PORT}";\n'
+        return f'Acquire::http::Proxy "http://{ALIAS}:{PORT}";\n'
 
     def image_tag(self) -> str:
         return f"{REPOSITORY}:{self.base_tag.rsplit(':', 1)[1]}"
 
     def ensure(self) -> None:
-        """Start the cache container unless it runs already (build its image first if needed)."""
+        """Start this network's cache container unless it runs already (build its image first if needed)."""
         try:
-            container = self.client.containers.get(NAME)
+            container = self.client.containers.get(self.name)
             if container.status != "running":
                 container.start()
-            # One cache serves every sandbox network on this daemon (the user's, tests').
-            if self.network not in container.attrs["NetworkSettings"]["Networks"]:
-                self.client.networks.get(self.network).connect(container)
-            self._wait_ready(container)
+            self._wait_ready()
             return
         except docker.errors.NotFound:
             pass
         tag = self._ensure_image()
-        if not self.client.volumes.list(filters={"name": VOLUME}):
-            self.client.volumes.create(VOLUME, labels={LABEL: "aptcache"})
-        container = self.client.containers.run(
+        labels = {LABEL: "aptcache", NETWORK_LABEL: self.network}
+        if not self.client.volumes.list(filters={"name": self.volume}):
+            self.client.volumes.create(self.volume, labels=labels)
+        api = self.client.api
+        created = api.create_container(
             tag,
-            name=NAME,
-            detach=True,
+            name=self.name,
             user="apt-cacher-ng",
-            labels={LABEL: "aptcache"},
-            network=self.network,
-            volumes={VOLUME: {"bind": "/var/cache/apt-cacher-ng", "mode": "rw"}},
-            restart_policy={"Name": "unless-stopped"},
+            labels=labels,
+            host_config=api.create_host_config(
+                binds={self.volume: {"bind": "/var/cache/apt-cacher-ng", "mode": "rw"}},
+                restart_policy={"Name": "unless-stopped"},
+            ),
+            networking_config=api.create_networking_config(
+                {self.network: api.create_endpoint_config(aliases=[ALIAS])}
+            ),
         )
-        self._wait_ready(container)
+        api.start(created["Id"])
+        self._wait_ready()
 
     def _ensure_image(self) -> str:
         tag = self.image_tag()
@@ -79,7 +85,7 @@ class AptCache:
             self.base_tag,
             ["sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q apt-cacher-ng"],
             detach=True,
-            labels={LABEL: "build"},
+            labels={LABEL: "build", NETWORK_LABEL: self.network},
             network=self.network,
         )
         try:
@@ -100,17 +106,16 @@ class AptCache:
             builder.remove(force=True)
         return tag
 
-    def _wait_ready(self, container: docker.models.containers.Container, timeout: float = 30) -> None:
+    def _wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            container.reload()
-            if container.status == "running":
-                probe = subprocess.run(
-                    ["docker", "exec", NAME, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{PORT}"],
-                    capture_output=True,
-                    timeout=10,
-                )
-                if probe.returncode == 0:  # the CLI: exec_run has no timeout
-                    return
+            probe = subprocess.run(
+                ["docker", "exec", self.name, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{PORT}"],
+                capture_output=True,
+                timeout=10,
+            )
+            if probe.returncode == 0:  # the CLI: docker-py's exec_run has no timeout
+                return
             time.sleep(0.2)
-        raise RelaunchError(f"the sandbox package cache ({NAME}) did not start: {container.logs()[-500:]!r}")
+        logs = self.client.containers.get(self.name).logs()[-500:]
+        raise RelaunchError(f"the sandbox package cache ({self.name}) did not start: {logs!r}")

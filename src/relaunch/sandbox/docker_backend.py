@@ -26,7 +26,7 @@ import docker.types
 import yaml
 
 from relaunch.errors import RelaunchError
-from relaunch.sandbox import LABEL
+from relaunch.sandbox import LABEL, NETWORK_LABEL
 from relaunch.sandbox.aptcache import AptCache
 from relaunch.sandbox.backend import BASE_IMAGE_SLUG, BackendError, Booted
 from relaunch.sandbox.image import ensure_image
@@ -34,9 +34,6 @@ from relaunch.sandbox.image import ensure_image
 log = logging.getLogger(__name__)
 
 NETWORK = "relaunch-sandbox"
-#: Label naming the sandbox network a container or snapshot belongs to, so that two
-#: sandboxes (the user's and a test session's) can share a Docker daemon.
-NETWORK_LABEL = "relaunch.sandbox.network"
 SEED_DIR = "/var/lib/cloud/seed/nocloud"
 #: Addresses below this offset in the subnet are left to Docker and the helper services.
 FIRST_DROPLET_HOST = 16
@@ -372,9 +369,10 @@ def _hostname(name: str) -> str:
 def remove_everything(client: docker.DockerClient | None = None, network: str | None = None) -> dict[str, int]:
     """Remove the containers, networks, volumes and snapshot images labelled ``relaunch.sandbox``.
 
-    With ``network``, only what belongs to that one sandbox network (a test session's);
-    without, everything of every sandbox, the package cache included. The base images
-    are kept (they take minutes to build). Return counts of what was removed.
+    With ``network``, only what belongs to that one sandbox network (a test session's):
+    its Droplets, snapshots, helper services (package cache, registry) and their volumes;
+    without, everything of every sandbox. The base images are kept (they take minutes to
+    build). Return counts of what was removed.
     """
     client = client or docker.from_env()
     scope = [f"{NETWORK_LABEL}={network}"] if network else [LABEL]
@@ -388,9 +386,8 @@ def remove_everything(client: docker.DockerClient | None = None, network: str | 
             except docker.errors.APIError:
                 pass  # being removed already; the network removal below says if it matters
         counts["networks"] += _gone(net.remove)
-    if not network:
-        for volume in client.volumes.list(filters={"label": LABEL}):
-            counts["volumes"] += _gone(lambda: volume.remove(force=True))
+    for volume in client.volumes.list(filters={"label": scope}):
+        counts["volumes"] += _gone(lambda: volume.remove(force=True))
     for image in client.images.list(filters={"label": [f"{LABEL}=snapshot", *scope]}):
         counts["snapshots"] += _gone(lambda: client.images.remove(image.id, force=True))
     return counts

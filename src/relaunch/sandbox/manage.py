@@ -15,7 +15,7 @@ from relaunch.cloud import Cloud, Droplet
 from relaunch.errors import RelaunchError
 from relaunch.sandbox import LABEL, service
 from relaunch.sandbox import state_dir as default_state_dir
-from relaunch.sandbox.aptcache import NAME as APTCACHE_NAME
+from relaunch.sandbox.aptcache import AptCache
 from relaunch.sandbox.docker_backend import NETWORK, DockerBackend, remove_everything
 from relaunch.sandbox.image import REPOSITORY as BASE_REPOSITORY
 from relaunch.sandbox.image import image_tag
@@ -84,7 +84,8 @@ def status(state: Path | None = None) -> SandboxStatus:
     except docker.errors.ImageNotFound:
         present = False
     try:
-        cache = "running" if client.containers.get(APTCACHE_NAME).status == "running" else "stopped"
+        name = AptCache(client, NETWORK, tag).name
+        cache = "running" if client.containers.get(name).status == "running" else "stopped"
     except docker.errors.NotFound:
         cache = "absent"
     backend = DockerBackend(client=client, apt_cache=False)

@@ -6,13 +6,15 @@ reached two ways:
 
 - from the host's dockerd at ``127.0.0.1:<port>`` (published on loopback only; dockerd
   treats 127.0.0.0/8 as an insecure, i.e. plain-http, registry by default), to push;
-- from Droplets at ``relaunch-sandbox-registry:5000`` on the sandbox network (the base
-  image's /etc/docker/daemon.json lists that name as an insecure registry), to pull.
+- from Droplets at ``relaunch-sandbox-registry:5000`` on the sandbox network (an alias
+  of this network's registry container; the base image's /etc/docker/daemon.json lists
+  that name as an insecure registry), to pull.
 
 Both names reach the same storage, so a digest reported after a push is the digest a
-Droplet pulls. Built once from the base image like the package cache and committed as
-``relaunch-sandbox/registry:<base hash>``; its storage is a labelled volume, so it
-outlives Droplets and API restarts and goes with ``remove_everything``.
+Droplet pulls. Each sandbox network has its own registry container and storage volume
+(labelled with the network), so a test session and the user's sandbox never share or
+remove each other's. Built once from the base image like the package cache and committed
+as ``relaunch-sandbox/registry:<base hash>``.
 """
 
 from __future__ import annotations
@@ -27,15 +29,12 @@ import docker.errors
 import requests
 
 from relaunch.errors import RelaunchError
-from relaunch.sandbox import LABEL
+from relaunch.sandbox import LABEL, NETWORK_LABEL
 
 log = logging.getLogger(__name__)
 
-NAME = "relaunch-sandbox-registry"
-VOLUME = "relaunch-sandbox-registry"
+ALIAS = "relaunch-sandbox-registry"
 PORT = 5000
-#: Preferred host port on 127.0.0.1; when taken, Docker picks a free one (read back).
-HOST_PORT = 5055
 REPOSITORY = "relaunch-sandbox/registry"
 STORAGE = "/var/lib/docker-registry"
 CONFIG_PATH = "/etc/docker/registry/config.yml"
@@ -68,56 +67,57 @@ health:
 
 
 class Registry:
-    """The sandbox registry container for one sandbox network (shared by all of them)."""
+    """The sandbox registry container of one sandbox network."""
 
     #: How Droplets (and anything on a sandbox network) name the registry in image references.
-    pull_address = f"{NAME}:{PORT}"
+    pull_address = f"{ALIAS}:{PORT}"
 
-    def __init__(self, client: docker.DockerClient, network: str, base_tag: str, host_port: int = HOST_PORT) -> None:
+    def __init__(self, client: docker.DockerClient, network: str, base_tag: str) -> None:
         self.client = client
         self.network = network
         self.base_tag = base_tag
-        self.host_port = host_port
+        self.name = f"{network}-registry"
+        self.volume = f"{network}-registry"
 
     def image_tag(self) -> str:
         return f"{REPOSITORY}:{self.base_tag.rsplit(':', 1)[1]}"
 
     def ensure(self) -> str:
-        """Start the registry unless it runs already, attach it to this network; return the push address.
+        """Start this network's registry unless it runs already; return the push address.
 
-        The push address is ``127.0.0.1:<host port>`` (what the host's dockerd pushes to).
-        Raise RelaunchError if the image cannot be built or the registry does not answer.
+        The push address is ``127.0.0.1:<host port>`` (what the host's dockerd pushes to;
+        Docker picks the port, read back). Raise RelaunchError if the image cannot be
+        built or the registry does not answer.
         """
         try:
-            container = self.client.containers.get(NAME)
+            container = self.client.containers.get(self.name)
             if container.status != "running":
                 container.start()
-            if self.network not in container.attrs["NetworkSettings"]["Networks"]:
-                self.client.networks.get(self.network).connect(container)
             return self._wait_ready(container)
         except docker.errors.NotFound:
             pass
         tag = self._ensure_image()
-        if not self.client.volumes.list(filters={"name": VOLUME}):
-            self.client.volumes.create(VOLUME, labels={LABEL: "registry"})
-        options = dict(
-            name=NAME,
-            detach=True,
+        labels = {LABEL: "registry", NETWORK_LABEL: self.network}
+        if not self.client.volumes.list(filters={"name": self.volume}):
+            self.client.volumes.create(self.volume, labels=labels)
+        api = self.client.api
+        created = api.create_container(
+            tag,
+            name=self.name,
             user="docker-registry",
-            labels={LABEL: "registry"},
-            network=self.network,
-            volumes={VOLUME: {"bind": STORAGE, "mode": "rw"}},
-            restart_policy={"Name": "unless-stopped"},
+            labels=labels,
+            ports=[PORT],
+            host_config=api.create_host_config(
+                binds={self.volume: {"bind": STORAGE, "mode": "rw"}},
+                port_bindings={PORT: ("127.0.0.1", None)},
+                restart_policy={"Name": "unless-stopped"},
+            ),
+            networking_config=api.create_networking_config(
+                {self.network: api.create_endpoint_config(aliases=[ALIAS])}
+            ),
         )
-        try:
-            container = self.client.containers.run(tag, ports={f"{PORT}/tcp": ("127.0.0.1", self.host_port)}, **options)
-        except docker.errors.APIError as exc:
-            if "port is already allocated" not in str(exc) and "address already in use" not in str(exc):
-                raise RelaunchError(f"cannot start the sandbox registry: {exc.explanation or exc}") from exc
-            log.info("port %d is taken; letting Docker pick the registry's host port", self.host_port)
-            _remove_if_present(self.client, NAME)
-            container = self.client.containers.run(tag, ports={f"{PORT}/tcp": ("127.0.0.1", None)}, **options)
-        return self._wait_ready(container)
+        api.start(created["Id"])
+        return self._wait_ready(self.client.containers.get(created["Id"]))
 
     def _ensure_image(self) -> str:
         tag = self.image_tag()
@@ -136,7 +136,7 @@ class Registry:
                 " docker-registry && apt-get clean",
             ],
             detach=True,
-            labels={LABEL: "build"},
+            labels={LABEL: "build", NETWORK_LABEL: self.network},
             network=self.network,
         )
         try:
@@ -178,14 +178,7 @@ class Registry:
             elif container.status in ("exited", "dead"):
                 break
             time.sleep(0.2)
-        raise RelaunchError(f"the sandbox registry ({NAME}) did not start ({error}): {container.logs()[-500:]!r}")
-
-
-def _remove_if_present(client: docker.DockerClient, name: str) -> None:
-    try:
-        client.containers.get(name).remove(force=True)
-    except docker.errors.NotFound:
-        pass
+        raise RelaunchError(f"the sandbox registry ({self.name}) did not start ({error}): {container.logs()[-500:]!r}")
 
 
 def _tar(files: dict[str, str]) -> bytes:
