@@ -15,16 +15,24 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _keep_user_ssh_out(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Tests never read the user's ~/.ssh (config, known_hosts, keys) or their sandbox state."""
-    home = tmp_path_factory.getbasetemp() / "home"
+@pytest.fixture(scope="session", autouse=True)
+def _keep_user_state_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never read or write the user's ~/.ssh, relaunch state or sandbox state.
+
+    Session-scoped (and autouse) so it is in place before any module- or session-scoped
+    fixture runs: a broader fixture is set up before narrower ones.
+    """
+    base = tmp_path_factory.getbasetemp()
+    home = base / "home"
     home.mkdir(exist_ok=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.delenv("DIGITALOCEAN_ACCESS_TOKEN", raising=False)
-    monkeypatch.delenv("DIGITALOCEAN_END_POINT", raising=False)
-    monkeypatch.setenv("RELAUNCH_SANDBOX_DIR", str(tmp_path_factory.getbasetemp() / "sandbox-state"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.delenv("SSH_AUTH_SOCK", raising=False)
+        mp.delenv("DIGITALOCEAN_ACCESS_TOKEN", raising=False)
+        mp.delenv("DIGITALOCEAN_END_POINT", raising=False)
+        mp.setenv("RELAUNCH_SANDBOX_DIR", str(base / "sandbox-state"))
+        mp.setenv("RELAUNCH_STATE_DIR", str(base / "relaunch-state"))
+        yield
 
 
 def _network_name() -> str:

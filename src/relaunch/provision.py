@@ -13,7 +13,7 @@ from relaunch.cloud import Cloud, Droplet
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
 from relaunch.remote import HostKey, connect, wait_for_ssh
-from relaunch.state import HostRecord, load_hosts, save_host
+from relaunch.state import HostRecord, load_hosts, save_host, site_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,11 @@ def known_host(inv: Inventory, droplet: Droplet) -> HostRecord:
     """Return the saved record of an existing Droplet; raise if relaunch did not build it."""
     record = load_hosts(inv.site).get(droplet.name)
     if record is None or record.droplet_id != droplet.id:
+        where = site_dir(inv.site) / "hosts.json"
+        known = f"it knows Droplet {record.droplet_id} by that name" if record else "it knows none by that name"
         raise RelaunchError(
-            f"Droplet {droplet.name} ({droplet.id}) exists but relaunch has no pinned host key for it; "
-            "it will not connect unverified (destroy it, or record its host key)"
+            f"Droplet {droplet.name} ({droplet.id}) exists but relaunch has no pinned host key for it in {where} "
+            f"({known}); it will not connect unverified (destroy it, or record its host key)"
         )
     if record.ipv4 != droplet.ipv4:
         raise RelaunchError(f"Droplet {droplet.name} moved from {record.ipv4} to {droplet.ipv4}; refusing to guess")

@@ -45,6 +45,7 @@ RELAUNCH_DIR = "/etc/relaunch"
 SECRETS_DIR = "/etc/relaunch/secrets"
 USER_DATA_TEMPLATE = "cloud-init/user-data.yml.j2"
 NGINX_TEMPLATE = "nginx/site.conf.j2"
+NGINX_DEFAULT_TEMPLATE = "nginx/default.conf.j2"
 
 # Values an env file can hold unquoted, for systemd (EnvironmentFile=) and Compose alike.
 _ENV_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+,=%-]*$")
@@ -297,6 +298,8 @@ def render_host(ctx: RenderContext) -> list[RenderedFile]:
         files.append(RenderedFile(env_file_path(app.name), _env_file(ctx, app), 0o600, secret=True))
         nginx = render_template(env, NGINX_TEMPLATE, {"inventory": inv, "app": app, "sandbox": ctx.sandbox})
         files.append(RenderedFile(f"/etc/nginx/sites-available/relaunch-{app.name}.conf", nginx.encode(), 0o644, False))
+    default = render_template(env, NGINX_DEFAULT_TEMPLATE, {"inventory": inv, "sandbox": ctx.sandbox})
+    files.append(RenderedFile("/etc/nginx/sites-available/relaunch-default.conf", default.encode(), 0o644, False))
     for db in inv.databases:
         if db.engine != "sqlite" and db.password is not None:
             secret = _secret(ctx, db.password, f"databases[{db.name}].password")

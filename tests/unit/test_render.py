@@ -142,6 +142,7 @@ def test_render_host_places_every_file(ctx: RenderContext) -> None:
         "/etc/relaunch/secrets/blog.password",
         "/etc/relaunch/secrets/stats.password",
         "/etc/nginx/sites-available/relaunch-blog.conf",
+        "/etc/nginx/sites-available/relaunch-default.conf",
         "/etc/nginx/sites-available/relaunch-stats.conf",
         "/etc/nginx/sites-available/relaunch-notes.conf",
         "/etc/relaunch/site.json",

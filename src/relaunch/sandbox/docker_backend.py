@@ -183,7 +183,9 @@ class DockerBackend:
             host_config = api.create_host_config(
                 tmpfs={"/run": "", "/run/lock": ""},
                 binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-                cap_add=["SYS_ADMIN", "NET_ADMIN"],
+                # SYS_ADMIN and NET_ADMIN: Docker inside; SYS_PTRACE: `docker exec` into a
+                # container whose process runs as another user (runc opens its /proc/PID/ns).
+                cap_add=["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
                 security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             )
             networking = api.create_networking_config(

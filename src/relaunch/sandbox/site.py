@@ -23,9 +23,9 @@ from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport, wait_healthy
 from relaunch.inventory import load_site
 from relaunch.inventory.model import Inventory
-from relaunch.inventory.secrets import ensure_sandbox_secrets, resolve_all
+from relaunch.inventory.secrets import Secrets, ensure_sandbox_secrets, resolve_all
 from relaunch.provision import create_host, find_droplet, known_host, open_host
-from relaunch.remote import ensure_client_key
+from relaunch.remote import HostKey, ensure_client_key
 from relaunch.render import RenderContext, render_user_data
 from relaunch.sandbox import manage
 from relaunch.sandbox import state_dir as sandbox_state_dir
@@ -59,17 +59,28 @@ def client_key_path() -> Path:
     return sandbox_state_dir() / "id_ed25519"
 
 
+@dataclass(frozen=True)
+class Target:
+    """Which sandbox to use: its API (through the adapter), its Docker network, the login key."""
+
+    cloud: Cloud
+    network: str
+    key_path: Path
+
+
 def bring_up(
     site: str,
     data_mb: float = 100,
     root: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    target: Target | None = None,
 ) -> SiteUp:
     """Create (or find) the site's production Droplet in the sandbox, bootstrap it, seed it, point DNS at it.
 
-    Idempotent: a second call finds the Droplet, changes nothing on it, seeds nothing
-    twice. Raise RelaunchError (with what failed) at the first failure; the last phase
-    is the health checks, which must all pass.
+    ``target`` defaults to the user's sandbox (started if needed). Idempotent: a second
+    call finds the Droplet, changes nothing on it, seeds nothing twice. Raise
+    RelaunchError (with what failed) at the first failure; the last phase is the health
+    checks, which must all pass.
     """
     say = progress or (lambda msg: log.info("%s", msg))
     inv = load_site(site, root)
@@ -84,59 +95,69 @@ def bring_up(
         for path in ensure_sandbox_secrets(inv):
             say(f"made secret file {path}")
         secrets = resolve_all(inv)
-    with clock("sandbox"):
-        svc = manage.up(progress=say)
+    if target is None:
+        with clock("sandbox"):
+            svc = manage.up(progress=say)
+        with manage.sandbox_cloud(svc) as cloud:
+            return _bring_up(inv, data_mb, Target(cloud, NETWORK, client_key_path()), secrets, result, clock, say)
+    return _bring_up(inv, data_mb, target, secrets, result, clock, say)
+
+
+def _bring_up(
+    inv: Inventory, data_mb: float, target: Target, secrets: Secrets, result: SiteUp, clock: _Phases,
+    say: Callable[[str], None],
+) -> SiteUp:
     with clock("images"):
-        images = _images(inv)
-    key_path = client_key_path()
-    public = ensure_client_key(key_path)
+        images = _images(inv, target.network)
+    public = ensure_client_key(target.key_path)
+    name = inv.production.droplet_name
+    assert name is not None  # checked by bring_up
 
-    with manage.sandbox_cloud(svc) as cloud:
-        name = inv.production.droplet_name
+    def context(host_key: HostKey | None = None) -> RenderContext:
+        return RenderContext(
+            inventory=inv, secrets=secrets, images=images, sandbox=True,
+            host_key=host_key, authorized_keys=[public], hostname=name,
+        )
 
-        def context(host_key=None) -> RenderContext:
-            return RenderContext(
-                inventory=inv, secrets=secrets, images=images, sandbox=True,
-                host_key=host_key, authorized_keys=[public], hostname=name,
+    with clock("provision"):
+        droplet = find_droplet(target.cloud, inv, name)
+        if droplet is not None:
+            record = known_host(inv, droplet)
+        else:
+            say(f"creating Droplet {name}")
+            record = create_host(
+                target.cloud, inv, name, "production", public, lambda hk: render_user_data(context(hk))
             )
-
-        with clock("provision"):
-            droplet = find_droplet(cloud, inv, name)
-            if droplet is not None:
-                record = known_host(inv, droplet)
-            else:
-                say(f"creating Droplet {name}")
-                record = create_host(cloud, inv, name, "production", public, lambda hk: render_user_data(context(hk)))
-                result.created = True
-            result.host = record
-            conn = open_host(record, key_path)
-        try:
-            with clock("bootstrap"):
-                result.bootstrap = bootstrap(
-                    conn, context(), progress=lambda step, done: say(f"step {step.name}" + (" done" if done else ""))
-                )
-            with clock("seed"):
-                result.seeded_mb = _seed(conn, inv, data_mb, say)
-        finally:
-            conn.close()
-        with clock("dns"):
-            result.dns = point_records(cloud, inv, record.ipv4)
-        with clock("health"):
-            result.health = wait_healthy(inv, record.ipv4, timeout=180)
+            result.created = True
+        result.host = record
+        conn = open_host(record, target.key_path)
+    try:
+        with clock("bootstrap"):
+            result.bootstrap = bootstrap(
+                conn, context(), progress=lambda step, done: say(f"step {step.name}" + (" done" if done else ""))
+            )
+        with clock("seed"):
+            result.seeded_mb = _seed(conn, inv, data_mb, say)
+    finally:
+        conn.close()
+    with clock("dns"):
+        result.dns = point_records(target.cloud, inv, record.ipv4)
+    with clock("health"):
+        result.health = wait_healthy(inv, record.ipv4, timeout=180)
     if not result.health.ok:
         failed = "; ".join(r.describe() for r in result.health.failures())
-        raise RelaunchError(f"site {site!r} is up on {record.ipv4} but health checks fail: {failed}")
+        raise RelaunchError(f"site {inv.site!r} is up on {record.ipv4} but health checks fail: {failed}")
     return result
 
 
-def _images(inv: Inventory) -> dict[str, dict[str, str]]:
+def _images(inv: Inventory, network: str) -> dict[str, dict[str, str]]:
     """Build and push the site's images; return app -> service -> reference by digest."""
     wanted = {repo for app in inv.apps if app.compose for repo in app.compose.images.values()}
     if not wanted:
         return {}
     client = docker.from_env()
     base = ensure_image(client)
-    refs = build_example_images(client, base, Registry(client, NETWORK, base))
+    refs = build_example_images(client, base, Registry(client, network, base))
     missing = sorted(wanted - set(refs))
     if missing:
         raise RelaunchError(

@@ -1,0 +1,165 @@
+"""The example site brought up from nothing on a sandbox "production" Droplet, as `fab sandbox-up --site example` does.
+
+Its images come from the sandbox registry by digest; the Droplet is bootstrapped from the
+runbooks with the rendered files; the three apps run on PostgreSQL (in Compose), MariaDB
+(native) and SQLite, are seeded, keep writing, and answer their health checks through
+nginx with each app's Host header.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from relaunch.health import check_site
+from relaunch.inventory import load_site
+from relaunch.inventory.secrets import resolve_all
+from relaunch.provision import open_host
+from relaunch.sandbox.images import build_example_images
+from relaunch.sandbox.registry import Registry
+from relaunch.sandbox.site import Target, bring_up
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.heavy]
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_MB = 8
+#: Faster background writers than the defaults, so growth shows within seconds.
+FAST_WRITES = {"blog": {"BLOG_COMMENT_INTERVAL": "0.5"}, "stats": {"STATS_WRITE_INTERVAL": "0.5"},
+               "notes": {"NOTES_WRITE_INTERVAL": "0.5"}}
+
+
+@pytest.fixture(scope="module")
+def site_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example inventory (its secret files are made beside it, not in the repo)."""
+    root = tmp_path_factory.mktemp("site")
+    (root / "inventory").mkdir()
+    data = yaml.safe_load((ROOT / "inventory/example.yml").read_text())
+    for app in data["apps"]:
+        app["env"] = {**app.get("env", {}), **FAST_WRITES[app["name"]]}
+    (root / "inventory/example.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def target(sandbox_api, sandbox_backend, client_key):
+    from relaunch.cloud import Cloud
+
+    with Cloud(token="sandbox-test-token", endpoint=sandbox_api.url, poll_interval=0.2, poll_max_interval=1.0) as c:
+        yield Target(cloud=c, network=sandbox_backend.network, key_path=client_key[0])
+        c.destroy_droplets_by_tag("relaunch-example")
+
+
+@pytest.fixture(scope="module")
+def up(site_root: Path, target: Target):
+    return bring_up("example", data_mb=SEED_MB, root=site_root, target=target)
+
+
+@pytest.fixture
+def conn(up, target: Target):
+    c = open_host(up.host, target.key_path)
+    yield c
+    c.close()
+
+
+def sh(conn, command: str) -> str:
+    return conn.run(command, hide=True, in_stream=False, timeout=300).stdout.strip()
+
+
+def test_images_are_pinned_by_digest_and_cached(sandbox_backend) -> None:
+    client = docker.from_env()
+    base = sandbox_backend._base()  # noqa: SLF001 - the session's base image tag
+    registry = Registry(client, sandbox_backend.network, base)
+    first = build_example_images(client, base, registry)
+    assert set(first) == {"example/blog", "example/postgres"}
+    for repo, ref in first.items():
+        assert ref.startswith(f"relaunch-sandbox-registry:5000/{repo}@sha256:")
+    assert build_example_images(client, base, registry) == first  # warm: same digests, nothing rebuilt
+
+
+def test_site_comes_up_from_nothing_and_every_health_check_passes(up, site_root: Path) -> None:
+    assert up.created
+    assert up.seeded_mb == SEED_MB
+    assert up.bootstrap.files_written and up.bootstrap.runbook.changed
+    # again from here: every check on the Droplet's address, each with its app's Host header
+    report = check_site(load_site("example", site_root), up.host.ipv4)
+    assert report.ok, [r.describe() for r in report.results]
+    assert {r.host for r in report.results} == {"example.test", "stats.example.test", "notes.example.test"}
+
+
+def test_a_wrong_host_header_does_not_reach_an_app(up) -> None:
+    import requests
+
+    # nginx's default server closes the connection without an answer (444)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{up.host.ipv4}/health", headers={"Host": "nobody.example.test"}, timeout=5)
+
+
+def test_dns_zone_points_at_the_production_droplet(up, target: Target) -> None:
+    records = {r.name: r.data for r in target.cloud.list_records("example.test", type="A")}
+    assert records == {"@": up.host.ipv4, "stats": up.host.ipv4, "notes": up.host.ipv4}
+
+
+def test_the_three_engines_hold_the_seeded_rows(up, conn) -> None:
+    compose = sh(conn, "cat /etc/relaunch/compose-command")
+    pg = f"{compose} -f /srv/blog/compose.yml exec -T db psql -U blog -d blog -tAc"
+    posts = int(sh(conn, f"{pg} {shlex.quote('SELECT count(*) FROM posts')}"))
+    uploads = int(sh(conn, f"{pg} {shlex.quote('SELECT count(*) FROM uploads')}"))
+    views = int(sh(conn, "mariadb -N -B stats -e 'SELECT count(*) FROM page_views'"))
+    notes = int(sh(conn, "sqlite3 /srv/notes/notes.db 'SELECT count(*) FROM notes'"))
+    assert posts > 20 and uploads > 2 and views > 500 and notes > 50, (posts, uploads, views, notes)
+    assert int(sh(conn, "find /srv/blog/uploads -type f | wc -l")) == uploads  # every upload row has its file
+    assert sh(conn, "sqlite3 /srv/notes/notes.db 'PRAGMA integrity_check'") == "ok"
+    assert sh(conn, "sqlite3 /srv/notes/notes.db 'PRAGMA journal_mode'") == "wal"
+
+
+def test_apps_keep_writing(up, conn) -> None:
+    def counts() -> tuple[int, int, int]:
+        blog = json.loads(sh(conn, "curl -s 127.0.0.1:8081/health"))
+        stats = json.loads(sh(conn, "curl -s 127.0.0.1:8082/health"))
+        notes = json.loads(sh(conn, "curl -s 127.0.0.1:8083/health"))
+        return blog["comments"], stats["views"], notes["notes"]
+
+    before = counts()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = counts()
+        if all(n > b for n, b in zip(now, before)):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"rows did not grow in 30 s: {before} -> {now}")
+
+
+def test_blog_health_needs_its_database(up, conn) -> None:
+    compose = sh(conn, "cat /etc/relaunch/compose-command") + " -f /srv/blog/compose.yml"
+    sh(conn, f"{compose} stop db")
+    try:
+        assert sh(conn, "curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:8081/health") == "503"
+    finally:
+        sh(conn, f"{compose} start db")
+
+
+def test_secrets_are_0600_on_the_host_and_nowhere_else(up, conn, site_root: Path) -> None:
+    inv = load_site("example", site_root)
+    values = [s.reveal() for s in resolve_all(inv).values()]
+    assert values
+    modes = sh(conn, "stat -c '%a %n' /etc/relaunch/*.env /etc/relaunch/secrets/*").split("\n")
+    assert len(modes) == 5 and all(line.startswith("600 ") for line in modes), modes  # 3 env files, 2 passwords
+    readable = sh(conn, "find /etc /srv -xdev -type f -perm /044 -size -1M -print0 | xargs -0 cat 2>/dev/null; ps -eo args")
+    for value in values:
+        assert value not in readable
+
+
+def test_a_second_bring_up_changes_nothing(up, site_root: Path, target: Target) -> None:
+    again = bring_up("example", data_mb=SEED_MB, root=site_root, target=target)
+    assert not again.created and again.host == up.host
+    assert again.bootstrap.files_written == []
+    assert again.bootstrap.runbook.changed == []
+    assert again.seeded_mb == 0
+    assert again.health.ok
