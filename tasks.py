@@ -60,7 +60,7 @@ def sandbox_up(c, site=None, data_mb=100, verbose=False):
     written = len(up.bootstrap.files_written) if up.bootstrap else 0
     console.print(f"bootstrap: {written} file(s) written, steps that changed something: {', '.join(changed) or 'none'}")
     if up.seeded_mb:
-        console.print(f"seeded about {up.seeded_mb:g} MB of data")
+        console.print(f"seeded about {up.seeded_mb:g} MB more data")
     for r in up.health.results:
         console.print(f"  [green]ok[/] {r.app}: http://{r.host}{r.path} -> {r.status}")
     for rec in up.dns:

@@ -172,11 +172,20 @@ def _images(inv: Inventory, network: str) -> dict[str, dict[str, str]]:
 
 
 def _seed(conn, inv: Inventory, data_mb: float, say: Callable[[str], None]) -> float:
-    """Seed the example apps once per host (a marker file records it); return the MB asked for."""
+    """Seed the example apps up to ``data_mb`` (a marker file records how much); return the MB added.
+
+    Asking again for the same amount (or less) does nothing; asking for more adds the
+    difference (each app's seeder tops up to the size asked for).
+    """
     if data_mb <= 0:
         return 0.0
-    if conn.run(f"test -e {SEED_MARKER}", warn=True, hide=True, in_stream=False).ok:
-        say("data already seeded on this host")
+    marker = conn.run(f"cat {SEED_MARKER} 2>/dev/null || true", hide=True, in_stream=False).stdout.strip()
+    try:
+        seeded = float(marker) if marker else 0.0
+    except ValueError:
+        seeded = 0.0
+    if data_mb <= seeded:
+        say(f"already seeded with {seeded:g} MB on this host")
         return 0.0
     compose = example_site.parse_compose_command(
         conn.run(f"cat {example_site.COMPOSE_COMMAND_FILE}", hide=True, in_stream=False).stdout
@@ -192,7 +201,7 @@ def _seed(conn, inv: Inventory, data_mb: float, say: Callable[[str], None]) -> f
     conn.run(
         f"mkdir -p /var/lib/relaunch && echo {shlex.quote(str(data_mb))} > {SEED_MARKER}", hide=True, in_stream=False
     )
-    return data_mb
+    return data_mb - seeded
 
 
 def point_records(cloud: Cloud, inv: Inventory, ipv4: str) -> list[DnsRecord]:
