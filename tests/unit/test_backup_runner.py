@@ -1,0 +1,163 @@
+"""The host's backup runner, run here on temp directories: manifest, atomic directories, lock, verify, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from relaunch.backup import manifest as manifest_mod
+from relaunch.backup import runner
+
+RUNNER = Path(runner.__file__)
+
+
+def make_config(tmp_path: Path, *, dumps: dict[str, list[str]] | None = None, offsite: dict | None = None) -> Path:
+    files = tmp_path / "srv" / "app"
+    (files / "sub").mkdir(parents=True)
+    (files / "a.txt").write_text("alpha\n")
+    (files / "sub" / "b.bin").write_bytes(os.urandom(4096))
+    secret = tmp_path / "db.password"
+    secret.write_text("s3cret-value\n")
+    secret.chmod(0o600)
+    dumps = dumps or {
+        "pg": [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'PGDMP' * 1000)"],
+        # reads its password from the environment, filled from a file by the runner
+        "my": [sys.executable, "-c", "import os; print('-- dump', len(os.environ['DBPW']))"],
+    }
+    config = {
+        "format": 1, "site": "unit", "relaunch_version": "0.0.0", "inventory_sha256": "ab" * 32,
+        "root": str(tmp_path / "backups"), "lock": str(tmp_path / "lock"),
+        "status_file": str(tmp_path / "state" / "status.json"),
+        "verified_file": str(tmp_path / "state" / "verified.json"),
+        "retention": {"keep_within_hours": 24, "daily": 7, "weekly": 4},
+        "databases": [
+            {"name": name, "engine": "postgresql" if name == "pg" else "mariadb", "file": f"{name}.dump", "argv": argv,
+             "env_from_files": {"DBPW": str(secret)}}
+            for name, argv in dumps.items()
+        ],
+        "archives": [{"app": "app", "file": "app-files.tar.gz", "paths": [str(files)]}],
+        "offsite": offsite,
+    }
+    path = tmp_path / "backup.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUNNER), "--config", str(config), *args], capture_output=True, text=True, timeout=60)
+
+
+def backups(tmp_path: Path) -> list[Path]:
+    return sorted(p for p in (tmp_path / "backups").iterdir())
+
+
+def test_run_writes_a_backup_whose_manifest_lists_every_artifact_with_its_sha256(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr
+    [directory] = backups(tmp_path)
+    assert directory.stat().st_mode & 0o077 == 0
+    m = manifest_mod.parse((directory / "manifest.json").read_text())
+    assert m.id == directory.name and m.site == "unit"
+    assert m.raw["relaunch_version"] == "0.0.0" and m.raw["inventory_sha256"] == "ab" * 32
+    assert [a.file for a in m.artifacts] == ["pg.dump", "my.dump", "app-files.tar.gz"]
+    assert m.database("pg").size == 5000 and m.database("pg").extra["engine"] == "postgresql"
+    assert m.database("pg").extra["snapshot_at"].endswith("Z")
+    assert (directory / "my.dump").read_text() == "-- dump 12\n"  # the password file's value, read at run time
+    assert m.archive("app").extra["files"] == 2
+    assert m.size == sum(a.size for a in m.artifacts)
+    assert manifest_mod.verify_local(directory).ok
+    status = json.loads((tmp_path / "state" / "status.json").read_text())["runs"]
+    assert status[-1]["ok"] and status[-1]["id"] == m.id and status[-1]["size"] == m.size
+    assert "s3cret" not in res.stdout + res.stderr
+
+
+def test_verify_names_the_corrupted_artifact(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert run(config, "run").returncode == 0
+    [directory] = backups(tmp_path)
+    target = directory / "pg.dump"
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0x01  # one flipped bit, same size
+    target.write_bytes(bytes(data))
+    local = manifest_mod.verify_local(directory)
+    assert not local.ok and len(local.problems) == 1 and local.problems[0].startswith("pg.dump: sha256")
+    res = run(config, "verify")
+    assert res.returncode == 1
+    out = json.loads(res.stdout)
+    assert out["id"] == directory.name and not out["ok"]
+    assert [a["file"] for a in out["artifacts"] if not a["ok"]] == ["pg.dump"]
+    verified = json.loads((tmp_path / "state" / "verified.json").read_text())
+    assert verified[directory.name]["ok"] is False
+
+
+def test_verify_reports_a_missing_artifact(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert run(config, "run").returncode == 0
+    [directory] = backups(tmp_path)
+    (directory / "app-files.tar.gz").unlink()
+    assert manifest_mod.verify_local(directory).problems == ("app-files.tar.gz: missing",)
+
+
+def test_a_failing_dump_fails_the_run_names_the_step_and_leaves_no_backup(tmp_path: Path) -> None:
+    config = make_config(tmp_path, dumps={"pg": [sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"]})
+    res = run(config, "run")
+    assert res.returncode == 1
+    assert "step dump pg" in res.stderr and "boom" in res.stderr
+    assert backups(tmp_path) == []  # neither a backup nor its temp directory
+    last = json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]
+    assert last["ok"] is False and last["step"] == "dump pg"
+
+
+def test_a_second_concurrent_run_exits_75_at_once_and_makes_nothing(tmp_path: Path) -> None:
+    slow = [sys.executable, "-c", "import sys,time; time.sleep(2); sys.stdout.write('x')"]
+    config = make_config(tmp_path, dumps={"pg": slow})
+    first = subprocess.Popen([sys.executable, str(RUNNER), "--config", str(config), "run"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "backups").glob(".tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    second = run(config, "run")
+    assert time.monotonic() - started < 1.5
+    assert second.returncode == runner.EX_ALREADY_RUNNING
+    assert "already running" in second.stderr
+    assert first.wait(30) == 0
+    assert len(backups(tmp_path)) == 1
+    assert len(json.loads((tmp_path / "state" / "status.json").read_text())["runs"]) == 1
+
+
+def test_retention_removes_old_backups_after_a_good_run(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    root = tmp_path / "backups"
+    for old in ("20200101T000000Z", "20200102T000000Z"):
+        (root / old).mkdir(parents=True)
+        (root / old / "manifest.json").write_text("{}")
+    (root / "not-a-backup").mkdir()
+    assert run(config, "run").returncode == 0
+    names = [p.name for p in backups(tmp_path)]
+    assert "20200101T000000Z" not in names and "20200102T000000Z" not in names
+    assert "not-a-backup" in names and len(names) == 2
+
+
+def test_list_shows_local_backups_with_their_verification(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert run(config, "run").returncode == 0
+    assert run(config, "verify").returncode == 0
+    out = json.loads(run(config, "list").stdout)
+    assert out["offsite"] is None
+    [entry] = out["local"]
+    assert entry["verified"]["ok"] is True and entry["size"] > 0
+
+
+def test_parse_rejects_other_formats() -> None:
+    with pytest.raises(manifest_mod.ManifestError):
+        manifest_mod.parse('{"format": 9}')
+    with pytest.raises(manifest_mod.ManifestError):
+        manifest_mod.parse("not json")
