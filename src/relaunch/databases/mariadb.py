@@ -1,0 +1,283 @@
+"""MariaDB and MySQL: dump (mariadb-dump / mysqldump), restore, fingerprint, snapshot.
+
+Who connects, and how (no password on any command line):
+
+- native: as root over the local unix socket. Debian's MariaDB authenticates root by
+  ``unix_socket`` (the OS user is the proof), so no password exists to leak. A server
+  where root needs a password is not supported natively (give its client options in
+  root's ``~/.my.cnf``, which the clients read anyway).
+- a Compose service: the command runs in the container (``<compose> exec -T``) through a
+  small ``sh`` wrapper that writes a 0600 option file inside the container (``mktemp``,
+  removed after) from the service's own environment — ``MARIADB_PASSWORD`` or
+  ``MYSQL_PASSWORD`` for ``db.user`` (``MARIADB_ROOT_PASSWORD`` / ``MYSQL_ROOT_PASSWORD``
+  for root, to create or drop databases), as the official images define them — and
+  passes it as ``--defaults-extra-file``. The password never crosses SSH and never
+  appears in argv (``printf`` is a shell builtin; ``sed`` reads it on stdin).
+
+Engine ``mysql`` uses ``mysqldump``/``mysql`` (present on MariaDB too); ``mariadb``
+uses ``mariadb-dump``/``mariadb``.
+
+Consistency: the dump is one InnoDB snapshot (``--single-transaction``: a REPEATABLE
+READ transaction started WITH CONSISTENT SNAPSHOT; no table locks; non-transactional
+tables such as MyISAM are not covered). MariaDB cannot hand a snapshot to another
+session, so :func:`snapshot` pauses writes to the database's tables instead: one session
+holds ``LOCK TABLES ... READ`` on all of them (writers wait; reads go on; other
+databases are untouched) while the fingerprint is taken and the dump runs, and releases
+it when the block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+
+from fabric import Connection
+
+from relaunch.databases import runner
+from relaunch.databases.base import (
+    Fingerprint,
+    RemoteCommand,
+    Snapshot,
+    TableFingerprint,
+    compose_prefix,
+    require,
+)
+from relaunch.errors import RelaunchError
+from relaunch.inventory.model import ComposeService, Database
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("mariadb", "mysql")
+
+_DUMP_OPTIONS = (
+    "--single-transaction",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--hex-blob",
+    "--default-character-set=utf8mb4",
+    "--quick",
+)
+
+# sh -c _OPTION_FILE sh PASSWORD_VAR FALLBACK_VAR USER PROGRAM ARGS...
+# A 0600 option file inside the container from the service's environment, removed after;
+# the client reads it first (--defaults-extra-file must be its first option).
+_OPTION_FILE = r"""eval "pw=\${$1:-\${$2:-}}"
+if [ -z "$pw" ]; then
+  echo "relaunch: neither $1 nor $2 is set in this service; cannot log in as $3" >&2
+  exit 3
+fi
+umask 077
+f=$(mktemp) || exit 1
+{
+  printf '[client]\nuser="%s"\n' "$3"
+  printf 'password="%s"\n' "$(printf '%s' "$pw" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
+} > "$f" || { rm -f -- "$f"; exit 1; }
+unset pw
+prog=$4
+shift 4
+"$prog" --defaults-extra-file="$f" "$@"; rc=$?
+rm -f -- "$f"
+exit "$rc"
+"""
+
+
+def _names(db: Database) -> tuple[str, str]:
+    require(db, ENGINES)
+    if not db.database or not db.user:
+        raise RelaunchError(f"database {db.name!r}: a {db.engine} database needs 'database' and 'user'")
+    return db.database, db.user
+
+
+def _programs(db: Database) -> tuple[str, str]:
+    """(dump program, client program) for the engine."""
+    return ("mysqldump", "mysql") if db.engine == "mysql" else ("mariadb-dump", "mariadb")
+
+
+def _client(db: Database, compose: list[str] | None, program: str, admin: bool = False) -> tuple[str, ...]:
+    """The argv prefix that runs ``program`` where the database is, logged in (options follow)."""
+    _, user = _names(db)
+    if not isinstance(db.runs, ComposeService):
+        return (program,)  # root over the unix socket
+    if admin:
+        who = ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD", "root")
+    else:
+        who = ("MARIADB_PASSWORD", "MYSQL_PASSWORD", user)
+    return (*compose_prefix(db, compose), "sh", "-c", _OPTION_FILE, "sh", *who, program)
+
+
+def _env(db: Database, admin: bool = False) -> tuple[str, ...]:
+    if not isinstance(db.runs, ComposeService):
+        return ()
+    return ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD") if admin else ("MARIADB_PASSWORD", "MYSQL_PASSWORD")
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _ident(value: str) -> str:
+    return "`" + value.replace("`", "``") + "`"
+
+
+def dump_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Given a MariaDB/MySQL database, return the command that writes a consistent SQL dump of it to stdout.
+
+    ``--single-transaction --routines --triggers --events --hex-blob``, utf8mb4, no
+    ``CREATE DATABASE``/``USE`` (the dump restores into any database name). Raise
+    RelaunchError if ``db`` is not MariaDB/MySQL, or is a Compose service and ``compose``
+    is empty.
+    """
+    name, _ = _names(db)
+    dump, _ = _programs(db)
+    return RemoteCommand((*_client(db, compose, dump), *_DUMP_OPTIONS, name), f"{dump} {db.name}", _env(db))
+
+
+def restore_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Given an existing, EMPTY database, return the command that restores a dump read on stdin.
+
+    The client stops at the first error (its batch mode default); what ran before stays
+    (a SQL dump is not one transaction): on failure drop and recreate the database.
+    """
+    name, _ = _names(db)
+    _, client = _programs(db)
+    return RemoteCommand(
+        (*_client(db, compose, client), "--default-character-set=utf8mb4", "--batch", name),
+        f"{client} {db.name} < dump",
+        _env(db),
+    )
+
+
+def restore_from_file_command(db: Database, compose: list[str] | None, path: str, jobs: int = 1) -> RemoteCommand:
+    """Given a dump file ``path`` on the host, return the command that restores it (a SQL dump restores serially; ``jobs`` is ignored)."""
+    if jobs < 1:
+        raise RelaunchError(f"a restore needs at least 1 job, not {jobs}")
+    inner = restore_command(db, compose)
+    return RemoteCommand(("sh", "-c", 'exec "$@" < "$0"', path, *inner.argv), f"{inner.description} from {path}", inner.env)
+
+
+def _admin_sql(db: Database, compose: list[str] | None, sql: str, what: str) -> RemoteCommand:
+    _, client = _programs(db)
+    return RemoteCommand((*_client(db, compose, client, admin=True), "--batch", "-e", sql), what, _env(db, admin=True))
+
+
+def create_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Return the command that creates ``db.database`` empty (utf8mb4). Fails if it exists. Grants nothing."""
+    name, _ = _names(db)
+    return _admin_sql(db, compose, f"CREATE DATABASE {_ident(name)} CHARACTER SET utf8mb4", f"create database {name}")
+
+
+def drop_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Return the command that drops ``db.database`` if it exists (all its data goes)."""
+    name, _ = _names(db)
+    return _admin_sql(db, compose, f"DROP DATABASE IF EXISTS {_ident(name)}", f"drop database {name}")
+
+
+def _query(db: Database, compose: list[str] | None) -> RemoteCommand:
+    """A client reading SQL on stdin, printing raw tab-separated rows without headers."""
+    _, client = _programs(db)
+    return RemoteCommand(
+        (*_client(db, compose, client), "--batch", "--raw", "--skip-column-names", "--unbuffered",
+         "--default-character-set=utf8mb4"),
+        f"{client} {db.name}",
+        _env(db),
+    )
+
+
+def _columns(conn: Connection, db: Database, compose: list[str] | None) -> dict[str, list[str]]:
+    """Base table -> its columns in order, from information_schema."""
+    name, _ = _names(db)
+    sql = (
+        "SELECT JSON_OBJECT('t', c.TABLE_NAME, 'c', c.COLUMN_NAME) FROM information_schema.COLUMNS c "
+        "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
+        f"WHERE c.TABLE_SCHEMA = {_sql_string(name)} AND t.TABLE_TYPE = 'BASE TABLE' "
+        "ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION;\n"
+    )
+    tables: dict[str, list[str]] = {}
+    for line in runner.run(conn, _query(db, compose), sql.encode()).decode().splitlines():
+        if line.strip():
+            item = json.loads(line)
+            tables.setdefault(item["t"], []).append(item["c"])
+    return tables
+
+
+def fingerprint_sql(database: str, tables: dict[str, list[str]]) -> str:
+    """Return the SQL that prints ``at:<time>`` and one ``fp:<json>`` line per table, in one consistent snapshot.
+
+    Each row is serialised as ``CONCAT_WS(',', QUOTE(col), ...)`` (QUOTE keeps NULL apart
+    from 'NULL', escapes binary), hashed with MD5, and the table's checksum is the MD5 of
+    the row count and the sums of the four 32-bit parts of those hashes: independent of
+    row order, constant memory. (An ordered ``GROUP_CONCAT`` would be capped by
+    ``group_concat_max_len`` and, whatever that is set to, by ``max_allowed_packet``:
+    16 MB by default, about 500 000 rows.)
+    """
+    parts = [
+        "SET SESSION time_zone = '+00:00';",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;",
+        "SELECT CONCAT('at:', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f+00:00'));",
+    ]
+    for table, columns in sorted(tables.items()):
+        row = "CONCAT_WS(',', " + ", ".join(f"QUOTE({_ident(c)})" for c in columns) + ")"
+        sums = ", ".join(
+            f"COALESCE(SUM(CAST(CONV(SUBSTRING(h, {1 + 8 * i}, 8), 16, 10) AS UNSIGNED)), 0)" for i in range(4)
+        )
+        parts.append(
+            f"SELECT CONCAT('fp:', JSON_OBJECT('table', {_sql_string(table)}, 'rows', COUNT(*), "
+            f"'checksum', MD5(CONCAT_WS(':', COUNT(*), {sums})))) "
+            f"FROM (SELECT MD5({row}) AS h FROM {_ident(database)}.{_ident(table)}) AS relaunch_rows;"
+        )
+    parts.append("COMMIT;")
+    return "\n".join(parts) + "\n"
+
+
+def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None) -> Fingerprint:
+    """Given a connection to the host, return the database's fingerprint, every table read in one snapshot.
+
+    One ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` (InnoDB tables); ``taken_at`` is its
+    start. The table list is read just before (a table created in between is missed).
+    Raise RelaunchError if a query fails.
+    """
+    name, _ = _names(db)
+    tables = _columns(conn, db, compose)
+    out = runner.run(conn, _query(db, compose), fingerprint_sql(name, tables).encode())
+    result: dict[str, TableFingerprint] = {}
+    taken_at = ""
+    for line in out.decode("utf-8", "replace").splitlines():
+        if line.startswith("at:"):
+            taken_at = line[3:]
+        elif line.startswith("fp:"):
+            item = json.loads(line[3:])
+            result[item["table"]] = TableFingerprint(rows=int(item["rows"]), checksum=item["checksum"])
+    if not taken_at:
+        raise RelaunchError(f"database {db.name!r}: the fingerprint query gave no answer")
+    return Fingerprint(tables=result, taken_at=taken_at, integrity=None, engine=db.engine)
+
+
+@contextlib.contextmanager
+def snapshot(conn: Connection, db: Database, compose: list[str] | None = None) -> Iterator[Snapshot]:
+    """Pause writes to the database's tables; yield a dump command and a fingerprint that see the same rows.
+
+    MariaDB/MySQL cannot share one transaction's snapshot with another session, so a
+    session holds ``LOCK TABLES <every base table> READ`` for the whole block: writers to
+    those tables wait (their clients' timeouts must outlast fingerprint + dump), readers
+    and other databases go on. Run the dump inside the block. The lock ends with the
+    block (the session's stdin closes). Raise RelaunchError if the lock cannot be taken.
+    """
+    name, _ = _names(db)
+    tables = sorted(_columns(conn, db, compose))
+    session = runner.Session(conn, _query(db, compose))
+    try:
+        if tables:
+            locks = ", ".join(f"{_ident(name)}.{_ident(t)} READ" for t in tables)
+            session.send(f"SET SESSION lock_wait_timeout = 60;\nLOCK TABLES {locks};\n")
+        session.send("SELECT 'locked:';\n")
+        session.expect("locked:", timeout=90)
+        log.info("%s: writes to %s paused (%d tables locked)", conn.host, db.name, len(tables))
+        fp = fingerprint(conn, db, compose)
+        yield Snapshot(dump=dump_command(db, compose), fingerprint=fp, writes_paused=True)
+    finally:
+        session.close()
+        log.info("%s: writes to %s resumed", conn.host, db.name)

@@ -1,0 +1,235 @@
+"""SQLite: dump (the online backup API), restore (an atomic file swap), fingerprint, snapshot.
+
+SQLite is a file, but never copied as one while live: a copy taken during a write (or
+without its ``-wal`` file) is torn. Dumps use the online backup API
+(``sqlite3.Connection.backup`` in ``python3 -c`` on the host) in ONE step: the whole
+database is copied inside one read transaction, so the copy is one consistent snapshot
+and, in WAL mode, writers are not blocked meanwhile. The copy goes to a 0600 temporary
+file beside the database (same filesystem; /tmp may be a small tmpfs), is written to
+stdout and removed. Why not ``sqlite3 DB ".backup /dev/stdout"``: the backup API seeks
+and rewrites pages of its target, which a pipe cannot do. Why not ``VACUUM INTO``: it
+rebuilds the database (slower, more CPU) and drops its page layout; the backup keeps the
+file as it is, WAL mode included.
+
+The dump is a database file; the restore writes stdin to a temporary file beside the
+target, checks it (SQLite header, ``PRAGMA quick_check``), removes the target's stale
+``-wal``/``-shm``/``-journal`` (a leftover WAL would be replayed into the new file), and
+renames it into place atomically. THE CALLER STOPS THE APP first (and starts it after):
+an app holding the old file open would keep writing to it.
+
+Everything runs as root on the host, with python3 (Debian's, present on every Droplet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+
+from fabric import Connection
+
+from relaunch.databases import runner
+from relaunch.databases.base import Fingerprint, RemoteCommand, Snapshot, TableFingerprint, require
+from relaunch.errors import RelaunchError
+from relaunch.inventory.model import Database
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("sqlite",)
+
+_OPEN = r"""
+import os, sqlite3, sys, urllib.parse
+def open_ro(path):
+    if not os.path.isfile(path):
+        sys.exit(f"relaunch: {path}: no such database file")
+    return sqlite3.connect("file:" + urllib.parse.quote(path) + "?mode=ro", uri=True, timeout=60, isolation_level=None)
+"""
+
+# argv: database path [keep]. Backup in one step into a temp file beside it; with "keep"
+# print the temp file's path and time (a snapshot), else stream it to stdout and remove it.
+_BACKUP = _OPEN + r"""
+import datetime, shutil, tempfile
+path = sys.argv[1]
+keep = sys.argv[2:] == ["keep"]
+src = open_ro(path)
+fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".relaunch-", dir=os.path.dirname(path))
+os.close(fd)
+done = False
+try:
+    dst = sqlite3.connect(tmp)
+    at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+    src.backup(dst)  # pages=-1: everything in one step, one read transaction
+    dst.close()
+    src.close()
+    if keep:
+        print("snap:" + tmp + "\t" + at)
+        done = True
+    else:
+        with open(tmp, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+finally:
+    if not done:
+        os.unlink(tmp)
+"""
+
+# argv: target path. stdin -> temp file beside, checked, stale side files removed, renamed.
+_RESTORE = r"""
+import os, shutil, sqlite3, sys, tempfile
+path = sys.argv[1]
+d = os.path.dirname(path)
+fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".relaunch-restore-", dir=d)
+try:
+    with os.fdopen(fd, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(tmp, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            sys.exit("relaunch: the input is not an SQLite database")
+    con = sqlite3.connect(tmp)
+    check = [r[0] for r in con.execute("PRAGMA quick_check")]
+    con.close()
+    if check != ["ok"]:
+        sys.exit("relaunch: the restored database fails quick_check: " + "; ".join(check[:5]))
+    ref = path if os.path.exists(path) else d
+    st = os.stat(ref)
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, (st.st_mode & 0o666) if ref == path else 0o640)
+    for side in ("-wal", "-shm", "-journal"):
+        try:
+            os.unlink(path + side)
+        except FileNotFoundError:
+            pass
+    os.replace(tmp, path)
+    dfd = os.open(d, os.O_RDONLY)
+    os.fsync(dfd)
+    os.close(dfd)
+except BaseException:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    raise
+"""
+
+# argv: database path. Prints at:, integrity:, one fp: JSON line per table, in one read transaction.
+_FINGERPRINT = _OPEN + r"""
+import datetime, hashlib, json
+con = open_ro(sys.argv[1])
+con.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+con.execute("BEGIN")
+print("at:" + datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"))
+integrity = "; ".join(r[0] for r in con.execute("PRAGMA integrity_check"))
+print("integrity:" + integrity)
+names = [r[0] for r in con.execute(
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+for name in names:
+    rows, total = 0, 0
+    quoted = '"' + name.replace('"', '""') + '"'
+    for row in con.execute("SELECT * FROM " + quoted):
+        rows += 1
+        total += int.from_bytes(hashlib.sha256(repr(row).encode("utf-8", "surrogateescape")).digest()[:16], "big")
+    checksum = hashlib.sha256(f"{rows}:{total % (1 << 128)}".encode()).hexdigest()
+    print("fp:" + json.dumps({"table": name, "rows": rows, "checksum": checksum}))
+con.execute("COMMIT")
+"""
+
+
+def _path(db: Database) -> str:
+    require(db, ENGINES)
+    if not db.path:
+        raise RelaunchError(f"database {db.name!r}: a sqlite database needs 'path'")
+    return db.path
+
+
+def dump_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Given an SQLite database, return the command that writes a consistent copy of its file to stdout.
+
+    The online backup API in one step (see the module's docstring); ``compose`` is
+    unused (SQLite is always a file on the host). Raise RelaunchError if ``db`` is not SQLite.
+    """
+    path = _path(db)
+    return RemoteCommand(("python3", "-c", _BACKUP, path), f"sqlite backup {db.name}")
+
+
+def restore_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Return the command that reads a dump on stdin and puts it atomically in place at ``db.path``.
+
+    Whatever was at ``db.path`` is replaced (with its -wal/-shm/-journal). The caller
+    stops the app first. A new file takes the owner of its directory and mode 0640; a
+    replaced one keeps its owner and mode.
+    """
+    path = _path(db)
+    return RemoteCommand(("python3", "-c", _RESTORE, path), f"sqlite restore {db.name}")
+
+
+def restore_from_file_command(db: Database, compose: list[str] | None, path: str, jobs: int = 1) -> RemoteCommand:
+    """Given a dump file ``path`` on the host, return the command that restores it (``jobs`` is ignored)."""
+    if jobs < 1:
+        raise RelaunchError(f"a restore needs at least 1 job, not {jobs}")
+    inner = restore_command(db, compose)
+    return RemoteCommand(("sh", "-c", 'exec "$@" < "$0"', path, *inner.argv), f"{inner.description} from {path}")
+
+
+def create_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Return the command that prepares an empty database: its directory (the restore makes the file)."""
+    path = _path(db)
+    return RemoteCommand(("install", "-d", "-m", "0755", "--", os.path.dirname(path)), f"mkdir for {db.name}")
+
+
+def drop_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Return the command that removes the database file and its -wal, -shm and -journal files."""
+    path = _path(db)
+    return RemoteCommand(
+        ("rm", "-f", "--", path, f"{path}-wal", f"{path}-shm", f"{path}-journal"), f"remove {db.name}"
+    )
+
+
+def _parse(out: bytes, db: Database) -> Fingerprint:
+    tables: dict[str, TableFingerprint] = {}
+    taken_at, integrity = "", None
+    for line in out.decode("utf-8", "replace").splitlines():
+        if line.startswith("at:"):
+            taken_at = line[3:]
+        elif line.startswith("integrity:"):
+            integrity = line[len("integrity:"):]
+        elif line.startswith("fp:"):
+            item = json.loads(line[3:])
+            tables[item["table"]] = TableFingerprint(rows=int(item["rows"]), checksum=item["checksum"])
+    if not taken_at:
+        raise RelaunchError(f"database {db.name!r}: the fingerprint gave no answer")
+    return Fingerprint(tables=tables, taken_at=taken_at, integrity=integrity, engine="sqlite")
+
+
+def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None) -> Fingerprint:
+    """Given a connection to the host, return the database's fingerprint, read in one transaction.
+
+    Rows hashed on the host in Python (order-free: a sum of per-row SHA-256 parts), and
+    ``PRAGMA integrity_check`` ("ok" when sound). Opened read-only. Raise RelaunchError
+    if the file is missing or unreadable.
+    """
+    path = _path(db)
+    return _parse(runner.run(conn, RemoteCommand(("python3", "-c", _FINGERPRINT, path), f"fingerprint {db.name}")), db)
+
+
+@contextlib.contextmanager
+def snapshot(conn: Connection, db: Database, compose: list[str] | None = None) -> Iterator[Snapshot]:
+    """Copy the database once (backup API, one step); yield a dump of that copy and its fingerprint.
+
+    The copy is the snapshot: fingerprint and dump read the same frozen file, so they
+    match exactly, and writers were never held off. The copy (0600, beside the database)
+    is removed when the block ends. Raise RelaunchError if the copy fails.
+    """
+    path = _path(db)
+    out = runner.run(conn, RemoteCommand(("python3", "-c", _BACKUP, path, "keep"), f"snapshot {db.name}")).decode()
+    line = next((x for x in out.splitlines() if x.startswith("snap:")), None)
+    if line is None:
+        raise RelaunchError(f"database {db.name!r}: the snapshot gave no answer")
+    copy, taken_at = line[5:].split("\t", 1)
+    try:
+        fp = fingerprint(conn, db.model_copy(update={"path": copy}), compose)
+        fp = Fingerprint(tables=fp.tables, taken_at=taken_at, integrity=fp.integrity, engine=fp.engine)
+        yield Snapshot(dump=RemoteCommand(("cat", "--", copy), f"sqlite snapshot of {db.name}"), fingerprint=fp)
+    finally:
+        runner.run(conn, RemoteCommand(("rm", "-f", "--", copy, f"{copy}-wal", f"{copy}-shm"), f"remove snapshot of {db.name}"))
