@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_TEXT = (REPO / "inventory" / "example.yml").read_text()
 BLOG = "file:../secrets/example/blog-db-password"
 STATS = "file:../secrets/example/stats-db-password"
+RESTIC = "file:../secrets/example/restic-password"  # backups.offsite.password
 
 
 @pytest.fixture
@@ -71,12 +72,14 @@ def test_references_lists_every_secret_field(site: Path) -> None:
     refs = {(p, r) for p, r in references(inv)}
     assert (("databases", 0, "password"), BLOG) in refs
     assert (("apps", 0, "secret_env", "POSTGRES_PASSWORD"), BLOG) in refs
-    assert len(refs) == 4
+    assert (("backups", "offsite", "password"), RESTIC) in refs
+    assert len(refs) == 5
 
 
 def test_resolve_all_reads_files_relative_to_the_inventory(site: Path) -> None:
     write_secret(site.parent.parent / "secrets/example/blog-db-password", "blog-pw\n")
     write_secret(site.parent.parent / "secrets/example/stats-db-password", "stats-pw")
+    write_secret(site.parent.parent / "secrets/example/restic-password", "restic-pw")
     secrets = resolve_all(load(site))
     assert secrets[BLOG].reveal() == "blog-pw"  # trailing newline dropped
     assert secrets[STATS].reveal() == "stats-pw"
@@ -86,6 +89,7 @@ def test_resolve_all_reads_files_relative_to_the_inventory(site: Path) -> None:
 def test_resolve_all_env_and_home(site: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     home = Path(os.environ["HOME"])
     write_secret(home / "relaunch-test-secret", "from-home")
+    write_secret(site.parent.parent / "secrets/example/restic-password", "restic-pw")
     text = site.read_text().replace(BLOG, "env:RELAUNCH_TEST_PW").replace(STATS, "file:~/relaunch-test-secret")
     site.write_text(text)
     monkeypatch.setenv("RELAUNCH_TEST_PW", "from-env")
@@ -96,6 +100,7 @@ def test_resolve_all_env_and_home(site: Path, monkeypatch: pytest.MonkeyPatch, t
 
 def test_resolve_all_reports_every_problem_with_key_paths(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site.write_text(site.read_text().replace(STATS, "env:RELAUNCH_UNSET_PW"))
+    write_secret(site.parent.parent / "secrets/example/restic-password", "restic-pw")
     monkeypatch.delenv("RELAUNCH_UNSET_PW", raising=False)
     with pytest.raises(InventoryError) as info:
         resolve_all(load(site))
@@ -156,9 +161,12 @@ def test_resolve_all_needs_base_dir_for_inventory_from_text() -> None:
 def test_ensure_sandbox_secrets_creates_private_files_once(site: Path) -> None:
     inv = load(site)
     root = site.parent.parent
-    assert missing_sandbox_secrets(inv) == [root / "secrets/example/blog-db-password", root / "secrets/example/stats-db-password"]
+    assert missing_sandbox_secrets(inv) == [
+        root / "secrets/example/blog-db-password", root / "secrets/example/stats-db-password",
+        root / "secrets/example/restic-password",
+    ]
     created = ensure_sandbox_secrets(inv)
-    assert [p.name for p in created] == ["blog-db-password", "stats-db-password"]
+    assert [p.name for p in created] == ["blog-db-password", "stats-db-password", "restic-password"]
     for p in created:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
     for d in (root / "secrets", root / "secrets/example"):
@@ -181,5 +189,5 @@ def test_ensure_sandbox_secrets_keeps_existing_files(site: Path) -> None:
     existing = site.parent.parent / "secrets/example/blog-db-password"
     write_secret(existing, "mine")
     created = ensure_sandbox_secrets(load(site))
-    assert [p.name for p in created] == ["stats-db-password"]
+    assert [p.name for p in created] == ["stats-db-password", "restic-password"]
     assert existing.read_text() == "mine"

@@ -1,0 +1,310 @@
+"""``fab backup --install``: put the backup runner, its config and its systemd timer on the production host.
+
+Rendering is pure (:func:`render_backup_files` returns ``RenderedFile`` values, the same
+type ``relaunch.render`` makes, so ``relaunch.upload.upload`` writes only what differs and
+secret files are 0600 before a byte is in them). :func:`install` then runs the few host
+steps: restic from Debian's archive, the host's own SSH key for the off-host store (made
+on the host; only its public half leaves it), the store's authorization of that key,
+the repository's creation, the timer enabled.
+
+The config (``/etc/relaunch/backup.json``) holds no secret value: the restic password
+is the path of a 0600 file, dump commands read database passwords from their 0600
+password files at run time. It is 0600 anyway (it maps the host's data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fabric import Connection
+
+import relaunch
+from relaunch import render
+from relaunch.backup import retention as retention_module
+from relaunch.backup import runner as runner_module
+from relaunch.backup.commands import database_specs
+from relaunch.errors import RelaunchError
+from relaunch.inventory.loader import source_of
+from relaunch.inventory.model import Inventory
+from relaunch.render import RenderedFile, SecretLike
+from relaunch.state import HostRecord
+from relaunch.upload import upload
+
+log = logging.getLogger(__name__)
+
+RUNNER_PATH = "/usr/local/lib/relaunch/backup.py"
+RETENTION_PATH = "/usr/local/lib/relaunch/relaunch_retention.py"
+CONFIG_PATH = "/etc/relaunch/backup.json"
+BACKUP_ROOT = "/var/backups/relaunch"
+LOCK_PATH = "/run/lock/relaunch-backup.lock"
+STATUS_FILE = "/var/lib/relaunch/backup-status.json"
+VERIFIED_FILE = "/var/lib/relaunch/backup-verified.json"
+SERVICE = "relaunch-backup.service"
+TIMER = "relaunch-backup.timer"
+UNIT_DIR = "/etc/systemd/system"
+STORE_DIR = "/etc/relaunch/backup"
+STORE_KEY = f"{STORE_DIR}/id_ed25519"
+STORE_SSH_CONFIG = f"{STORE_DIR}/ssh_config"
+STORE_KNOWN_HOSTS = f"{STORE_DIR}/known_hosts"
+RESTIC_PASSWORD_FILE = f"{render.SECRETS_DIR}/restic.password"
+RESTIC_ENV_FILE = f"{render.SECRETS_DIR}/restic.env"
+RESTIC_CACHE = "/var/cache/relaunch/restic"
+
+_SFTP_REPO = re.compile(r"^sftp:(?:(?P<user>[^@:/]+)@)?(?P<host>[^:/]+):(?P<path>/.*)$")
+
+
+@dataclass(frozen=True)
+class SftpRepository:
+    """An ``sftp:user@host:/path`` restic repository, taken apart."""
+
+    user: str
+    host: str
+    path: str
+
+
+def parse_sftp(repository: str) -> SftpRepository:
+    """Split ``sftp:user@host:/path``. Raise RelaunchError for any other form (restic's ``sftp://`` URLs included)."""
+    match = _SFTP_REPO.match(repository)
+    if match is None:
+        raise RelaunchError(f"backups.offsite.repository {repository!r}: expected sftp:USER@HOST:/PATH")
+    return SftpRepository(match["user"] or "root", match["host"], match["path"])
+
+
+@dataclass(frozen=True)
+class StoreHost:
+    """How the production host reaches an SFTP store: address and pinned host key (a sandbox backup Droplet)."""
+
+    alias: str
+    address: str
+    host_key: str  # public line
+    port: int = 22
+
+
+def timer_schedule(interval_minutes: int) -> str | None:
+    """The OnCalendar= expression for an interval that divides an hour or a day evenly, else None.
+
+    Calendar times keep backups on the clock (…:00, :15, :30, :45) and let ``Persistent=``
+    catch up a run missed while the host was off; other intervals use OnUnitActiveSec=.
+    """
+    if interval_minutes < 60 and 60 % interval_minutes == 0:
+        return "*-*-* *:*:00" if interval_minutes == 1 else f"*-*-* *:00/{interval_minutes}:00"
+    if interval_minutes % 60 == 0 and 1440 % interval_minutes == 0:
+        return f"*-*-* 00/{interval_minutes // 60}:00:00"
+    return None
+
+
+def inventory_sha256(inv: Inventory) -> str | None:
+    """sha256 of the inventory file the site was loaded from (None for one built in code)."""
+    origin = source_of(inv).origin
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest() if origin else None
+
+
+def offsite_config(inv: Inventory, store: StoreHost | None) -> dict[str, Any] | None:
+    """The runner's ``offsite`` section: repository, the password FILE, restic options (no secret values)."""
+    off = inv.backups.offsite
+    if off is None:
+        return None
+    section: dict[str, Any] = {
+        "repository": off.repository,
+        "password_file": RESTIC_PASSWORD_FILE,
+        "env_file": RESTIC_ENV_FILE if off.kind == "s3" else None,
+        "cache_dir": RESTIC_CACHE,
+        "options": [],
+    }
+    if off.kind == "sftp" and store is not None:
+        repo = parse_sftp(off.repository)
+        command = f"ssh -F {STORE_SSH_CONFIG} {repo.user}@{store.alias} -s sftp"
+        section["options"] = ["-o", f"sftp.command={command}"]
+    return section
+
+
+def backup_config(
+    inv: Inventory, compose: list[str], store: StoreHost | None = None, *, root: str = BACKUP_ROOT
+) -> dict[str, Any]:
+    """The runner's JSON config for the site (see ``relaunch.backup.runner``); no secret value in it."""
+    return {
+        "format": 1,
+        "site": inv.site,
+        "relaunch_version": relaunch.__version__,
+        "inventory_sha256": inventory_sha256(inv),
+        "root": root,
+        "lock": LOCK_PATH,
+        "status_file": STATUS_FILE,
+        "verified_file": VERIFIED_FILE,
+        "retention": inv.backups.retention.model_dump(),
+        "databases": database_specs(inv, compose),
+        "archives": [
+            {"app": app.name, "file": f"{app.name}-files.tar.gz", "paths": list(app.files)}
+            for app in inv.apps if app.files
+        ],
+        "offsite": offsite_config(inv, store),
+    }
+
+
+def render_backup_files(
+    inv: Inventory,
+    secrets: Mapping[str, SecretLike],
+    compose: list[str],
+    store: StoreHost | None = None,
+    *,
+    interval_minutes: int | None = None,
+    templates_dir: Path = render.TEMPLATES_DIR,
+) -> list[RenderedFile]:
+    """Every file the backup needs on the production host, sorted by path.
+
+    ``interval_minutes`` overrides the inventory's (tests use 1). The restic password (and
+    for s3 the access keys) go only to 0600 files marked secret. Raise RenderError for a
+    template problem or an unresolved secret reference.
+    """
+    interval = interval_minutes or inv.backups.interval_minutes
+    env = render.environment(templates_dir)
+    values = {
+        "site": inv.site,
+        "runner_path": RUNNER_PATH,
+        "config_path": CONFIG_PATH,
+        "interval_minutes": interval,
+        "on_calendar": timer_schedule(interval),
+        "randomized_delay_seconds": max(1, min(60, interval * 6)),
+        "timeout_seconds": max(300, interval * 60 * 4),
+    }
+    config = backup_config(inv, compose, store)
+    files = [
+        RenderedFile(RUNNER_PATH, Path(runner_module.__file__).read_bytes(), 0o755, secret=False),
+        RenderedFile(RETENTION_PATH, Path(retention_module.__file__).read_bytes(), 0o644, secret=False),
+        RenderedFile(CONFIG_PATH, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o600, secret=False),
+        RenderedFile(f"{UNIT_DIR}/{SERVICE}", render.render_template(env, "backup/relaunch-backup.service.j2", values).encode(), 0o644, False),
+        RenderedFile(f"{UNIT_DIR}/{TIMER}", render.render_template(env, "backup/relaunch-backup.timer.j2", values).encode(), 0o644, False),
+    ]
+    off = inv.backups.offsite
+    if off is not None:
+        files.append(RenderedFile(RESTIC_PASSWORD_FILE, _reveal(secrets, off.password, "backups.offsite.password").encode(), 0o600, True))
+        if off.kind == "s3":
+            lines = []
+            if off.access_key:
+                lines.append(f"AWS_ACCESS_KEY_ID={_reveal(secrets, off.access_key, 'backups.offsite.access_key')}")
+            if off.secret_key:
+                lines.append(f"AWS_SECRET_ACCESS_KEY={_reveal(secrets, off.secret_key, 'backups.offsite.secret_key')}")
+            files.append(RenderedFile(RESTIC_ENV_FILE, ("\n".join(lines) + "\n").encode(), 0o600, True))
+        if off.kind == "sftp" and store is not None:
+            repo = parse_sftp(off.repository)
+            ssh = render.render_template(env, "backup/ssh_config.j2", {
+                "alias": store.alias, "address": store.address, "user": repo.user, "port": store.port,
+                "identity_file": STORE_KEY, "known_hosts": STORE_KNOWN_HOSTS,
+            })
+            files.append(RenderedFile(STORE_SSH_CONFIG, ssh.encode(), 0o644, False))
+            known = " ".join([store.alias, *store.host_key.split()[:2]]) + "\n"
+            files.append(RenderedFile(STORE_KNOWN_HOSTS, known.encode(), 0o644, False))
+    return sorted(files, key=lambda f: f.path)
+
+
+def _reveal(secrets: Mapping[str, SecretLike], ref: str, what: str) -> str:
+    try:
+        return secrets[ref].reveal()
+    except KeyError:
+        raise render.RenderError(f"{what}: secret {ref!r} was not resolved") from None
+
+
+@dataclass
+class InstallResult:
+    """What ``install`` changed: files written, whether restic was installed, the timer's next run."""
+
+    files_written: list[str] = field(default_factory=list)
+    restic_installed: bool = False
+    store_key_authorized: bool = False
+    repository_created: bool = False
+    next_run: str = ""
+
+
+def host_compose_command(conn: Connection) -> list[str]:
+    """The Compose command the bootstrap chose on the host (``[]`` if it has none: no Compose apps)."""
+    from relaunch.example_site import COMPOSE_COMMAND_FILE, parse_compose_command
+
+    run = conn.run(f"cat {shlex.quote(COMPOSE_COMMAND_FILE)}", warn=True, hide=True, in_stream=False)
+    return parse_compose_command(run.stdout) if run.ok and run.stdout.strip() else []
+
+
+def _sh(conn: Connection, script: str, what: str, timeout: float = 600) -> str:
+    run = conn.run(script, warn=True, hide=True, in_stream=False, timeout=timeout)
+    if not run.ok:
+        raise RelaunchError(f"{conn.host}: {what} failed (exit {run.exited}): {(run.stdout + run.stderr).strip()[-1500:]}")
+    return run.stdout
+
+
+def install(
+    conn: Connection,
+    inv: Inventory,
+    secrets: Mapping[str, SecretLike],
+    store: HostRecord | None = None,
+    store_conn: Connection | None = None,
+    *,
+    interval_minutes: int | None = None,
+) -> InstallResult:
+    """Install (or update) the backup on the production host behind ``conn``; idempotent.
+
+    ``store``/``store_conn``: the SFTP store host (its record, with the pinned host key, and
+    a root connection to it), for authorizing this host's store key there; without them the
+    SSH setup of an SFTP store is the user's (root's own ~/.ssh). Raise RelaunchError
+    naming the step that failed.
+    """
+    result = InstallResult()
+    compose = host_compose_command(conn)
+    off = inv.backups.offsite
+    store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key) \
+        if (off is not None and off.kind == "sftp" and store is not None) else None
+    files = render_backup_files(inv, secrets, compose, store_host, interval_minutes=interval_minutes)
+    result.files_written = upload(conn, files)
+    if off is not None:
+        out = _sh(conn, (
+            "if ! command -v restic >/dev/null; then "
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic openssh-client >/dev/null "
+            "&& echo installed; fi"
+        ), "installing restic")
+        result.restic_installed = "installed" in out
+    if store_host is not None:
+        key = shlex.quote(STORE_KEY)
+        public = _sh(conn, (
+            f"install -d -m 0700 {shlex.quote(STORE_DIR)}; "
+            f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; cat {key}.pub"
+        ), "making the host's key for the off-host store").strip()
+        if store_conn is not None:
+            repo = parse_sftp(off.repository)  # type: ignore[union-attr]
+            result.store_key_authorized = authorize_store_key(store_conn, repo.user, public)
+    if off is not None:
+        out = _sh(conn, f"python3 {shlex.quote(RUNNER_PATH)} --config {shlex.quote(CONFIG_PATH)} init-offsite",
+                  "creating the restic repository", timeout=300)
+        result.repository_created = "created" in out
+    if any(f.startswith(UNIT_DIR) for f in result.files_written):
+        _sh(conn, "systemctl daemon-reload", "systemctl daemon-reload")
+    _sh(conn, f"systemctl enable --quiet {TIMER} && systemctl restart {TIMER}", f"enabling {TIMER}")
+    result.next_run = _sh(conn, f"systemctl show -P NextElapseUSecRealtime {TIMER}", "reading the timer").strip()
+    log.info("%s: backup installed (%d file(s) written), next run %s", conn.host, len(result.files_written), result.next_run)
+    return result
+
+
+def authorize_store_key(store_conn: Connection, user: str, public_line: str) -> bool:
+    """Let ``public_line`` use the store's ``user`` for SFTP only; return True if it was added.
+
+    The key is restricted (``restrict``: no shell, no forwarding, no pty) and forced to run
+    the SFTP server: a stolen production key reaches the repository, nothing else.
+    """
+    words = public_line.split()
+    if len(words) < 2 or not words[0].startswith("ssh-"):
+        raise RelaunchError(f"the production host's store key is not an SSH public key: {public_line[:40]!r}")
+    line = f'restrict,command="/usr/lib/openssh/sftp-server" {words[0]} {words[1]} relaunch-backup'
+    home = f"~{user}"
+    script = (
+        f"set -e; h=$(getent passwd {shlex.quote(user)} | cut -d: -f6); "
+        f'install -d -m 0700 -o {shlex.quote(user)} -g {shlex.quote(user)} "$h/.ssh"; '
+        f'f="$h/.ssh/authorized_keys"; touch "$f"; chown {shlex.quote(user)}: "$f"; chmod 0600 "$f"; '
+        f'if grep -qF {shlex.quote(words[1])} "$f"; then echo present; else printf "%s\\n" {shlex.quote(line)} >> "$f"; echo added; fi'
+    )
+    out = _sh(store_conn, script, f"authorizing the production host's key for {user} ({home}) on the store")
+    return "added" in out

@@ -1,0 +1,64 @@
+"""A site's backups from the control machine: which hosts, which key, and the install as one call.
+
+The production host is found by its recorded name (``production.droplet_name``) with the
+host key relaunch pinned when it made it (``relaunch.state.load_hosts``); nothing is
+trusted on first use. The login key is ``provider.ssh_key`` or, for a sandbox site, the
+sandbox's own key.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fabric import Connection
+
+from relaunch.backup.install import InstallResult, install
+from relaunch.backup.sandbox_store import backup_host_record
+from relaunch.errors import RelaunchError
+from relaunch.inventory.model import Inventory
+from relaunch.inventory.secrets import resolve_all
+from relaunch.provision import open_host
+from relaunch.state import load_hosts
+
+log = logging.getLogger(__name__)
+
+
+def login_key(inv: Inventory) -> Path:
+    """The private key relaunch logs in to the site's hosts with."""
+    if inv.provider.ssh_key:
+        return Path(inv.provider.ssh_key).expanduser()
+    from relaunch.sandbox.site import client_key_path
+
+    return client_key_path()
+
+
+def connect_production(inv: Inventory, key_path: Path | None = None, timeout: float = 60) -> Connection:
+    """Open a pinned connection to the site's production host.
+
+    Raise RelaunchError if relaunch has no record of it (it did not make it, or the site
+    has no ``production.droplet_name``).
+    """
+    name = inv.production.droplet_name
+    record = load_hosts(inv.site).get(name or "")
+    if record is None:
+        raise RelaunchError(
+            f"site {inv.site!r}: relaunch has no pinned host key for production host {name!r} "
+            f"(was it made with `fab sandbox-up --site {inv.site}`?)"
+        )
+    return open_host(record, key_path or login_key(inv), timeout=timeout)
+
+
+def install_site(inv: Inventory, key_path: Path | None = None, interval_minutes: int | None = None) -> InstallResult:
+    """Install the backup on the site's production host, and authorize it on the sandbox store host if there is one."""
+    key = key_path or login_key(inv)
+    secrets = resolve_all(inv)
+    store = backup_host_record(inv)
+    conn = connect_production(inv, key)
+    store_conn = open_host(store, key) if store is not None else None
+    try:
+        return install(conn, inv, secrets, store, store_conn, interval_minutes=interval_minutes)
+    finally:
+        conn.close()
+        if store_conn is not None:
+            store_conn.close()

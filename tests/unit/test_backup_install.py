@@ -1,0 +1,125 @@
+"""backup install: the runner's config, units and store files rendered from the example inventory; no secret leaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from relaunch.backup import install
+from relaunch.backup.commands import database_specs
+from relaunch.errors import RelaunchError
+from relaunch.inventory import load
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventory" / "example.yml"
+RESTIC_PW = "restic-Pw$ 'q\"9"
+SECRETS_VALUES = {"file:../secrets/example/restic-password": RESTIC_PW,
+                  "file:../secrets/example/blog-db-password": "blog-Pw-77",
+                  "file:../secrets/example/stats-db-password": "stats-Pw-88"}
+COMPOSE = ["docker-compose"]
+
+
+class FakeSecret:
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+
+@pytest.fixture
+def secrets() -> dict[str, FakeSecret]:
+    return {ref: FakeSecret(v) for ref, v in SECRETS_VALUES.items()}
+
+
+STORE = install.StoreHost(alias="backup.example.test", address="10.9.8.7", host_key="ssh-ed25519 AAAAC3Nza-store-key")
+
+
+def by_path(files):
+    return {f.path: f for f in files}
+
+
+def test_render_backup_files_puts_secrets_only_in_0600_secret_files(secrets) -> None:
+    files = install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, STORE)
+    for f in files:
+        text = f.content.decode(errors="replace")
+        for value in SECRETS_VALUES.values():
+            if value in text:
+                assert f.secret and f.mode == 0o600, f"{f.path} holds a secret"
+    pw = by_path(files)[install.RESTIC_PASSWORD_FILE]
+    assert pw.content == RESTIC_PW.encode() and pw.mode == 0o600 and pw.secret
+    config = by_path(files)[install.CONFIG_PATH]
+    assert not config.secret and config.mode == 0o600
+    assert [f.path for f in files if f.secret] == [install.RESTIC_PASSWORD_FILE]
+
+
+def test_backup_config_holds_argv_lists_and_paths_not_values(secrets) -> None:
+    files = install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, STORE)
+    config = json.loads(by_path(files)[install.CONFIG_PATH].content)
+    assert config["site"] == "example" and len(config["inventory_sha256"]) == 64
+    assert config["retention"] == {"keep_within_hours": 24, "daily": 14, "weekly": 8}
+    assert [d["name"] for d in config["databases"]] == ["blog", "stats", "notes"]
+    assert all(isinstance(d["argv"], list) and all(isinstance(a, str) for a in d["argv"]) for d in config["databases"])
+    assert {a["app"]: a["paths"] for a in config["archives"]} == {
+        "blog": ["/srv/blog/uploads"], "stats": ["/srv/stats"], "notes": ["/srv/notes"]}
+    off = config["offsite"]
+    assert off["repository"] == "sftp:restic@backup.example.test:/srv/restic/example"
+    assert off["password_file"] == install.RESTIC_PASSWORD_FILE
+    assert off["options"] == ["-o", f"sftp.command=ssh -F {install.STORE_SSH_CONFIG} restic@backup.example.test -s sftp"]
+
+
+def test_store_files_pin_the_store_host_key(secrets) -> None:
+    files = by_path(install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, STORE))
+    ssh = files[install.STORE_SSH_CONFIG].content.decode()
+    assert "HostName 10.9.8.7" in ssh and "StrictHostKeyChecking yes" in ssh and f"IdentityFile {install.STORE_KEY}" in ssh
+    assert "HostKeyAlias backup.example.test" in ssh and "BatchMode yes" in ssh
+    assert files[install.STORE_KNOWN_HOSTS].content == b"backup.example.test ssh-ed25519 AAAAC3Nza-store-key\n"
+
+
+def test_units_oneshot_service_and_timer_from_the_interval(secrets) -> None:
+    files = by_path(install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, STORE))
+    service = files["/etc/systemd/system/relaunch-backup.service"].content.decode()
+    assert "Type=oneshot" in service and "SuccessExitStatus=75" in service
+    assert f"ExecStart=/usr/bin/python3 {install.RUNNER_PATH} --config {install.CONFIG_PATH} run" in service
+    timer = files["/etc/systemd/system/relaunch-backup.timer"].content.decode()
+    assert "OnCalendar=*-*-* *:00/15:00" in timer and "Persistent=true" in timer and "RandomizedDelaySec=60" in timer
+    fast = by_path(install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, STORE, interval_minutes=1))
+    assert "OnCalendar=*-*-* *:*:00" in fast["/etc/systemd/system/relaunch-backup.timer"].content.decode()
+
+
+@pytest.mark.parametrize(("minutes", "expected"), [
+    (1, "*-*-* *:*:00"), (15, "*-*-* *:00/15:00"), (30, "*-*-* *:00/30:00"), (60, "*-*-* 00/1:00:00"),
+    (360, "*-*-* 00/6:00:00"), (45, None), (90, None), (7, None),
+])
+def test_timer_schedule(minutes: int, expected: str | None) -> None:
+    assert install.timer_schedule(minutes) == expected
+
+
+def test_runner_files_are_the_package_sources(secrets) -> None:
+    files = by_path(install.render_backup_files(load(EXAMPLE), secrets, COMPOSE))
+    runner = files[install.RUNNER_PATH]
+    assert runner.mode == 0o755 and runner.content.startswith(b"#!/usr/bin/python3\n")
+    assert b"def plan(" in files[install.RETENTION_PATH].content
+    assert install.STORE_SSH_CONFIG not in files  # no store host known: the user's own ssh setup
+
+
+def test_database_specs_no_password_on_argv() -> None:
+    specs = database_specs(load(EXAMPLE), COMPOSE)
+    flat = " ".join(" ".join(s["argv"]) for s in specs)
+    assert "password" not in flat.lower() or "--no-password" in flat
+    assert all(v not in flat for v in SECRETS_VALUES.values())
+    blog = specs[0]
+    assert blog["argv"][0] in ("docker-compose", "docker")  # the blog database is a Compose service
+
+
+@pytest.mark.parametrize("repo", ["s3:https://x/y", "sftp:host", "sftp://u@h:22//p", "sftp:u@h:relative"])
+def test_parse_sftp_rejects_other_forms(repo: str) -> None:
+    with pytest.raises(RelaunchError):
+        install.parse_sftp(repo)
+
+
+def test_parse_sftp() -> None:
+    assert install.parse_sftp("sftp:restic@backup.example.test:/srv/restic/example") == install.SftpRepository(
+        "restic", "backup.example.test", "/srv/restic/example")
