@@ -19,17 +19,12 @@ as ``relaunch-sandbox/registry:<base hash>``.
 
 from __future__ import annotations
 
-import io
 import logging
-import tarfile
-import time
 
 import docker
-import docker.errors
 import requests
 
-from relaunch.errors import RelaunchError
-from relaunch.sandbox import LABEL, NETWORK_LABEL
+from relaunch.sandbox.helpers import HelperSpec, ensure_container, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +61,19 @@ health:
 """
 
 
+SPEC = HelperSpec(
+    kind="registry",
+    repository=REPOSITORY,
+    packages=["docker-registry"],
+    cmd=["/usr/bin/docker-registry", "serve", CONFIG_PATH],
+    user="docker-registry",
+    data_dir=STORAGE,
+    alias=ALIAS,
+    files={CONFIG_PATH: CONFIG},
+    ports=[PORT],
+)
+
+
 class Registry:
     """The sandbox registry container of one sandbox network."""
 
@@ -76,11 +84,7 @@ class Registry:
         self.client = client
         self.network = network
         self.base_tag = base_tag
-        self.name = f"{network}-registry"
-        self.volume = f"{network}-registry"
-
-    def image_tag(self) -> str:
-        return f"{REPOSITORY}:{self.base_tag.rsplit(':', 1)[1]}"
+        self.name = f"{network}-{SPEC.kind}"
 
     def ensure(self) -> str:
         """Start this network's registry unless it runs already; return the push address.
@@ -89,106 +93,19 @@ class Registry:
         Docker picks the port, read back). Raise RelaunchError if the image cannot be
         built or the registry does not answer.
         """
-        try:
-            container = self.client.containers.get(self.name)
-            if container.status != "running":
-                container.start()
-            return self._wait_ready(container)
-        except docker.errors.NotFound:
-            pass
-        tag = self._ensure_image()
-        labels = {LABEL: "registry", NETWORK_LABEL: self.network}
-        if not self.client.volumes.list(filters={"name": self.volume}):
-            self.client.volumes.create(self.volume, labels=labels)
-        api = self.client.api
-        created = api.create_container(
-            tag,
-            name=self.name,
-            user="docker-registry",
-            labels=labels,
-            ports=[PORT],
-            host_config=api.create_host_config(
-                binds={self.volume: {"bind": STORAGE, "mode": "rw"}},
-                port_bindings={PORT: ("127.0.0.1", None)},
-                restart_policy={"Name": "unless-stopped"},
-            ),
-            networking_config=api.create_networking_config(
-                {self.network: api.create_endpoint_config(aliases=[ALIAS])}
-            ),
-        )
-        api.start(created["Id"])
-        return self._wait_ready(self.client.containers.get(created["Id"]))
+        container = ensure_container(self.client, SPEC, self.base_tag, self.network)
 
-    def _ensure_image(self) -> str:
-        tag = self.image_tag()
-        try:
-            self.client.images.get(tag)
-            return tag
-        except docker.errors.ImageNotFound:
-            pass
-        log.info("building the sandbox registry image %s", tag)
-        builder = self.client.containers.run(
-            self.base_tag,
-            [
-                "sh",
-                "-c",
-                "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends"
-                " docker-registry && apt-get clean",
-            ],
-            detach=True,
-            labels={LABEL: "build", NETWORK_LABEL: self.network},
-            network=self.network,
-        )
-        try:
-            result = builder.wait(timeout=600)
-            if result.get("StatusCode") != 0:
-                logs = builder.logs().decode(errors="replace")[-2000:]
-                raise RelaunchError(f"installing docker-registry for the sandbox failed:\n{logs}")
-            builder.put_archive("/", _tar({CONFIG_PATH: CONFIG}))
-            builder.commit(
-                repository=REPOSITORY,
-                tag=tag.rsplit(":", 1)[1],
-                changes=[
-                    f'CMD ["/usr/bin/docker-registry", "serve", "{CONFIG_PATH}"]',
-                    f'LABEL {LABEL}="registry"',
-                    f"EXPOSE {PORT}",
-                ],
-            )
-        finally:
-            builder.remove(force=True)
-        return tag
-
-    def _wait_ready(self, container: docker.models.containers.Container, timeout: float = 30) -> str:
-        """Wait until the registry answers its API on the published port; return ``127.0.0.1:<port>``."""
-        deadline = time.monotonic() + timeout
-        error = "not started"
-        while time.monotonic() < deadline:
+        def address() -> str | None:
             container.reload()
-            if container.status == "running":
-                bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{PORT}/tcp") or []
-                port = next((b["HostPort"] for b in bindings if b.get("HostIp") in ("127.0.0.1", "")), None)
-                if port:
-                    address = f"127.0.0.1:{port}"
-                    try:
-                        # The distribution API's base endpoint: 200 with an empty JSON object.
-                        if requests.get(f"http://{address}/v2/", timeout=2).status_code == 200:
-                            return address
-                    except requests.RequestException as exc:
-                        error = str(exc)
-            elif container.status in ("exited", "dead"):
-                break
-            time.sleep(0.2)
-        raise RelaunchError(f"the sandbox registry ({self.name}) did not start ({error}): {container.logs()[-500:]!r}")
+            bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{PORT}/tcp") or []
+            port = next((b["HostPort"] for b in bindings if b.get("HostIp") in ("127.0.0.1", "")), None)
+            if not port:
+                return None
+            try:
+                # The distribution API's base endpoint: 200 with an empty JSON object.
+                ok = requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200
+            except requests.RequestException:
+                return None
+            return f"127.0.0.1:{port}" if ok else None
 
-
-def _tar(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        return str(wait_until(address, f"the sandbox registry ({self.name})"))
