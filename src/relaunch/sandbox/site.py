@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 
 from relaunch import example_site
+from relaunch.backup.sandbox_store import ensure_backup_host
 from relaunch.bootstrap import BootstrapResult, bootstrap
 from relaunch.cloud import Cloud, DnsRecord
 from relaunch.errors import RelaunchError
@@ -140,6 +141,8 @@ def _bring_up(
             result.seeded_mb = _seed(conn, inv, data_mb, say)
     finally:
         conn.close()
+    with clock("backup host"):
+        ensure_backup_host(target, inv)  # the off-host store (relaunch.backup.sandbox_store)
     with clock("dns"):
         result.dns = point_records(target.cloud, inv, record.ipv4)
     with clock("health"):
