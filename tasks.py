@@ -171,4 +171,111 @@ def runbook(c, site=DEFAULT_SITE, plain=False):
         console.print(Markdown(text))
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook)
+def _size(n):
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@task(
+    optional=["verify"],
+    help={
+        "site": SITE_HELP,
+        "install": "install (or update) the runner, its config and the systemd timer on the production host",
+        "interval": "with --install: minutes between backups (default: the inventory's backups.interval_minutes)",
+        "status": "the last runs, their age, size and result; exit 1 if the last failed or backups are older than the RPO",
+        "list": "the backups on the host and in the off-host store",
+        "verify": "check a backup (default the newest; or --verify ID) against its manifest, and the off-host store",
+        "verbose": "log what the library does",
+    },
+)
+def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, list_=False, verify=None, verbose=False):
+    """Back the site's production host up now, or install/inspect its scheduled backups."""
+    from relaunch.backup import status as backups
+    from relaunch.backup.site import connect_production, install_site
+    from relaunch.inventory import load_site
+
+    _setup_logging(verbose)
+    try:
+        inv = load_site(site)
+        if install:
+            with console.status(f"installing the backup of {site}"):
+                done = install_site(inv, interval_minutes=int(interval) if interval else None)
+            console.print(f"[green]backup installed[/] on {inv.production.droplet_name}: "
+                          f"{len(done.files_written)} file(s) written, next run {done.next_run or '?'}")
+            if done.restic_installed:
+                console.print("  restic installed")
+            if done.repository_created:
+                console.print(f"  restic repository created: {inv.backups.offsite.repository}")
+            return
+        conn = connect_production(inv)
+        try:
+            if status:
+                st = backups.status(conn, inv)
+                table = Table(title=f"backup runs on {inv.production.droplet_name} (newest last)")
+                for col in ("started (UTC)", "id", "result", "seconds", "size", "off-host added"):
+                    table.add_column(col)
+                for r in st.runs[-10:]:
+                    result = "[green]ok[/]" if r.ok else f"[red]failed at {r.step}[/]"
+                    added = _size((r.offsite or {}).get("data_added")) if r.offsite else "-"
+                    table.add_row(f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.id or "-", result,
+                                  f"{r.seconds:.1f}" if r.seconds is not None else "-", _size(r.size), added)
+                console.print(table)
+                age = st.age
+                if age is not None:
+                    console.print(f"newest good backup: {st.newest_good.id}, {age.total_seconds() / 60:.0f} min old "
+                                  f"(RPO objective {st.rpo_minutes} min); timer {'active' if st.timer_active else 'inactive'}, next {st.next_run or '?'}")
+                for w in st.warnings:
+                    console.print(f"[yellow]warning[/]: {w}")
+                if not st.healthy:
+                    raise Exit("backups need attention (see the warnings)", code=1)
+            elif list_:
+                found = backups.list_backups(conn)
+                table = Table(title=f"on the host ({inv.production.droplet_name})")
+                for col in ("id", "started (UTC)", "size", "verified"):
+                    table.add_column(col)
+                for b in found["local"]:
+                    v = b.get("verified")
+                    mark = "-" if not v else ("[green]ok[/] " + v["at"] if v["ok"] else "[red]FAILED[/] " + v["at"])
+                    table.add_row(b["id"], b["started_at"] or "-", _size(b["size"]), mark)
+                console.print(table)
+                if found.get("offsite_error"):
+                    console.print(f"[red]off-host store unreadable[/]: {found['offsite_error']}")
+                elif found.get("offsite") is not None:
+                    table = Table(title=f"off-host ({inv.backups.offsite.repository})")
+                    for col in ("snapshot", "backup id", "time"):
+                        table.add_column(col)
+                    for s in found["offsite"]:
+                        table.add_row(s["snapshot"] or "-", s["id"] or "-", s["time"] or "-")
+                    console.print(table)
+                else:
+                    console.print("[yellow]no off-host store configured[/] (backups.offsite)")
+            elif verify:
+                with console.status("verifying"):
+                    result = backups.verify_backup(conn, None if verify is True else str(verify))
+                for a in result.get("artifacts", []):
+                    console.print(f"  {'[green]ok[/]' if a['ok'] else '[red]BAD[/]'} {a['file']}")
+                off = result.get("offsite")
+                if off is not None:
+                    console.print(f"  {'[green]ok[/]' if off['ok'] else '[red]BAD[/]'} off-host repository (restic check)")
+                for p in result.get("problems", []):
+                    console.print(f"[red]problem[/]: {p}")
+                if not result["ok"]:
+                    raise Exit(f"backup {result.get('id') or ''} did not verify", code=1)
+                console.print(f"[green]backup {result['id']} verified[/]")
+            else:
+                with console.status(f"backing up {site} on {inv.production.droplet_name}"):
+                    run = backups.run_now(conn)
+                added = (run.offsite or {}).get("data_added")
+                console.print(f"[green]backup {run.id}[/]: {_size(run.size)} in {run.seconds:.1f} s"
+                              + (f"; off-host copy added {_size(added)}" if run.offsite else ""))
+        finally:
+            conn.close()
+    except RelaunchError as exc:
+        raise Exit(f"backup failed: {exc}", code=1) from exc
+
+
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup)
