@@ -73,7 +73,7 @@ def test_engine_fails_loudly_naming_the_kind_and_the_known_ones() -> None:
 @pytest.mark.parametrize("kind", sorted(set(ENGINES.values()), key=lambda m: m.__name__))
 def test_engine_modules_expose_the_same_functions(kind) -> None:
     for name in ("dump_command", "restore_command", "restore_from_file_command", "create_command",
-                 "drop_command", "fingerprint", "snapshot"):
+                 "drop_command", "fingerprint_command", "fingerprint", "snapshot"):
         assert callable(getattr(kind, name)), f"{kind.__name__} lacks {name}"
 
 
@@ -208,12 +208,50 @@ def test_create_and_drop_commands_postgresql_use_the_superuser_in_compose() -> N
     assert mariadb.drop_command(maria(database="a`b")).argv[-1] == "DROP DATABASE IF EXISTS `a``b`"
 
 
-def test_fingerprint_sql_mariadb_quotes_identifiers_and_reads_one_snapshot() -> None:
-    sql = mariadb.fingerprint_sql("st`ats", {"we`ird": ["i`d", "path"], "a": ["x"]})
+FAKE_CLIENT = r"""
+import json, sys
+sql = sys.stdin.read()
+if "information_schema" in sql:
+    for t, c in [("we`ird", "i`d"), ("we`ird", "path"), ("a", "x")]:
+        print(json.dumps({"t": t, "c": c}))
+else:
+    open(sys.argv[1], "w").write(sql)
+    print("at:2026-01-01T00:00:00.000000+00:00")
+    print("fp:" + json.dumps({"table": "a", "rows": 2, "checksum": "c1"}))
+    print("fp:" + json.dumps({"table": "we`ird", "rows": 0, "checksum": "c2"}))
+"""
+
+
+def test_fingerprint_command_mariadb_builds_the_checksum_query_on_the_host(tmp_path: Path) -> None:
+    """Run the host-side driver here with a fake client: identifiers quoted, one snapshot, JSON out."""
+    db = maria(database="st`ats")
+    cmd = mariadb.fingerprint_command(db)
+    assert cmd.argv[:2] == ("python3", "-c") and cmd.argv[3:6] == ("mariadb", "mariadb", "st`ats")
+    seen = tmp_path / "sql"
+    argv = [sys.executable, *cmd.argv[1:7], sys.executable, "-c", FAKE_CLIENT, str(seen)]
+    out = subprocess.run(argv, capture_output=True, check=True).stdout
+    got = Fingerprint.from_json(out)
+    assert got.engine == "mariadb" and got.tables == {"a": TableFingerprint(2, "c1"), "we`ird": TableFingerprint(0, "c2")}
+    sql = seen.read_text()
     assert "START TRANSACTION WITH CONSISTENT SNAPSHOT" in sql
     assert "FROM `st``ats`.`we``ird`" in sql and "QUOTE(`i``d`)" in sql
     assert sql.index("'a'") < sql.index("'we`ird'")  # tables in name order
     assert "GROUP_CONCAT" not in sql  # constant memory, no max_allowed_packet cap
+
+
+def test_fingerprint_command_fails_with_the_client_status_and_stderr() -> None:
+    cmd = postgresql.fingerprint_command(pg(), COMPOSE)
+    argv = [sys.executable, *cmd.argv[1:7], "sh", "-c", "echo 'psql: no such database' >&2; exit 2"]
+    run = subprocess.run(argv, capture_output=True, text=True)
+    assert run.returncode == 2 and "psql: no such database" in run.stderr
+
+
+def test_fingerprint_command_postgresql_reads_one_repeatable_read_transaction() -> None:
+    cmd = postgresql.fingerprint_command(pg(), COMPOSE, snapshot="00000003-0000004B-1")
+    sql = cmd.argv[6]
+    assert sql.index("BEGIN ISOLATION LEVEL REPEATABLE READ") < sql.index("SET TRANSACTION SNAPSHOT '00000003-0000004B-1'")
+    assert "\\gexec" in sql and "SET TimeZone = 'UTC'" in sql
+    assert cmd.argv[7:14] == ("docker", "compose", "-f", "/srv/blog/compose.yml", "exec", "-T", "db")
 
 
 def test_postgresql_snapshot_ids_are_checked_before_reaching_sql() -> None:
@@ -290,8 +328,8 @@ def test_sqlite_dump_restore_and_fingerprint_scripts_round_trip(tmp_path: Path) 
     assert dump.stdout.startswith(b"SQLite format 3\x00")
     restored = _python(sqlite._RESTORE, str(dst), stdin=dump.stdout)
     assert restored.returncode == 0, restored.stderr
-    before = sqlite._parse(_python(sqlite._FINGERPRINT, str(src)).stdout, lite(str(src)))
-    after = sqlite._parse(_python(sqlite._FINGERPRINT, str(dst)).stdout, lite(str(dst)))
+    before = Fingerprint.from_json(_python(sqlite._FINGERPRINT, str(src)).stdout)
+    after = Fingerprint.from_json(_python(sqlite._FINGERPRINT, str(dst)).stdout)
     assert before.tables["notes"].rows == 502
     assert before.integrity == "ok"
     assert before.diff(after) == []
@@ -299,7 +337,7 @@ def test_sqlite_dump_restore_and_fingerprint_scripts_round_trip(tmp_path: Path) 
     assert (dst.stat().st_mode & 0o777) == 0o640
     live.execute("UPDATE notes SET body = 'changed' WHERE id = 1")
     live.commit()
-    changed = sqlite._parse(_python(sqlite._FINGERPRINT, str(src)).stdout, lite(str(src)))
+    changed = Fingerprint.from_json(_python(sqlite._FINGERPRINT, str(src)).stdout)
     assert before.diff(changed) == ["table notes: same 502 rows but different content "
                                     f"(checksum {changed.tables['notes'].checksum[:12]}…, expected {before.tables['notes'].checksum[:12]}…)"]
 

@@ -7,7 +7,8 @@ Every engine module (:mod:`.postgresql`, :mod:`.mariadb` for ``mariadb`` and ``m
     restore_command(db, compose) -> RemoteCommand            # dump on stdin -> EMPTY database
     restore_from_file_command(db, compose, path, jobs) -> RemoteCommand
     create_command(db, compose) / drop_command(db, compose) -> RemoteCommand
-    fingerprint(conn, db, compose) -> Fingerprint            # per table rows + checksum
+    fingerprint_command(db, compose) -> RemoteCommand        # prints the Fingerprint as JSON, on the host
+    fingerprint(conn, db, compose) -> Fingerprint            # the same, over a connection
     snapshot(conn, db, compose) -> context manager of Snapshot  # dump + fingerprint of the same data
 
 ``compose`` is the host's Compose command as an argv prefix (``["docker-compose"]``);

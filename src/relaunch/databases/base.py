@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
 
 from relaunch.errors import RelaunchError
@@ -143,11 +142,6 @@ class Fingerprint:
         return out
 
 
-def utc_now() -> str:
-    """The current time, UTC, ISO 8601 with microseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
 @dataclass
 class Snapshot:
     """A dump command and a fingerprint that see the same data, valid inside ``engine.snapshot(...)``.
@@ -159,10 +153,81 @@ class Snapshot:
     dump: RemoteCommand
     fingerprint: Fingerprint
     writes_paused: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def require(db: Database, engines: tuple[str, ...]) -> None:
     """Raise RelaunchError unless ``db`` is of one of ``engines`` (an engine module was handed the wrong one)."""
     if db.engine not in engines:
         raise RelaunchError(f"database {db.name!r} is {db.engine}, not {' or '.join(engines)}")
+
+
+# The host-side half of every SQL engine's fingerprint (python3, stdlib only), so the same
+# code serves a connection (engine.fingerprint) and a command run on the host by itself
+# (engine.fingerprint_command, e.g. by the backup runner):
+#   python3 -c FINGERPRINT_DRIVER ENGINE MODE DATABASE SQL CLIENT-ARGV...
+# runs the SQL client with SQL on stdin and prints the Fingerprint as JSON. MODE "lines":
+# the client prints at:/integrity:/fp: lines. MODE "mariadb": SQL lists the columns of each
+# base table; the driver then builds the per-table checksum query (see mariadb.py) and
+# runs it in a second session.
+FINGERPRINT_DRIVER = r'''
+import json, subprocess, sys
+engine, mode, database, sql = sys.argv[1:5]
+client = sys.argv[5:]
+
+def ask(query):
+    p = subprocess.run(client, input=query.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        sys.stderr.buffer.write(p.stderr[-4000:])
+        sys.exit(p.returncode)
+    return p.stdout.decode("utf-8", "replace")
+
+def ident(v):
+    return "`" + v.replace("`", "``") + "`"
+
+def string(v):
+    return "'" + v.replace("\\", "\\\\").replace("'", "''") + "'"
+
+def mariadb_sql(database, tables):
+    parts = [
+        "SET SESSION time_zone = '+00:00';",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;",
+        "SELECT CONCAT('at:', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f+00:00'));",
+    ]
+    for table, columns in sorted(tables.items()):
+        row = "CONCAT_WS(',', " + ", ".join("QUOTE(%s)" % ident(c) for c in columns) + ")"
+        sums = ", ".join(
+            "COALESCE(SUM(CAST(CONV(SUBSTRING(h, %d, 8), 16, 10) AS UNSIGNED)), 0)" % (1 + 8 * i) for i in range(4))
+        parts.append(
+            "SELECT CONCAT('fp:', JSON_OBJECT('table', %s, 'rows', COUNT(*), 'checksum', MD5(CONCAT_WS(':', COUNT(*), %s)))) "
+            "FROM (SELECT MD5(%s) AS h FROM %s.%s) AS relaunch_rows;" % (string(table), sums, row, ident(database), ident(table)))
+    parts.append("COMMIT;")
+    return "\n".join(parts) + "\n"
+
+out = ask(sql)
+if mode == "mariadb":
+    tables = {}
+    for line in out.splitlines():
+        if line.strip():
+            item = json.loads(line)
+            tables.setdefault(item["t"], []).append(item["c"])
+    out = ask(mariadb_sql(database, tables))
+result = {"engine": engine, "taken_at": None, "integrity": None, "tables": {}}
+for line in out.splitlines():
+    if line.startswith("at:"):
+        result["taken_at"] = line[3:]
+    elif line.startswith("integrity:"):
+        result["integrity"] = line[len("integrity:"):]
+    elif line.startswith("fp:"):
+        item = json.loads(line[3:])
+        result["tables"][item["table"]] = {"rows": int(item["rows"]), "checksum": item["checksum"]}
+if not result["taken_at"]:
+    sys.exit("relaunch: the fingerprint query gave no answer")
+print(json.dumps(result, sort_keys=True))
+'''
+
+
+def fingerprint_driver(engine: str, mode: str, database: str, sql: str, client: tuple[str, ...], what: str,
+                       env: tuple[str, ...] = ()) -> RemoteCommand:
+    """Return the host command that runs ``client`` with ``sql`` through :data:`FINGERPRINT_DRIVER` (prints Fingerprint JSON)."""
+    return RemoteCommand(("python3", "-c", FINGERPRINT_DRIVER, engine, mode, database, sql, *client), what, env)

@@ -40,8 +40,8 @@ from relaunch.databases.base import (
     Fingerprint,
     RemoteCommand,
     Snapshot,
-    TableFingerprint,
     compose_prefix,
+    fingerprint_driver,
     require,
 )
 from relaunch.errors import RelaunchError
@@ -189,12 +189,7 @@ def _query(db: Database, compose: list[str] | None) -> RemoteCommand:
 def _columns(conn: Connection, db: Database, compose: list[str] | None) -> dict[str, list[str]]:
     """Base table -> its columns in order, from information_schema."""
     name, _ = _names(db)
-    sql = (
-        "SELECT JSON_OBJECT('t', c.TABLE_NAME, 'c', c.COLUMN_NAME) FROM information_schema.COLUMNS c "
-        "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
-        f"WHERE c.TABLE_SCHEMA = {_sql_string(name)} AND t.TABLE_TYPE = 'BASE TABLE' "
-        "ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION;\n"
-    )
+    sql = _columns_sql(name)
     tables: dict[str, list[str]] = {}
     for line in runner.run(conn, _query(db, compose), sql.encode()).decode().splitlines():
         if line.strip():
@@ -203,57 +198,39 @@ def _columns(conn: Connection, db: Database, compose: list[str] | None) -> dict[
     return tables
 
 
-def fingerprint_sql(database: str, tables: dict[str, list[str]]) -> str:
-    """Return the SQL that prints ``at:<time>`` and one ``fp:<json>`` line per table, in one consistent snapshot.
+def _columns_sql(database: str) -> str:
+    return (
+        "SELECT JSON_OBJECT('t', c.TABLE_NAME, 'c', c.COLUMN_NAME) FROM information_schema.COLUMNS c "
+        "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
+        f"WHERE c.TABLE_SCHEMA = {_sql_string(database)} AND t.TABLE_TYPE = 'BASE TABLE' "
+        "ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION;\n"
+    )
 
-    Each row is serialised as ``CONCAT_WS(',', QUOTE(col), ...)`` (QUOTE keeps NULL apart
-    from 'NULL', escapes binary), hashed with MD5, and the table's checksum is the MD5 of
-    the row count and the sums of the four 32-bit parts of those hashes: independent of
-    row order, constant memory. (An ordered ``GROUP_CONCAT`` would be capped by
-    ``group_concat_max_len`` and, whatever that is set to, by ``max_allowed_packet``:
-    16 MB by default, about 500 000 rows.)
+
+def fingerprint_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Return the host command that prints the database's fingerprint as JSON (:meth:`Fingerprint.to_json`'s form).
+
+    Two sessions: the base tables' columns, then one ``START TRANSACTION WITH CONSISTENT
+    SNAPSHOT`` (InnoDB) that reads every table; ``taken_at`` is its start (a table
+    created in between is missed). Each row is serialised as ``CONCAT_WS(',',
+    QUOTE(col), ...)`` (QUOTE keeps NULL apart from 'NULL' and escapes binary) and hashed
+    with MD5; a table's checksum is the MD5 of its row count and the sums of the four
+    32-bit parts of those hashes: independent of row order, in constant memory. (An
+    ordered ``GROUP_CONCAT`` would be capped by ``group_concat_max_len`` and, whatever
+    that is set to, by ``max_allowed_packet``: 16 MB by default, about 500 000 rows.)
+    Runs python3 on the host (a stdlib driver around the client, see base.py).
     """
-    parts = [
-        "SET SESSION time_zone = '+00:00';",
-        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;",
-        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;",
-        "SELECT CONCAT('at:', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f+00:00'));",
-    ]
-    for table, columns in sorted(tables.items()):
-        row = "CONCAT_WS(',', " + ", ".join(f"QUOTE({_ident(c)})" for c in columns) + ")"
-        sums = ", ".join(
-            f"COALESCE(SUM(CAST(CONV(SUBSTRING(h, {1 + 8 * i}, 8), 16, 10) AS UNSIGNED)), 0)" for i in range(4)
-        )
-        parts.append(
-            f"SELECT CONCAT('fp:', JSON_OBJECT('table', {_sql_string(table)}, 'rows', COUNT(*), "
-            f"'checksum', MD5(CONCAT_WS(':', COUNT(*), {sums})))) "
-            f"FROM (SELECT MD5({row}) AS h FROM {_ident(database)}.{_ident(table)}) AS relaunch_rows;"
-        )
-    parts.append("COMMIT;")
-    return "\n".join(parts) + "\n"
+    name, _ = _names(db)
+    query = _query(db, compose)
+    return fingerprint_driver(db.engine, "mariadb", name, _columns_sql(name), query.argv, f"fingerprint {db.name}", query.env)
 
 
 def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None) -> Fingerprint:
-    """Given a connection to the host, return the database's fingerprint, every table read in one snapshot.
+    """Given a connection to the host, return the database's fingerprint (see :func:`fingerprint_command`).
 
-    One ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` (InnoDB tables); ``taken_at`` is its
-    start. The table list is read just before (a table created in between is missed).
     Raise RelaunchError if a query fails.
     """
-    name, _ = _names(db)
-    tables = _columns(conn, db, compose)
-    out = runner.run(conn, _query(db, compose), fingerprint_sql(name, tables).encode())
-    result: dict[str, TableFingerprint] = {}
-    taken_at = ""
-    for line in out.decode("utf-8", "replace").splitlines():
-        if line.startswith("at:"):
-            taken_at = line[3:]
-        elif line.startswith("fp:"):
-            item = json.loads(line[3:])
-            result[item["table"]] = TableFingerprint(rows=int(item["rows"]), checksum=item["checksum"])
-    if not taken_at:
-        raise RelaunchError(f"database {db.name!r}: the fingerprint query gave no answer")
-    return Fingerprint(tables=result, taken_at=taken_at, integrity=None, engine=db.engine)
+    return Fingerprint.from_json(runner.run(conn, fingerprint_command(db, compose)).decode())
 
 
 @contextlib.contextmanager

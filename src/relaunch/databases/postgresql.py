@@ -20,7 +20,6 @@ rows, while writers keep writing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 
@@ -31,8 +30,8 @@ from relaunch.databases.base import (
     Fingerprint,
     RemoteCommand,
     Snapshot,
-    TableFingerprint,
     compose_prefix,
+    fingerprint_driver,
     require,
 )
 from relaunch.errors import RelaunchError
@@ -165,32 +164,27 @@ def drop_command(db: Database, compose: list[str] | None = None) -> RemoteComman
     return RemoteCommand((*_client(db, compose, "dropdb", admin=True), "--no-password", "--if-exists", name), f"dropdb {name}")
 
 
-def _parse(out: bytes, db: Database) -> Fingerprint:
-    tables: dict[str, TableFingerprint] = {}
-    taken_at = ""
-    for line in out.decode("utf-8", "replace").splitlines():
-        if line.startswith("at:"):
-            taken_at = line[3:]
-        elif line.startswith("fp:"):
-            item = json.loads(line[3:])
-            tables[item["table"]] = TableFingerprint(rows=int(item["rows"]), checksum=item["checksum"])
-    if not taken_at:
-        raise RelaunchError(f"database {db.name!r}: the fingerprint query gave no answer")
-    return Fingerprint(tables=tables, taken_at=taken_at, integrity=None, engine="postgresql")
+def fingerprint_command(db: Database, compose: list[str] | None = None, snapshot: str | None = None) -> RemoteCommand:
+    """Return the host command that prints the database's fingerprint as JSON (:meth:`Fingerprint.to_json`'s form).
 
-
-def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None, snapshot: str | None = None) -> Fingerprint:
-    """Given a connection to the host, return the database's fingerprint, every table read in one snapshot.
-
-    One REPEATABLE READ, READ ONLY transaction (``snapshot``: an exported snapshot to read
-    instead, see :func:`snapshot`). ``taken_at`` is that transaction's start. Raise
-    RelaunchError if the query fails.
+    Every table is read in one REPEATABLE READ, READ ONLY transaction (``snapshot``: an
+    exported snapshot to read instead, see :func:`snapshot`); ``taken_at`` is that
+    transaction's start. Runs python3 on the host (a stdlib driver around psql).
     """
+    name, _ = _names(db)
     sql = _STABLE_TEXT + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
     if snapshot:
         sql += f"SET TRANSACTION SNAPSHOT '{_checked_snapshot(snapshot)}';\n"
     sql += _NOW + _PER_TABLE + "COMMIT;\n"
-    return _parse(runner.run(conn, _psql(db, compose), sql.encode()), db)
+    return fingerprint_driver("postgresql", "lines", name, sql, _psql(db, compose).argv, f"fingerprint {db.name}")
+
+
+def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None, snapshot: str | None = None) -> Fingerprint:
+    """Given a connection to the host, return the database's fingerprint (see :func:`fingerprint_command`).
+
+    Raise RelaunchError if the query fails.
+    """
+    return Fingerprint.from_json(runner.run(conn, fingerprint_command(db, compose, snapshot)).decode())
 
 
 def _checked_snapshot(snapshot: str) -> str:

@@ -23,7 +23,6 @@ Everything runs as root on the host, with python3 (Debian's, present on every Dr
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from collections.abc import Iterator
 from fabric import Connection
 
 from relaunch.databases import runner
-from relaunch.databases.base import Fingerprint, RemoteCommand, Snapshot, TableFingerprint, require
+from relaunch.databases.base import Fingerprint, RemoteCommand, Snapshot, require
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Database
 
@@ -113,15 +112,15 @@ except BaseException:
     raise
 """
 
-# argv: database path. Prints at:, integrity:, one fp: JSON line per table, in one read transaction.
+# argv: database path. Prints the Fingerprint as JSON, everything read in one read transaction.
 _FINGERPRINT = _OPEN + r"""
 import datetime, hashlib, json
 con = open_ro(sys.argv[1])
 con.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
 con.execute("BEGIN")
-print("at:" + datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"))
-integrity = "; ".join(r[0] for r in con.execute("PRAGMA integrity_check"))
-print("integrity:" + integrity)
+result = {"engine": "sqlite", "taken_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")}
+result["integrity"] = "; ".join(r[0] for r in con.execute("PRAGMA integrity_check"))
+result["tables"] = {}
 names = [r[0] for r in con.execute(
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
 for name in names:
@@ -131,8 +130,9 @@ for name in names:
         rows += 1
         total += int.from_bytes(hashlib.sha256(repr(row).encode("utf-8", "surrogateescape")).digest()[:16], "big")
     checksum = hashlib.sha256(f"{rows}:{total % (1 << 128)}".encode()).hexdigest()
-    print("fp:" + json.dumps({"table": name, "rows": rows, "checksum": checksum}))
+    result["tables"][name] = {"rows": rows, "checksum": checksum}
 con.execute("COMMIT")
+print(json.dumps(result, sort_keys=True))
 """
 
 
@@ -186,31 +186,22 @@ def drop_command(db: Database, compose: list[str] | None = None) -> RemoteComman
     )
 
 
-def _parse(out: bytes, db: Database) -> Fingerprint:
-    tables: dict[str, TableFingerprint] = {}
-    taken_at, integrity = "", None
-    for line in out.decode("utf-8", "replace").splitlines():
-        if line.startswith("at:"):
-            taken_at = line[3:]
-        elif line.startswith("integrity:"):
-            integrity = line[len("integrity:"):]
-        elif line.startswith("fp:"):
-            item = json.loads(line[3:])
-            tables[item["table"]] = TableFingerprint(rows=int(item["rows"]), checksum=item["checksum"])
-    if not taken_at:
-        raise RelaunchError(f"database {db.name!r}: the fingerprint gave no answer")
-    return Fingerprint(tables=tables, taken_at=taken_at, integrity=integrity, engine="sqlite")
+def fingerprint_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+    """Return the host command that prints the database's fingerprint as JSON (:meth:`Fingerprint.to_json`'s form).
+
+    Rows hashed on the host in Python (order-free: a sum of per-row SHA-256 parts) and
+    ``PRAGMA integrity_check`` ("ok" when sound), in one read transaction; opened read-only.
+    """
+    path = _path(db)
+    return RemoteCommand(("python3", "-c", _FINGERPRINT, path), f"fingerprint {db.name}")
 
 
 def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None) -> Fingerprint:
-    """Given a connection to the host, return the database's fingerprint, read in one transaction.
+    """Given a connection to the host, return the database's fingerprint (see :func:`fingerprint_command`).
 
-    Rows hashed on the host in Python (order-free: a sum of per-row SHA-256 parts), and
-    ``PRAGMA integrity_check`` ("ok" when sound). Opened read-only. Raise RelaunchError
-    if the file is missing or unreadable.
+    Raise RelaunchError if the file is missing or unreadable.
     """
-    path = _path(db)
-    return _parse(runner.run(conn, RemoteCommand(("python3", "-c", _FINGERPRINT, path), f"fingerprint {db.name}")), db)
+    return Fingerprint.from_json(runner.run(conn, fingerprint_command(db, compose)).decode())
 
 
 @contextlib.contextmanager
