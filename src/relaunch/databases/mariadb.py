@@ -57,6 +57,7 @@ _DUMP_OPTIONS = (
     "--triggers",
     "--events",
     "--hex-blob",
+    "--no-tablespaces",  # tablespaces need the PROCESS privilege (MySQL >= 8.0.21 fails without it), and one database needs none
     "--default-character-set=utf8mb4",
     "--quick",
 )

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paramiko
@@ -46,7 +47,7 @@ class StreamResult:
 class _Tail:
     """Drains one stream of a channel in a thread, keeping only its last TAIL bytes."""
 
-    def __init__(self, read: callable, name: str) -> None:  # type: ignore[valid-type]
+    def __init__(self, read: Callable[[int], bytes], name: str) -> None:
         self._read = read
         self._chunks: deque[bytes] = deque()
         self._size = 0
