@@ -169,7 +169,8 @@ def fingerprint_command(db: Database, compose: list[str] | None = None, snapshot
 
     Every table is read in one REPEATABLE READ, READ ONLY transaction (``snapshot``: an
     exported snapshot to read instead, see :func:`snapshot`); ``taken_at`` is that
-    transaction's start. Runs python3 on the host (a stdlib driver around psql).
+    transaction's start (:func:`snapshot` replaces it with the export's time). Runs
+    python3 on the host (a stdlib driver around psql).
     """
     name, _ = _names(db)
     sql = _STABLE_TEXT + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
