@@ -60,10 +60,15 @@ def test_backup_config_holds_argv_lists_and_paths_not_values(secrets) -> None:
     config = json.loads(by_path(files)[install.CONFIG_PATH].content)
     assert config["site"] == "example" and len(config["inventory_sha256"]) == 64
     assert config["retention"] == {"keep_within_hours": 24, "daily": 14, "weekly": 8}
+    assert config["local_keep_last"] == install.LOCAL_KEEP_LAST  # the full history is off-host
     assert [d["name"] for d in config["databases"]] == ["blog", "stats", "notes"]
     assert all(isinstance(d["argv"], list) and all(isinstance(a, str) for a in d["argv"]) for d in config["databases"])
     assert {a["app"]: a["paths"] for a in config["archives"]} == {
         "blog": ["/srv/blog/uploads"], "stats": ["/srv/stats"], "notes": ["/srv/notes"]}
+    # the notes database lives under /srv/notes: dumped on its own, never copied live into the archive
+    notes = next(a for a in config["archives"] if a["app"] == "notes")
+    assert notes["exclude"] == ["/srv/notes/notes.db", "/srv/notes/notes.db-wal", "/srv/notes/notes.db-shm",
+                                "/srv/notes/notes.db-journal"]
     off = config["offsite"]
     assert off["repository"] == "sftp:restic@backup.example.test:/srv/restic/example"
     assert off["password_file"] == install.RESTIC_PASSWORD_FILE

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def make_config(tmp_path: Path, *, dumps: dict[str, list[str]] | None = None, of
     files = tmp_path / "srv" / "app"
     (files / "sub").mkdir(parents=True)
     (files / "a.txt").write_text("alpha\n")
+    (files / "live.db").write_bytes(b"SQLite format 3\0")  # dumped on its own: left out of the archive
     (files / "sub" / "b.bin").write_bytes(os.urandom(4096))
     secret = tmp_path / "db.password"
     secret.write_text("s3cret-value\n")
@@ -41,7 +43,8 @@ def make_config(tmp_path: Path, *, dumps: dict[str, list[str]] | None = None, of
              "env_from_files": {"DBPW": str(secret)}}
             for name, argv in dumps.items()
         ],
-        "archives": [{"app": "app", "file": "app-files.tar.gz", "paths": [str(files)]}],
+        "archives": [{"app": "app", "file": "app-files.tar.gz", "paths": [str(files)],
+                      "exclude": [str(files / "live.db")]}],
         "offsite": offsite,
     }
     path = tmp_path / "backup.json"
@@ -70,7 +73,9 @@ def test_run_writes_a_backup_whose_manifest_lists_every_artifact_with_its_sha256
     assert m.database("pg").size == 5000 and m.database("pg").extra["engine"] == "postgresql"
     assert m.database("pg").extra["snapshot_at"].endswith("Z")
     assert (directory / "my.dump").read_text() == "-- dump 12\n"  # the password file's value, read at run time
-    assert m.archive("app").extra["files"] == 2
+    assert m.archive("app").extra["files"] == 2  # a.txt and sub/b.bin, not live.db
+    with tarfile.open(directory / "app-files.tar.gz") as tar:
+        assert not [n for n in tar.getnames() if n.endswith("live.db")]
     assert m.size == sum(a.size for a in m.artifacts)
     assert manifest_mod.verify_local(directory).ok
     status = json.loads((tmp_path / "state" / "status.json").read_text())["runs"]
@@ -144,6 +149,22 @@ def test_retention_removes_old_backups_after_a_good_run(tmp_path: Path) -> None:
     names = [p.name for p in backups(tmp_path)]
     assert "20200101T000000Z" not in names and "20200102T000000Z" not in names
     assert "not-a-backup" in names and len(names) == 2
+
+
+def test_local_keep_last_caps_the_host_copies(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    data = json.loads(config.read_text())
+    data["local_keep_last"] = 2
+    config.write_text(json.dumps(data))
+    root = tmp_path / "backups"
+    recent = runner.now_utc()
+    for minutes in (30, 20, 10):  # all within keep_within_hours: the policy alone would keep them
+        name = (recent - runner.dt.timedelta(minutes=minutes)).strftime(runner.ID_FORMAT)
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.json").write_text("{}")
+    assert run(config, "run").returncode == 0
+    names = [p.name for p in backups(tmp_path)]
+    assert len(names) == 2 and names[0] == (recent - runner.dt.timedelta(minutes=10)).strftime(runner.ID_FORMAT)
 
 
 def test_list_shows_local_backups_with_their_verification(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ STORE_KNOWN_HOSTS = f"{STORE_DIR}/known_hosts"
 RESTIC_PASSWORD_FILE = f"{render.SECRETS_DIR}/restic.password"
 RESTIC_ENV_FILE = f"{render.SECRETS_DIR}/restic.env"
 RESTIC_CACHE = "/var/cache/relaunch/restic"
+#: Local backups kept on the host when an off-host store holds the full retention.
+LOCAL_KEEP_LAST = 4
 
 _SFTP_REPO = re.compile(r"^sftp:(?:(?P<user>[^@:/]+)@)?(?P<host>[^:/]+):(?P<path>/.*)$")
 
@@ -140,13 +142,26 @@ def backup_config(
         "status_file": STATUS_FILE,
         "verified_file": VERIFIED_FILE,
         "retention": inv.backups.retention.model_dump(),
+        # with an off-host store, the host keeps only its newest few (the history is off-host, deduplicated)
+        "local_keep_last": LOCAL_KEEP_LAST if inv.backups.offsite is not None else None,
         "databases": database_specs(inv, compose),
         "archives": [
-            {"app": app.name, "file": f"{app.name}-files.tar.gz", "paths": list(app.files)}
+            {"app": app.name, "file": f"{app.name}-files.tar.gz", "paths": list(app.files),
+             "exclude": _dumped_files(inv, app.files)}
             for app in inv.apps if app.files
         ],
         "offsite": offsite_config(inv, store),
     }
+
+
+def _dumped_files(inv: Inventory, trees: list[str]) -> list[str]:
+    """SQLite files (and their -wal/-shm/-journal) inside ``trees``: they are dumped consistently, so the
+    archive leaves them out (a copy of a live database file is neither consistent nor needed)."""
+    out: list[str] = []
+    for db in inv.databases:
+        if db.engine == "sqlite" and db.path and any(db.path.startswith(t.rstrip("/") + "/") for t in trees):
+            out += [db.path, f"{db.path}-wal", f"{db.path}-shm", f"{db.path}-journal"]
+    return out
 
 
 def render_backup_files(

@@ -208,9 +208,11 @@ def archive_files(spec: dict, dest: Path) -> dict:
 
     Apps keep writing while this runs: a file that disappears between listing and reading
     is left out (it was being replaced), and one that grows is archived up to the size seen.
+    Paths in ``spec["exclude"]`` (SQLite files, dumped on their own) are left out.
     """
     step = f"archive {spec['app']}"
     started = time.monotonic()
+    exclude = set(spec.get("exclude") or [])  # database files dumped on their own
     count = 0
     missing: list[str] = []
     log(f"{step}: {', '.join(spec['paths'])} -> {dest.name}")
@@ -226,6 +228,8 @@ def archive_files(spec: dict, dest: Path) -> dict:
                         dirnames.sort()
                         for name in [None, *sorted(filenames)]:
                             path = dirpath if name is None else os.path.join(dirpath, name)
+                            if path in exclude:
+                                continue
                             try:
                                 tar.add(path, arcname=path.lstrip("/"), recursive=False)
                             except FileNotFoundError:
@@ -242,6 +246,7 @@ def archive_files(spec: dict, dest: Path) -> dict:
         "app": spec["app"],
         "file": dest.name,
         "paths": list(spec["paths"]),
+        "excluded": sorted(exclude),
         "size": out.size,
         "sha256": out.sha.hexdigest(),
         "files": count,
@@ -313,11 +318,24 @@ def local_backups(root: Path) -> dict[str, dt.datetime]:
 
 
 def apply_local_retention(config: dict, root: Path) -> list[str]:
-    decided = plan(local_backups(root), Policy(**config["retention"]), now_utc())
-    for backup_id in sorted(decided.remove):
+    """Remove the local backups the policy does not keep; with ``local_keep_last`` N, keep at most the newest N.
+
+    The cap exists because with an off-host store the history lives there (restic
+    deduplicates it; plain directories here do not): 96 full copies a day of a site's data
+    would fill the host's disk. Without an off-host store the install leaves it unset and
+    the whole policy applies here.
+    """
+    found = local_backups(root)
+    decided = plan(found, Policy(**config["retention"]), now_utc())
+    remove = set(decided.remove)
+    cap = config.get("local_keep_last")
+    if cap:
+        kept = sorted(decided.keep, key=lambda k: (found[k], k), reverse=True)
+        remove |= set(kept[cap:])
+    for backup_id in sorted(remove):
         log(f"retention: removing backup {backup_id}")
         shutil.rmtree(root / backup_id)
-    return sorted(decided.remove)
+    return sorted(remove)
 
 
 # --- restic ----------------------------------------------------------------------------
