@@ -111,6 +111,11 @@ def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn
     assert all(a.size > 0 and len(a.sha256) == 64 for a in manifest.artifacts)
     assert manifest.raw["inventory_sha256"] and manifest.raw["relaunch_version"]
     assert manifest.archive("blog").extra["files"] > 0
+    # fingerprints of exactly what was dumped: PostgreSQL through one exported snapshot, SQLite of the copy
+    blog, notes = manifest.database("blog").extra, manifest.database("notes").extra
+    assert blog["fingerprint"]["tables"] and blog["fingerprint"]["taken_at"] == blog["snapshot_at"]
+    assert notes["fingerprint"]["integrity"] == "ok" and notes["fingerprint"]["tables"]
+    assert manifest.database("stats").extra["fingerprint"] is None and manifest.database("stats").extra["fingerprint_note"]
     result = verify_backup(conn, run.id, offsite=True)
     assert result["ok"], result
     assert result["offsite"]["ok"]

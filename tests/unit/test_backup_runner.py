@@ -83,6 +83,49 @@ def test_run_writes_a_backup_whose_manifest_lists_every_artifact_with_its_sha256
     assert "s3cret" not in res.stdout + res.stderr
 
 
+SESSION = """
+import sys
+sys.stdin.readline()
+print("snap:00000003-0000001B-1 2026-11-26T08:00:00.000001+00:00", flush=True)
+sys.stdin.read()  # hold the snapshot until stdin closes
+open(sys.argv[1], "w").write("closed")
+"""
+
+
+def test_a_snapshot_session_gives_the_dump_and_the_fingerprint_the_same_snapshot(tmp_path: Path) -> None:
+    config = make_config(tmp_path, dumps={"pg": [sys.executable, "-c", "import sys; print('dump of', sys.argv[1])", "--snapshot=PH-1"]})
+    data = json.loads(config.read_text())
+    closed = tmp_path / "closed"
+    data["databases"][0].update(
+        fingerprint_argv=[sys.executable, "-c", "import json, sys; print(json.dumps({'tables': {}, 'sql': sys.argv[1]}))",
+                          "SET TRANSACTION SNAPSHOT 'PH-1';"],
+        snapshot={"session_argv": [sys.executable, "-c", SESSION, str(closed)], "send": "BEGIN;\n", "expect": "snap:",
+                  "placeholder": "PH-1"},
+    )
+    config.write_text(json.dumps(data))
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr
+    [directory] = backups(tmp_path)
+    assert (directory / "pg.dump").read_text() == "dump of --snapshot=00000003-0000001B-1\n"
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint"]["sql"] == "SET TRANSACTION SNAPSHOT '00000003-0000001B-1';"
+    assert entry["snapshot_at"] == entry["fingerprint"]["taken_at"] == "2026-11-26T08:00:00.000001+00:00"
+    assert closed.read_text() == "closed"  # the session ended with the run
+
+
+def test_a_fingerprint_of_the_written_artifact(tmp_path: Path) -> None:
+    config = make_config(tmp_path, dumps={"notes": [sys.executable, "-c", "print('copy')"]})
+    data = json.loads(config.read_text())
+    data["databases"][0].update(
+        fingerprint_argv=[sys.executable, "-c", "import json, sys; print(json.dumps({'of': open(sys.argv[1]).read()}))", "/ART"],
+        artifact_placeholder="/ART",
+    )
+    config.write_text(json.dumps(data))
+    assert run(config, "run").returncode == 0
+    [directory] = backups(tmp_path)
+    assert json.loads((directory / "manifest.json").read_text())["databases"][0]["fingerprint"] == {"of": "copy\n"}
+
+
 def test_verify_names_the_corrupted_artifact(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     assert run(config, "run").returncode == 0

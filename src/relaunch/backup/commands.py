@@ -33,15 +33,48 @@ def database_specs(inv: Inventory, compose: list[str]) -> list[dict[str, Any]]:
     return [_spec(db, compose) for db in inv.databases]
 
 
+#: Stand-ins the runner replaces at run time: the exported snapshot's id (hex and dashes, as
+#: ``relaunch.databases.postgresql`` checks) and the path of the artifact just written.
+SNAPSHOT_PLACEHOLDER = "00000000-0000000A-1"
+ARTIFACT_PLACEHOLDER = "/relaunch-backup-artifact"
+
+
 def _spec(db: Database, compose: list[str]) -> dict[str, Any]:
+    """The runner's spec of one database: its dump, and a fingerprint of exactly the data dumped where possible.
+
+    - PostgreSQL: a psql session holds a REPEATABLE READ transaction and exports its
+      snapshot; the fingerprint and ``pg_dump --snapshot`` both read it (writers go on).
+    - SQLite: the dump is a consistent copy of the file, so the fingerprint is taken of
+      the dump itself (``PRAGMA integrity_check`` included).
+    - MariaDB/MySQL: no fingerprint in scheduled backups. The server cannot share one
+      transaction's snapshot between sessions; an exact fingerprint needs writes paused
+      for fingerprint + dump (``relaunch.databases.mariadb.snapshot``), which a backup
+      every few minutes should not impose. A fingerprint taken after the dump would not
+      describe the dump, so none is better than that.
+    """
     module = databases.engine(db.engine)
-    spec: dict[str, Any] = {"name": db.name, "engine": db.engine, "file": f"{db.name}.{SUFFIX.get(db.engine, 'dump')}"}
-    spec.update(_from_remote_command(module.dump_command(db, compose)))
-    # A host-side fingerprint (a command printing Fingerprint JSON) would make the runner put one in the
-    # manifest for scheduled runs too; relaunch.databases fingerprints over a connection only, for now.
-    fingerprint_command = getattr(module, "fingerprint_command", None)
-    if callable(fingerprint_command):
-        spec["fingerprint_argv"] = list(fingerprint_command(db, compose).argv)
+    spec: dict[str, Any] = {"name": db.name, "engine": db.engine, "file": f"{db.name}.{SUFFIX.get(db.engine, 'dump')}",
+                            "fingerprint_note": None}
+    if db.engine == "postgresql":
+        spec.update(_from_remote_command(module.dump_command(db, compose, snapshot=SNAPSHOT_PLACEHOLDER)))
+        spec["fingerprint_argv"] = list(module.fingerprint_command(db, compose, snapshot=SNAPSHOT_PLACEHOLDER).argv)
+        # relaunch.databases has no public "session" command yet; its snapshot() uses this one
+        spec["snapshot"] = {
+            "session_argv": list(module._psql(db, compose).argv),  # noqa: SLF001
+            "send": ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+                     "SELECT 'snap:' || pg_export_snapshot() || ' ' || "
+                     "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"');\n"),
+            "expect": "snap:",
+            "placeholder": SNAPSHOT_PLACEHOLDER,
+        }
+    elif db.engine == "sqlite":
+        spec.update(_from_remote_command(module.dump_command(db, compose)))
+        argv = list(module.fingerprint_command(db, compose).argv)
+        spec["fingerprint_argv"] = [ARTIFACT_PLACEHOLDER if a == db.path else a for a in argv]
+        spec["artifact_placeholder"] = ARTIFACT_PLACEHOLDER
+    else:
+        spec.update(_from_remote_command(module.dump_command(db, compose)))
+        spec["fingerprint_note"] = "none: an exact one needs writes paused (MariaDB cannot share a snapshot)"
     return spec
 
 

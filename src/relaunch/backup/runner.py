@@ -150,51 +150,113 @@ def child_env(spec: dict) -> dict[str, str]:
     return env
 
 
+class SnapshotSession:
+    """A database session that holds a snapshot open while the dump and the fingerprint read it.
+
+    ``spec``: ``session_argv`` (a client reading SQL on stdin), ``send`` (the SQL that
+    starts the transaction and prints ``expect`` + "<id> <time>"), ``expect``. The snapshot
+    lives until the session's stdin closes.
+    """
+
+    def __init__(self, spec: dict, env: dict[str, str], step: str) -> None:
+        self.step = step
+        try:
+            self.proc = subprocess.Popen(spec["session_argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise StepFailed(step, f"cannot start {spec['session_argv'][0]}: {exc.strerror}") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(spec["send"].encode())
+        self.proc.stdin.flush()
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(spec["expect"]):
+                self.id, _, self.taken_at = line[len(spec["expect"]):].partition(" ")
+                return
+        self.close()
+        raise StepFailed(step, f"the snapshot session ended without a snapshot: {self.stderr[-1000:]}")
+
+    def close(self) -> None:
+        self.stderr = ""
+        try:
+            _, err = self.proc.communicate(timeout=60)  # closes stdin: the transaction ends
+            self.stderr = (err or b"").decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def substitute(argv: list[str], old: str | None, new: str) -> list[str]:
+    """``argv`` with every occurrence of the stand-in ``old`` replaced (it may sit inside an argument: SQL, --snapshot=)."""
+    return [a.replace(old, new) if old else a for a in argv]
+
+
 def dump_database(spec: dict, dest: Path) -> dict:
-    """Run the database's dump command, streaming its stdout into ``dest``; return its manifest entry."""
+    """Run the database's dump command, streaming its stdout into ``dest``; return its manifest entry.
+
+    With ``spec["snapshot"]`` a session holds one snapshot open: the fingerprint and the
+    dump both read it, so the fingerprint describes exactly what was dumped. With
+    ``artifact_placeholder`` the fingerprint is taken of the written dump (a SQLite copy).
+    """
     step = f"dump {spec['name']}"
-    snapshot = now_utc()
+    snapshot_at = iso(now_utc())
     started = time.monotonic()
+    env = child_env(spec)
+    argv, fp_argv = list(spec["argv"]), spec.get("fingerprint_argv")
+    session = None
+    fp = None
+    if spec.get("snapshot"):
+        session = SnapshotSession(spec["snapshot"], env, step)
+        snapshot_at = session.taken_at or snapshot_at
+        argv = substitute(argv, spec["snapshot"]["placeholder"], session.id)
+        fp_argv = substitute(fp_argv, spec["snapshot"]["placeholder"], session.id) if fp_argv else None
     log(f"{step}: {spec['engine']} -> {dest.name}")
     try:
-        proc = subprocess.Popen(
-            spec["argv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=child_env(spec)
-        )
-    except OSError as exc:
-        raise StepFailed(step, f"cannot start {spec['argv'][0]}: {exc.strerror}") from None
-    with open(dest, "wb") as fh:
-        out = HashingWriter(fh)
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(CHUNK):
-            out.write(chunk)
-        fh.flush()
-        os.fsync(fh.fileno())
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    code = proc.wait()
+        if session is not None and fp_argv:
+            fp = fingerprint(spec, fp_argv, env)
+            fp["taken_at"] = snapshot_at  # the snapshot's time, which the dump reads too
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        except OSError as exc:
+            raise StepFailed(step, f"cannot start {argv[0]}: {exc.strerror}") from None
+        with open(dest, "wb") as fh:
+            out = HashingWriter(fh)
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(CHUNK):
+                out.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        code = proc.wait()
+    finally:
+        if session is not None:
+            session.close()
     if code != 0:
         raise StepFailed(step, f"exit status {code}: {err.strip()[-1000:]}")
     if out.size == 0:
         raise StepFailed(step, "the dump is empty")
+    if session is None and fp_argv and spec.get("artifact_placeholder"):
+        fp = fingerprint(spec, substitute(fp_argv, spec["artifact_placeholder"], str(dest)), env)
     entry = {
         "name": spec["name"],
         "engine": spec["engine"],
         "file": dest.name,
-        "snapshot_at": iso(snapshot),
+        "snapshot_at": snapshot_at,
         "size": out.size,
         "sha256": out.sha.hexdigest(),
         "seconds": round(time.monotonic() - started, 3),
-        "fingerprint": None,
+        "fingerprint": fp,
     }
-    if spec.get("fingerprint_argv"):
-        entry["fingerprint"] = fingerprint(spec)
+    if fp is None and spec.get("fingerprint_note"):
+        entry["fingerprint_note"] = spec["fingerprint_note"]
     log(f"{step}: {out.size} bytes in {entry['seconds']:.1f} s")
     return entry
 
 
-def fingerprint(spec: dict) -> object:
-    """Run the database's fingerprint command (it prints JSON); a failure is the backup's failure."""
+def fingerprint(spec: dict, argv: list[str], env: dict[str, str]) -> object:
+    """Run a fingerprint command (it prints JSON); a failure is the backup's failure."""
     step = f"fingerprint {spec['name']}"
-    run = subprocess.run(spec["fingerprint_argv"], capture_output=True, stdin=subprocess.DEVNULL, env=child_env(spec))
+    run = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env)
     if run.returncode != 0:
         raise StepFailed(step, f"exit status {run.returncode}: {run.stderr.decode(errors='replace').strip()[-1000:]}")
     try:
