@@ -163,6 +163,26 @@ def test_a_failing_dump_fails_the_run_names_the_step_and_leaves_no_backup(tmp_pa
     assert last["ok"] is False and last["step"] == "dump pg"
 
 
+def test_parallel_steps_keep_the_manifest_order_and_report_every_failure(tmp_path: Path) -> None:
+    sleepy = [sys.executable, "-c", "import time; time.sleep(1); print('x')"]
+    failing = [sys.executable, "-c", "import sys; sys.exit(4)"]
+    config = make_config(tmp_path, dumps={"a": sleepy, "b": sleepy, "c": sleepy})
+    data = json.loads(config.read_text())
+    data["parallel"] = 3
+    config.write_text(json.dumps(data))
+    started = time.monotonic()
+    assert run(config, "run").returncode == 0
+    assert time.monotonic() - started < 2.8  # three 1-second dumps at once
+    [directory] = backups(tmp_path)
+    assert [d["name"] for d in json.loads((directory / "manifest.json").read_text())["databases"]] == ["a", "b", "c"]
+    data["databases"][0]["argv"] = failing
+    data["databases"][2]["argv"] = failing
+    config.write_text(json.dumps(data))
+    res = run(config, "run")
+    assert res.returncode == 1 and "dump a, dump c" in res.stderr
+    assert len(backups(tmp_path)) == 1
+
+
 def test_a_second_concurrent_run_exits_75_at_once_and_makes_nothing(tmp_path: Path) -> None:
     slow = [sys.executable, "-c", "import sys,time; time.sleep(2); sys.stdout.write('x')"]
     config = make_config(tmp_path, dumps={"pg": slow})

@@ -57,6 +57,8 @@ STORE_KNOWN_HOSTS = f"{STORE_DIR}/known_hosts"
 RESTIC_PASSWORD_FILE = f"{render.SECRETS_DIR}/restic.password"
 RESTIC_ENV_FILE = f"{render.SECRETS_DIR}/restic.env"
 RESTIC_CACHE = "/var/cache/relaunch/restic"
+#: Dumps and archives a run makes at once (each is mostly waiting on a database or a disk).
+PARALLEL_STEPS = 3
 #: Local backups kept on the host when an off-host store holds the full retention.
 LOCAL_KEEP_LAST = 4
 
@@ -144,6 +146,7 @@ def backup_config(
         "retention": inv.backups.retention.model_dump(),
         # with an off-host store, the host keeps only its newest few (the history is off-host, deduplicated)
         "local_keep_last": LOCAL_KEEP_LAST if inv.backups.offsite is not None else None,
+        "parallel": PARALLEL_STEPS,
         "databases": database_specs(inv, compose),
         "archives": [
             {"app": app.name, "file": f"{app.name}-files.tar.gz", "paths": list(app.files),
