@@ -128,3 +128,17 @@ def test_parse_sftp_rejects_other_forms(repo: str) -> None:
 def test_parse_sftp() -> None:
     assert install.parse_sftp("sftp:restic@backup.example.test:/srv/restic/example") == install.SftpRepository(
         "restic", "backup.example.test", "/srv/restic/example")
+
+
+def test_database_specs_mariadb_fingerprint_by_scratch_restore_unless_turned_off() -> None:
+    inv = load(EXAMPLE)
+    specs = {s["name"]: s for s in database_specs(inv, COMPOSE)}
+    assert specs["blog"]["fingerprint_method"] == "shared-snapshot"
+    assert specs["notes"]["fingerprint_method"] == "dumped-copy"
+    stats = specs["stats"]
+    assert stats["fingerprint_method"] == "scratch-restore"
+    assert stats["scratch_restore"]["database"] == "stats_relaunch_fp"
+    assert stats["artifact_placeholder"] in stats["scratch_restore"]["restore_argv"]
+    off = inv.model_copy(update={"backups": inv.backups.model_copy(update={"mariadb_fingerprint": False})})
+    stats = {s["name"]: s for s in database_specs(off, COMPOSE)}["stats"]
+    assert "scratch_restore" not in stats and stats["fingerprint_method"] is None and stats["fingerprint_note"]

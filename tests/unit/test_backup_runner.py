@@ -245,3 +245,61 @@ def test_parse_rejects_other_formats() -> None:
         manifest_mod.parse('{"format": 9}')
     with pytest.raises(manifest_mod.ManifestError):
         manifest_mod.parse("not json")
+
+
+# A stand-in server: the "scratch database" is a file; restore copies the dump into it.
+SCRATCH = """
+import json, os, shutil, sys
+action, db = sys.argv[1], sys.argv[2]
+if action == "drop":
+    open(db + ".log", "a").write("drop\\n")
+    if os.path.exists(db):
+        os.remove(db)
+elif action == "create":
+    open(db + ".log", "a").write("create\\n")
+    open(db, "x").close()
+elif action == "restore":
+    shutil.copyfile(sys.argv[3], db)
+elif action == "fingerprint":
+    print(json.dumps({"tables": {"t": {"rows": 1, "checksum": open(db).read().strip()}}, "taken_at": "later"}))
+elif action == "fail":
+    sys.exit("restore broke")
+"""
+
+
+def scratch_config(tmp_path: Path, restore: str = "restore") -> tuple[Path, Path]:
+    config = make_config(tmp_path, dumps={"stats": [sys.executable, "-c", "print('dumped rows')"]})
+    db = tmp_path / "scratch"
+    fake = [sys.executable, "-c", SCRATCH]
+    data = json.loads(config.read_text())
+    data["databases"][0].update(
+        scratch_restore={"database": "stats_relaunch_fp", "drop_argv": [*fake, "drop", str(db)],
+                         "create_argv": [*fake, "create", str(db)], "restore_argv": [*fake, restore, str(db), "/ART"],
+                         "fingerprint_argv": [*fake, "fingerprint", str(db)]},
+        artifact_placeholder="/ART", fingerprint_method="scratch-restore",
+    )
+    config.write_text(json.dumps(data))
+    return config, db
+
+
+def test_a_fingerprint_by_restoring_the_dump_into_a_scratch_database_dropped_after(tmp_path: Path) -> None:
+    config, db = scratch_config(tmp_path)
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint"]["tables"] == {"t": {"rows": 1, "checksum": "dumped rows"}}  # of the dump itself
+    assert entry["fingerprint"]["taken_at"] == entry["snapshot_at"]
+    assert entry["fingerprint_method"] == "scratch-restore"
+    assert entry["fingerprint_scratch_database"] == "stats_relaunch_fp" and entry["fingerprint_seconds"] >= 0
+    assert not db.exists()
+    assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "drop"]
+
+
+def test_a_failed_scratch_restore_fails_the_backup_and_still_drops_the_scratch_database(tmp_path: Path) -> None:
+    config, db = scratch_config(tmp_path, restore="fail")
+    res = run(config, "run")
+    assert res.returncode == 1
+    assert "fingerprint stats (restore into scratch database)" in res.stderr and "restore broke" in res.stderr
+    assert not db.exists() and not backups(tmp_path)
+    assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "drop"]

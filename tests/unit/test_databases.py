@@ -373,3 +373,39 @@ def test_run_to_file_wrapper_leaves_nothing_when_the_dump_fails(tmp_path: Path) 
     run = subprocess.run(["sh", "-c", runner._TO_FILE, str(out), "sh", "-c", "echo partial; exit 7"], capture_output=True)
     assert run.returncode == 7
     assert list(tmp_path.iterdir()) == []
+
+
+# --- MariaDB: fingerprint of a dump through a scratch restore -----------------------------
+
+
+@pytest.mark.parametrize(("database", "expected"), [
+    ("stats", "stats_relaunch_fp"),
+    ("my-db", "my_db_" + hashlib.sha256(b"my-db").hexdigest()[:8] + "_relaunch_fp"),
+    ("x" * 64, "x" * 43 + "_" + hashlib.sha256(b"x" * 64).hexdigest()[:8] + "_relaunch_fp"),
+])
+def test_scratch_name_is_safe_and_at_most_64_characters(database: str, expected: str) -> None:
+    name = mariadb.scratch_name(maria(database=database))
+    assert name == expected and len(name) <= 64
+    assert name.replace("_", "").isalnum()
+
+
+def test_scratch_commands_native_restore_the_file_into_the_scratch_database_as_root() -> None:
+    cmds = mariadb.scratch_commands(maria(), None, "/var/backups/relaunch/x/stats.sql")
+    assert cmds.database == "stats_relaunch_fp"
+    assert "DROP DATABASE IF EXISTS `stats_relaunch_fp`" in cmds.drop.argv
+    assert "CREATE DATABASE `stats_relaunch_fp` CHARACTER SET utf8mb4" in cmds.create.argv
+    assert cmds.restore.argv[:5] == ("sh", "-c", 'exec "$@" < "$0"', "/var/backups/relaunch/x/stats.sql", "mariadb")
+    assert cmds.restore.argv[-1] == "stats_relaunch_fp"
+    assert cmds.fingerprint.argv[0] == "python3" and "stats_relaunch_fp" in cmds.fingerprint.argv
+    assert "`stats`" not in " ".join(cmds.drop.argv + cmds.create.argv)  # never the live database
+    for cmd in (cmds.drop, cmds.create, cmds.restore, cmds.fingerprint):
+        assert not any(a.startswith(("-p", "--password", "-u", "--user")) for a in cmd.argv)
+
+
+def test_scratch_commands_compose_log_in_as_root_from_the_service_env() -> None:
+    cmds = mariadb.scratch_commands(maria(runs={"app": "blog", "service": "db"}), COMPOSE, "/x/stats.sql")
+    for cmd in (cmds.drop, cmds.create, cmds.restore, cmds.fingerprint):
+        assert ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD", "root") == tuple(
+            cmd.argv[cmd.argv.index("MARIADB_ROOT_PASSWORD"):][:3]), cmd.description
+        assert cmd.env == ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD")
+        assert PASSWORD not in cmd.shell()

@@ -28,9 +28,11 @@ def database_specs(inv: Inventory, compose: list[str]) -> list[dict[str, Any]]:
     """Return one runner spec per database of ``inv``, in inventory order.
 
     ``compose`` is the host's Compose command (argv prefix) for databases that are a
-    Compose service. Raise RelaunchError for an engine nobody can dump.
+    Compose service. ``inv.backups.mariadb_fingerprint`` says whether MariaDB/MySQL dumps
+    are fingerprinted (through a scratch restore). Raise RelaunchError for an engine
+    nobody can dump.
     """
-    return [_spec(db, compose) for db in inv.databases]
+    return [_spec(db, compose, inv.backups.mariadb_fingerprint) for db in inv.databases]
 
 
 #: Stand-ins the runner replaces at run time: the exported snapshot's id (hex and dashes, as
@@ -39,22 +41,32 @@ SNAPSHOT_PLACEHOLDER = "00000000-0000000A-1"
 ARTIFACT_PLACEHOLDER = "/relaunch-backup-artifact"
 
 
-def _spec(db: Database, compose: list[str]) -> dict[str, Any]:
-    """The runner's spec of one database: its dump, and a fingerprint of exactly the data dumped where possible.
+#: How a manifest's fingerprint was obtained (its ``fingerprint_method``).
+METHOD_SNAPSHOT = "shared-snapshot"  # the fingerprint read the snapshot the dump read
+METHOD_DUMPED_COPY = "dumped-copy"  # the fingerprint is of the dump itself (a database file)
+METHOD_SCRATCH_RESTORE = "scratch-restore"  # the dump restored into a scratch database, fingerprinted, dropped
+
+
+def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) -> dict[str, Any]:
+    """The runner's spec of one database: its dump, and a fingerprint of exactly the data dumped.
 
     - PostgreSQL: a psql session holds a REPEATABLE READ transaction and exports its
       snapshot; the fingerprint and ``pg_dump --snapshot`` both read it (writers go on).
     - SQLite: the dump is a consistent copy of the file, so the fingerprint is taken of
       the dump itself (``PRAGMA integrity_check`` included).
-    - MariaDB/MySQL: no fingerprint in scheduled backups. The server cannot share one
-      transaction's snapshot between sessions; an exact fingerprint needs writes paused
-      for fingerprint + dump (``relaunch.databases.mariadb.snapshot``), which a backup
-      every few minutes should not impose. A fingerprint taken after the dump would not
-      describe the dump, so none is better than that.
+    - MariaDB/MySQL: the server cannot share one transaction's snapshot between sessions,
+      and pausing writes for fingerprint + dump (``relaunch.databases.mariadb.snapshot``)
+      is too much to impose every few minutes. So the written dump is restored into a
+      scratch database on the same server and that is fingerprinted, then dropped
+      (``relaunch.databases.mariadb.scratch_commands``): the fingerprint is of the dump
+      by construction, writers never wait. (Parsing the dump's INSERTs instead would have
+      to reproduce the server's own rendering of every value type; a fingerprint taken
+      beside the dump would not describe it.) With ``mariadb_fingerprint`` off: none, and
+      the manifest says so.
     """
     module = databases.engine(db.engine)
     spec: dict[str, Any] = {"name": db.name, "engine": db.engine, "file": f"{db.name}.{SUFFIX.get(db.engine, 'dump')}",
-                            "fingerprint_note": None}
+                            "fingerprint_note": None, "fingerprint_method": None}
     if db.engine == "postgresql":
         spec.update(_from_remote_command(module.dump_command(db, compose, snapshot=SNAPSHOT_PLACEHOLDER)))
         spec["fingerprint_argv"] = list(module.fingerprint_command(db, compose, snapshot=SNAPSHOT_PLACEHOLDER).argv)
@@ -67,14 +79,29 @@ def _spec(db: Database, compose: list[str]) -> dict[str, Any]:
             "expect": "snap:",
             "placeholder": SNAPSHOT_PLACEHOLDER,
         }
+        spec["fingerprint_method"] = METHOD_SNAPSHOT
     elif db.engine == "sqlite":
         spec.update(_from_remote_command(module.dump_command(db, compose)))
         argv = list(module.fingerprint_command(db, compose).argv)
         spec["fingerprint_argv"] = [ARTIFACT_PLACEHOLDER if a == db.path else a for a in argv]
         spec["artifact_placeholder"] = ARTIFACT_PLACEHOLDER
+        spec["fingerprint_method"] = METHOD_DUMPED_COPY
     else:
         spec.update(_from_remote_command(module.dump_command(db, compose)))
-        spec["fingerprint_note"] = "none: an exact one needs writes paused (MariaDB cannot share a snapshot)"
+        if mariadb_fingerprint:
+            scratch = module.scratch_commands(db, compose, ARTIFACT_PLACEHOLDER)
+            spec["scratch_restore"] = {
+                "database": scratch.database,
+                "drop_argv": list(scratch.drop.argv),
+                "create_argv": list(scratch.create.argv),
+                "restore_argv": list(scratch.restore.argv),
+                "fingerprint_argv": list(scratch.fingerprint.argv),
+            }
+            spec["artifact_placeholder"] = ARTIFACT_PLACEHOLDER
+            spec["fingerprint_method"] = METHOD_SCRATCH_RESTORE
+        else:
+            spec["fingerprint_note"] = ("none: turned off (backups.mariadb_fingerprint: false); an exact one needs "
+                                        "the dump restored, or writes paused (MariaDB cannot share a snapshot)")
     return spec
 
 

@@ -9,7 +9,10 @@ Shape (format 1)::
     {"format": 1, "id": "20261126T081500Z", "site": "example", "host": "example-prod",
      "started_at": "...Z", "finished_at": "...Z", "relaunch_version": "0.1.0",
      "inventory_sha256": "<hex>", "size": <bytes, all artifacts>,
-     "databases": [{"name", "engine", "file", "snapshot_at", "size", "sha256", "seconds", "fingerprint"}],
+     "databases": [{"name", "engine", "file", "snapshot_at", "size", "sha256", "seconds", "fingerprint",
+                    "fingerprint_method" (shared-snapshot | dumped-copy | scratch-restore, with a fingerprint),
+                    "fingerprint_seconds", "fingerprint_scratch_database" (scratch-restore),
+                    "fingerprint_note" (why there is none)}],
      "archives":  [{"app", "file", "paths", "size", "sha256", "files", "seconds"}]}
 """
 

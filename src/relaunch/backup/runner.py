@@ -236,7 +236,13 @@ def dump_database(spec: dict, dest: Path) -> dict:
         raise StepFailed(step, f"exit status {code}: {err.strip()[-1000:]}")
     if out.size == 0:
         raise StepFailed(step, "the dump is empty")
-    if session is None and fp_argv and spec.get("artifact_placeholder"):
+    fp_seconds = None
+    if session is None and spec.get("scratch_restore"):
+        fp_started = time.monotonic()
+        fp = fingerprint_by_restore(spec, dest, env)
+        fp["taken_at"] = snapshot_at  # what the dump's transaction saw, which started then
+        fp_seconds = round(time.monotonic() - fp_started, 3)
+    elif session is None and fp_argv and spec.get("artifact_placeholder"):
         fp = fingerprint(spec, substitute(fp_argv, spec["artifact_placeholder"], str(dest)), env)
     entry = {
         "name": spec["name"],
@@ -248,10 +254,53 @@ def dump_database(spec: dict, dest: Path) -> dict:
         "seconds": round(time.monotonic() - started, 3),
         "fingerprint": fp,
     }
+    if spec.get("fingerprint_method") and fp is not None:
+        entry["fingerprint_method"] = spec["fingerprint_method"]
+    if fp_seconds is not None:
+        entry["fingerprint_seconds"] = fp_seconds
+        entry["fingerprint_scratch_database"] = spec["scratch_restore"]["database"]
     if fp is None and spec.get("fingerprint_note"):
         entry["fingerprint_note"] = spec["fingerprint_note"]
     log(f"{step}: {out.size} bytes in {entry['seconds']:.1f} s")
     return entry
+
+
+def run_step(step: str, argv: list[str], env: dict[str, str]) -> None:
+    """Run one command to completion; a failure is the step's (its stderr's tail in the message)."""
+    try:
+        run = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env)
+    except OSError as exc:
+        raise StepFailed(step, f"cannot start {argv[0]}: {exc.strerror}") from None
+    if run.returncode != 0:
+        raise StepFailed(step, f"exit status {run.returncode}: {run.stderr.decode(errors='replace').strip()[-1000:]}")
+
+
+def fingerprint_by_restore(spec: dict, dest: Path, env: dict[str, str]) -> dict:
+    """Fingerprint the dump at ``dest`` by restoring it into a scratch database, which is dropped after.
+
+    ``spec["scratch_restore"]``: drop/create/restore/fingerprint argv lists (the restore's
+    holds the artifact placeholder). The scratch database is dropped first (left by a run
+    that died: the run lock makes it ours) and always after; a failed drop fails the step.
+    """
+    scratch = spec["scratch_restore"]
+    step = f"fingerprint {spec['name']}"
+    log(f"{step}: restoring {dest.name} into scratch database {scratch['database']}")
+    run_step(f"{step} (drop scratch database)", scratch["drop_argv"], env)
+    try:
+        run_step(f"{step} (create scratch database)", scratch["create_argv"], env)
+        run_step(f"{step} (restore into scratch database)",
+                 substitute(scratch["restore_argv"], spec["artifact_placeholder"], str(dest)), env)
+        fp = fingerprint(spec, scratch["fingerprint_argv"], env)
+    except BaseException:
+        try:
+            run_step(f"{step} (drop scratch database)", scratch["drop_argv"], env)
+        except StepFailed as exc:  # the first failure is the one reported; this one is logged
+            log(f"{exc.step}: {exc.message}")
+        raise
+    run_step(f"{step} (drop scratch database)", scratch["drop_argv"], env)
+    if not isinstance(fp, dict):
+        raise StepFailed(step, "the fingerprint is not a JSON object")
+    return fp
 
 
 def fingerprint(spec: dict, argv: list[str], env: dict[str, str]) -> object:

@@ -24,14 +24,21 @@ session, so :func:`snapshot` pauses writes to the database's tables instead: one
 holds ``LOCK TABLES ... READ`` on all of them (writers wait; reads go on; other
 databases are untouched) while the fingerprint is taken and the dump runs, and releases
 it when the block ends.
+
+The backup runner needs no pause: it fingerprints the dump itself, restored into a
+scratch database on the same server (:func:`scratch_commands`; the fingerprint is then,
+by construction, that of the dump).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fabric import Connection
 
@@ -176,14 +183,14 @@ def drop_command(db: Database, compose: list[str] | None = None) -> RemoteComman
     return _admin_sql(db, compose, f"DROP DATABASE IF EXISTS {_ident(name)}", f"drop database {name}")
 
 
-def _query(db: Database, compose: list[str] | None) -> RemoteCommand:
+def _query(db: Database, compose: list[str] | None, admin: bool = False) -> RemoteCommand:
     """A client reading SQL on stdin, printing raw tab-separated rows without headers."""
     _, client = _programs(db)
     return RemoteCommand(
-        (*_client(db, compose, client), "--batch", "--raw", "--skip-column-names", "--unbuffered",
+        (*_client(db, compose, client, admin=admin), "--batch", "--raw", "--skip-column-names", "--unbuffered",
          "--default-character-set=utf8mb4"),
         f"{client} {db.name}",
-        _env(db),
+        _env(db, admin=admin),
     )
 
 
@@ -208,7 +215,7 @@ def _columns_sql(database: str) -> str:
     )
 
 
-def fingerprint_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+def fingerprint_command(db: Database, compose: list[str] | None = None, admin: bool = False) -> RemoteCommand:
     """Return the host command that prints the database's fingerprint as JSON (:meth:`Fingerprint.to_json`'s form).
 
     Two sessions: the base tables' columns, then one ``START TRANSACTION WITH CONSISTENT
@@ -219,10 +226,12 @@ def fingerprint_command(db: Database, compose: list[str] | None = None) -> Remot
     32-bit parts of those hashes: independent of row order, in constant memory. (An
     ordered ``GROUP_CONCAT`` would be capped by ``group_concat_max_len`` and, whatever
     that is set to, by ``max_allowed_packet``: 16 MB by default, about 500 000 rows.)
-    Runs python3 on the host (a stdlib driver around the client, see base.py).
+    Runs python3 on the host (a stdlib driver around the client, see base.py). ``admin``:
+    as root (a Compose service: its root password), e.g. for a database ``db.user`` has no
+    rights on.
     """
     name, _ = _names(db)
-    query = _query(db, compose)
+    query = _query(db, compose, admin=admin)
     return fingerprint_driver(db.engine, "mariadb", name, _columns_sql(name), query.argv, f"fingerprint {db.name}", query.env)
 
 
@@ -232,6 +241,72 @@ def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None
     Raise RelaunchError if a query fails.
     """
     return Fingerprint.from_json(runner.run(conn, fingerprint_command(db, compose)).decode())
+
+
+#: Suffix of the scratch database a backup's dump is restored into to fingerprint it.
+SCRATCH_SUFFIX = "_relaunch_fp"
+_MAX_NAME = 64  # MariaDB/MySQL identifier length
+
+
+def scratch_name(db: Database) -> str:
+    """Given a database, return the name of its scratch twin: ``<database>_relaunch_fp``.
+
+    Only ``[A-Za-z0-9_]`` and at most 64 characters: a name with anything else, or too
+    long, is cut and given 8 hex digits of its SHA-256 so that distinct names stay distinct.
+    """
+    name, _ = _names(db)
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    room = _MAX_NAME - len(SCRATCH_SUFFIX)
+    if safe != name or len(safe) > room:
+        safe = f"{safe[: room - 9]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return safe + SCRATCH_SUFFIX
+
+
+@dataclass(frozen=True)
+class ScratchCommands:
+    """The commands that fingerprint a dump file by restoring it into a scratch database, in order.
+
+    ``drop`` (a leftover of a run that died), ``create``, ``restore`` (the file at the
+    path given), ``fingerprint`` (prints JSON), then ``drop`` again whatever happened.
+    All run as root (native: the unix socket; Compose: the service's root password, from
+    its environment through the option-file wrapper), since ``db.user`` has no rights on
+    the scratch database.
+    """
+
+    database: str
+    drop: RemoteCommand
+    create: RemoteCommand
+    restore: RemoteCommand
+    fingerprint: RemoteCommand
+
+
+def scratch_commands(db: Database, compose: list[str] | None, path: str) -> ScratchCommands:
+    """Given a database and the path of a dump of it on the host, return the commands that fingerprint that dump.
+
+    The dump is restored into :func:`scratch_name` on the same server and fingerprinted
+    with :func:`fingerprint_command`'s query: the fingerprint is that of exactly what was
+    dumped, and the live database's writers are never paused. It costs about a restore's
+    time and, while it runs, the database's size again on the server. Whatever database
+    has the scratch name is dropped (the name is relaunch's). Events in the dump are
+    restored as dumped: with the event scheduler on, one firing in the seconds the scratch
+    database lives would change what is fingerprinted (such a database should turn the
+    fingerprint off, ``backups.mariadb_fingerprint: false``).
+    """
+    scratch = db.model_copy(update={"database": scratch_name(db)})
+    _, client = _programs(db)
+    restore = RemoteCommand(
+        ("sh", "-c", 'exec "$@" < "$0"', path, *_client(scratch, compose, client, admin=True),
+         "--default-character-set=utf8mb4", "--batch", scratch_name(db)),
+        f"{client} {scratch.database} < {path}",
+        _env(db, admin=True),
+    )
+    return ScratchCommands(
+        database=scratch_name(db),
+        drop=drop_command(scratch, compose),
+        create=create_command(scratch, compose),
+        restore=restore,
+        fingerprint=fingerprint_command(scratch, compose, admin=True),
+    )
 
 
 @contextlib.contextmanager

@@ -264,6 +264,12 @@ class Backups(Strict):
     interval_minutes: int = Field(15, ge=1, le=1440, description="minutes between backups")
     retention: Retention = Field(default_factory=Retention)
     offsite: Offsite | None = Field(None, description="off-host copy (strongly advised)")
+    mariadb_fingerprint: bool = Field(
+        True,
+        description="fingerprint each MariaDB/MySQL dump by restoring it into a scratch database <name>_relaunch_fp "
+        "on the same server, then dropping it (about a restore's time, the database's size again while it runs; "
+        "writers never wait); false: no fingerprint for them",
+    )
 
 
 class Objectives(Strict):
