@@ -1,0 +1,1 @@
+"""DNS: switching a site's records (switch) and asking authoritative servers what they answer."""

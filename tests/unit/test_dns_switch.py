@@ -1,0 +1,362 @@
+"""relaunch.dns.switch: plans, the journal, rollback, the lock, TTL choreography (a stub of Cloud's interface)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from relaunch.cloud import DnsRecord, Droplet, ReservedIp
+from relaunch.dns import switch as sw
+from relaunch.errors import RelaunchError
+from relaunch.health import CheckResult, HealthReport
+from relaunch.inventory.model import Inventory
+from relaunch.state import HostRecord, save_host
+
+INV = Inventory.model_validate({
+    "site": "t",
+    "provider": {"kind": "sandbox", "region": "fra1", "size": "s-1vcpu-1gb", "tags": ["relaunch-t"]},
+    "production": {"droplet_name": "t-prod"},
+    "apps": [{"name": "blog", "kind": "systemd", "domain": "t.test", "port": 8081,
+              "systemd": {"unit_template": "x.j2"}, "health": [{"path": "/health"}]}],
+    "dns": {"zone": "t.test", "records": [{"name": "@"}, {"name": "www"}, {"name": "@", "type": "AAAA"}],
+            "ttl": 1800, "switch_ttl": 60},
+})
+V4_ONLY = INV.model_copy(update={"dns": INV.dns.model_copy(update={"records": INV.dns.records[:2]})})
+
+
+@pytest.fixture(autouse=True)
+def _own_state(tmp_path, monkeypatch) -> None:
+    """Each test its own journal, hosts and lock."""
+    monkeypatch.setenv("RELAUNCH_STATE_DIR", str(tmp_path / "state"))
+
+
+def droplet(id_: int, name: str, ip: str, region: str = "fra1") -> Droplet:
+    return Droplet(id_, name, "active", ip, region, ("relaunch-t",), "2026-01-01T00:00:00Z")
+
+
+class FakeCloud:
+    """The part of Cloud a switch uses, in memory; ``fail_on`` makes the Nth update_record raise."""
+
+    def __init__(self) -> None:
+        self.records = {
+            1: DnsRecord(1, "A", "@", "10.0.0.1", 1800),
+            2: DnsRecord(2, "A", "www", "10.0.0.1", 1800),
+            3: DnsRecord(3, "AAAA", "@", "fd00::1", 1800),
+            4: DnsRecord(4, "MX", "@", "mail.t.test", 1800),
+        }
+        self.droplets = [droplet(11, "t-prod", "10.0.0.1"), droplet(12, "t-new", "10.0.0.2"),
+                         droplet(13, "t-far", "10.0.0.3", region="nyc3")]
+        self.reserved = {"10.9.9.9": ReservedIp("10.9.9.9", "fra1", 11)}
+        self.updates = 0
+        self.fail_on: int | None = None
+        self.interrupt = False
+
+    def list_records(self, domain, *, type=None, name=None):
+        assert domain == "t.test"
+        return [r for r in self.records.values()
+                if (type is None or r.type == type) and (name is None or r.name == name)]
+
+    def update_record(self, domain, record_id, *, data=None, ttl=None, name=None):
+        self.updates += 1
+        if self.fail_on is not None and self.updates == self.fail_on:
+            if self.interrupt:
+                raise KeyboardInterrupt
+            raise RelaunchError(f"updating DNS record {record_id}: HTTP 500")
+        r = self.records[record_id]
+        r = replace(r, data=r.data if data is None else data, ttl=r.ttl if ttl is None else ttl)
+        self.records[record_id] = r
+        return r
+
+    def list_droplets(self, tag=None):
+        return list(self.droplets)
+
+    def get_droplet(self, droplet_id):
+        return next(d for d in self.droplets if d.id == droplet_id)
+
+    def get_reserved_ip(self, ip):
+        return self.reserved[ip]
+
+    def assign_reserved_ip(self, ip, droplet_id, timeout=300.0):
+        self.reserved[ip] = replace(self.reserved[ip], droplet_id=droplet_id)
+        return self.reserved[ip]
+
+    def zone(self):
+        return {k: (r.data, r.ttl) for k, r in self.records.items()}
+
+
+def healthy(inv, address):
+    return HealthReport(address, [CheckResult("blog", "t.test", "/health", True, 200, "ok", 0.01)])
+
+
+def unhealthy(inv, address):
+    return HealthReport(address, [CheckResult("blog", "t.test", "/health", False, None, "no answer (ConnectTimeout)", 2)])
+
+
+@dataclass
+class Answer:
+    seconds: float
+    answers: dict
+    ok: bool
+
+
+def verifier(calls: list):
+    def verify(names, rdtype, expected, servers, timeout):
+        calls.append((tuple(names), rdtype, expected, servers))
+        return Answer(0.1, {n: [expected] for n in names}, True)
+    return verify
+
+
+def run(cloud, target, inv=INV, **kw):
+    kw.setdefault("health", healthy)
+    kw.setdefault("verify", verifier([]))
+    return sw.switch(cloud, inv, target, **kw)
+
+
+def test_plan_switch_address_pair_gives_exact_changes() -> None:
+    cloud = FakeCloud()
+    plan = sw.plan_switch(cloud, INV, "10.0.0.2,fd00::2")
+    assert [(c.id, c.type, c.name, c.before_data, c.before_ttl, c.after_data, c.after_ttl) for c in plan.changes] == [
+        (1, "A", "@", "10.0.0.1", 1800, "10.0.0.2", 1800),
+        (2, "A", "www", "10.0.0.1", 1800, "10.0.0.2", 1800),
+        (3, "AAAA", "@", "fd00::1", 1800, "fd00::2", 1800),
+    ]
+    assert plan.droplet and plan.droplet.name == "t-new"
+    assert any("TTL 1800" in w for w in plan.warnings)
+    assert cloud.updates == 0
+
+
+def test_plan_switch_refuses_aaaa_record_without_ipv6() -> None:
+    with pytest.raises(RelaunchError, match="AAAA record '@' needs an IPv6"):
+        sw.plan_switch(FakeCloud(), INV, "t-new")
+
+
+def test_plan_switch_droplet_name_and_unknown_name() -> None:
+    plan = sw.plan_switch(FakeCloud(), V4_ONLY, "t-new")
+    assert {c.after_data for c in plan.changes} == {"10.0.0.2"}
+    with pytest.raises(RelaunchError, match="no Droplet of site 't' is called 'nope'"):
+        sw.plan_switch(FakeCloud(), V4_ONLY, "nope")
+
+
+def test_plan_switch_new_is_newest_non_production_host() -> None:
+    for name, did, ip, at in (("t-prod", 11, "10.0.0.1", "2026-01-03"), ("t-new", 12, "10.0.0.2", "2026-01-02"),
+                              ("t-older", 13, "10.0.0.3", "2026-01-01")):
+        save_host("t", HostRecord(name, "production" if name == "t-prod" else "rebuild", did, ip, "ssh-ed25519 A", at))
+    cloud = FakeCloud()
+    cloud.droplets[2] = droplet(13, "t-older", "10.0.0.3")
+    plan = sw.plan_switch(cloud, V4_ONLY, "new")
+    assert plan.droplet.name == "t-new" and plan.addresses == {"A": "10.0.0.2"}
+
+
+def test_plan_switch_refuses_missing_record() -> None:
+    cloud = FakeCloud()
+    del cloud.records[2]
+    with pytest.raises(RelaunchError, match="no A record 'www'"):
+        sw.plan_switch(cloud, V4_ONLY, "10.0.0.2")
+
+
+def test_switch_changes_records_journals_before_and_verifies() -> None:
+    cloud, calls = FakeCloud(), []
+    result = run(cloud, "10.0.0.2,fd00::2", verify=verifier(calls), servers=["127.0.0.1:5353"])
+    assert result.ok and not result.forced
+    assert cloud.zone()[1] == ("10.0.0.2", 1800) and cloud.zone()[3] == ("fd00::2", 1800)
+    assert cloud.zone()[4] == ("mail.t.test", 1800)
+    assert calls == [(("t.test", "www.t.test"), "A", "10.0.0.2", ["127.0.0.1:5353"]),
+                     (("t.test",), "AAAA", "fd00::2", ["127.0.0.1:5353"])]
+    entry = sw.load_journal("t")["switches"][-1]
+    assert entry["status"] == "done"
+    assert [(r["id"], r["data"], r["ttl"]) for r in entry["records"]] == [
+        (1, "10.0.0.1", 1800), (2, "10.0.0.1", 1800), (3, "fd00::1", 1800)]
+    assert set(result.phases) >= {"plan", "health", "change", "verify"}
+    json.dumps(result.to_json())
+
+
+def test_switch_refuses_unhealthy_target_and_changes_nothing() -> None:
+    cloud = FakeCloud()
+    before = cloud.zone()
+    with pytest.raises(RelaunchError, match="health check failed: blog: .*no answer"):
+        run(cloud, "t-new", inv=V4_ONLY, health=unhealthy)
+    assert cloud.zone() == before and cloud.updates == 0
+    assert sw.load_journal("t")["switches"] == []
+
+
+def test_switch_force_goes_on_and_says_so() -> None:
+    cloud = FakeCloud()
+    result = run(cloud, "t-new", inv=V4_ONLY, health=unhealthy, force=True)
+    assert result.forced and any(w.startswith("FORCED") for w in result.warnings)
+    assert result.to_json()["forced"] is True
+    assert cloud.zone()[1][0] == "10.0.0.2"
+
+
+def test_switch_failure_after_first_record_rolls_back() -> None:
+    cloud = FakeCloud()
+    before = cloud.zone()
+    cloud.fail_on = 2
+    with pytest.raises(RelaunchError, match=r"HTTP 500 \(the 1 record\(s\) already changed were put back\)"):
+        run(cloud, "10.0.0.2,fd00::2")
+    assert cloud.zone() == before
+    assert sw.load_journal("t")["switches"][-1]["status"] == "rolled-back"
+
+
+def test_apply_changes_rolls_back_on_keyboard_interrupt_and_reraises() -> None:
+    cloud = FakeCloud()
+    before = cloud.zone()
+    cloud.fail_on, cloud.interrupt = 3, True
+    plan = sw.plan_switch(cloud, INV, "10.0.0.2,fd00::2")
+    with pytest.raises(KeyboardInterrupt):
+        sw.apply_changes(cloud, "t.test", plan.changes)
+    assert cloud.zone() == before
+
+
+def test_apply_changes_names_records_left_when_rollback_fails() -> None:
+    cloud = FakeCloud()
+    plan = sw.plan_switch(cloud, INV, "10.0.0.2,fd00::2")
+    cloud.fail_on = 2
+    real = cloud.update_record
+
+    def update(*a, **kw):
+        if cloud.updates >= 2:
+            cloud.updates += 1
+            raise RelaunchError("HTTP 503")
+        return real(*a, **kw)
+
+    cloud.update_record = update
+    with pytest.raises(sw.RollbackFailed, match="left changed: A @ \\(record 1\\)"):
+        sw.apply_changes(cloud, "t.test", plan.changes)
+
+
+def test_switch_old_restores_journaled_data_and_ttl_exactly() -> None:
+    cloud = FakeCloud()
+    cloud.records[2] = replace(cloud.records[2], ttl=120)
+    before = cloud.zone()
+    run(cloud, "10.0.0.2", inv=V4_ONLY)
+    sw.prepare(cloud, V4_ONLY)  # TTLs change after the switch too
+    assert cloud.zone() != before
+    result = run(cloud, "old", inv=V4_ONLY)
+    assert cloud.zone() == before
+    assert {c.after_data for c in result.plan.changes} == {"10.0.0.1"}
+    # and `old` again goes back to where the first switch went
+    run(cloud, "old", inv=V4_ONLY)
+    assert cloud.zone()[1][0] == "10.0.0.2"
+
+
+def test_switch_old_skips_rolled_back_switches() -> None:
+    cloud = FakeCloud()
+    run(cloud, "10.0.0.2", inv=V4_ONLY)
+    cloud.fail_on = cloud.updates + 2
+    with pytest.raises(RelaunchError):
+        run(cloud, "10.0.0.3", inv=V4_ONLY)
+    cloud.fail_on = None
+    plan = sw.plan_switch(cloud, V4_ONLY, "old")
+    assert {c.after_data for c in plan.changes} == {"10.0.0.1"}
+
+
+def test_switch_old_without_journal_refuses() -> None:
+    with pytest.raises(RelaunchError, match="nothing to go back to"):
+        sw.plan_switch(FakeCloud(), V4_ONLY, "old")
+
+
+def test_switch_dry_run_changes_nothing() -> None:
+    cloud = FakeCloud()
+    before = cloud.zone()
+    result = run(cloud, "10.0.0.2,fd00::2", dry_run=True)
+    assert result.dry_run and len(result.plan.changes) == 3 and not result.applied
+    assert cloud.zone() == before and cloud.updates == 0
+    assert not sw.journal_path("t").exists()
+
+
+def _hold_lock(site, ready, release) -> None:
+    with sw.site_lock(site):
+        ready.set()
+        release.wait(10)
+
+
+def test_switch_refuses_while_another_holds_the_lock() -> None:
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=("t", ready, release))
+    proc.start()
+    try:
+        assert ready.wait(10)
+        cloud = FakeCloud()
+        with pytest.raises(RelaunchError, match="another DNS switch of site 't' is running"):
+            run(cloud, "10.0.0.2", inv=V4_ONLY)
+        assert cloud.updates == 0
+    finally:
+        release.set()
+        proc.join(10)
+    run(FakeCloud(), "10.0.0.2", inv=V4_ONLY)  # free again
+
+
+def test_journal_round_trip_and_atomic_write(tmp_path) -> None:
+    journal = {"switches": [{"at": "x", "status": "done", "records": []}], "ttl": {}}
+    sw.save_journal("t", journal)
+    assert sw.load_journal("t") == journal
+    assert sw.journal_path("t").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in sw.journal_path("t").parent.iterdir() if p.name.startswith(".tmp")] == []
+    sw.journal_path("t").write_text("{not json")
+    with pytest.raises(RelaunchError, match="unreadable DNS journal"):
+        sw.load_journal("t")
+
+
+def test_prepare_and_restore_ttl_round_trip() -> None:
+    cloud = FakeCloud()
+    before = cloud.zone()
+    prepared = sw.prepare(cloud, INV)
+    assert prepared.wait_seconds == 1800 and len(prepared.changes) == 3
+    assert {cloud.zone()[i][1] for i in (1, 2, 3)} == {60} and cloud.zone()[4] == before[4]
+    assert sw.prepare(cloud, INV).changes == []  # twice: the first remembered TTL stays
+    result = run(cloud, "10.0.0.2,fd00::2")
+    assert not any("TTL 1800" in w for w in result.plan.warnings)
+    assert cloud.zone()[1] == ("10.0.0.2", 60)
+    restored = sw.restore_ttl(cloud, INV)
+    assert len(restored.changes) == 3
+    assert {cloud.zone()[i][1] for i in (1, 2, 3)} == {1800}
+    assert sw.load_journal("t")["ttl"] == {}
+
+
+def test_switch_wait_ttl_waits_out_the_rest_of_the_old_ttl_bounded() -> None:
+    cloud = FakeCloud()
+    sw.prepare(cloud, V4_ONLY)
+    journal = sw.load_journal("t")
+    journal["ttl"]["prepared_at"] = (datetime.now(timezone.utc) - timedelta(seconds=1790)).isoformat()
+    sw.save_journal("t", journal)
+    slept, said = [], []
+    result = run(cloud, "10.0.0.2", inv=V4_ONLY, wait_ttl=True, sleep=slept.append, progress=said.append)
+    assert 5 < sum(slept) <= 10.5 and result.waited_ttl == sum(slept)
+    assert any("waiting out the previous TTL" in s for s in said)
+    journal["ttl"]["prepared_at"] = datetime.now(timezone.utc).isoformat()
+    sw.save_journal("t", journal)
+    slept.clear()
+    result = run(cloud, "10.0.0.1", inv=V4_ONLY, wait_ttl=True, max_wait_ttl=30, sleep=slept.append)
+    assert sum(slept) == 30 and any("waited 30 s" in w for w in result.warnings)
+
+
+def test_switch_reports_failed_verification() -> None:
+    def never(names, rdtype, expected, servers, timeout):
+        return Answer(timeout, {n: ["10.0.0.1"] for n in names}, False)
+
+    result = run(FakeCloud(), "10.0.0.2", inv=V4_ONLY, verify=never, verify_timeout=5)
+    assert not result.ok and result.to_json()["ok"] is False
+
+
+def test_reserved_ip_mode_assigns_and_refuses_other_region() -> None:
+    inv = V4_ONLY.model_copy(update={"dns": V4_ONLY.dns.model_copy(update={"reserved_ip": "10.9.9.9"})})
+    cloud = FakeCloud()
+    before = cloud.zone()
+    result = run(cloud, "t-new", inv=inv, via="reserved-ip")
+    assert cloud.reserved["10.9.9.9"].droplet_id == 12 and cloud.zone() == before
+    assert result.verification is None and result.ok
+    with pytest.raises(RelaunchError, match="cannot move across regions; switch with DNS instead"):
+        run(cloud, "t-far", inv=inv, via="reserved-ip")
+    assert cloud.reserved["10.9.9.9"].droplet_id == 12
+    run(cloud, "old", inv=inv, via="reserved-ip")
+    assert cloud.reserved["10.9.9.9"].droplet_id == 11
+
+
+def test_reserved_ip_mode_needs_one_in_the_inventory() -> None:
+    with pytest.raises(RelaunchError, match="names no Reserved IP"):
+        sw.plan_switch(FakeCloud(), V4_ONLY, "t-new", via="reserved-ip")
