@@ -278,4 +278,111 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
         raise Exit(f"backup failed: {exc}", code=1) from exc
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup)
+def _dns_changes_table(title, changes, applied_ids, dry_run):
+    table = Table(title=title)
+    for col in ("record", "type", "before", "ttl", "after", "ttl ", ""):
+        table.add_column(col)
+    for ch in changes:
+        if dry_run:
+            mark = "[cyan](dry run)[/]"
+        elif not ch.changes_anything:
+            mark = "unchanged"
+        else:
+            mark = "[green]changed[/]" if ch.id in applied_ids else "[red]not changed[/]"
+        table.add_row(ch.name, ch.type, ch.before_data, str(ch.before_ttl), ch.after_data, str(ch.after_ttl), mark)
+    return table
+
+
+@task(
+    help={
+        "to": "new (newest Droplet relaunch built), old (before the last switch), a Droplet name, or IPv4[,IPv6]",
+        "site": SITE_HELP,
+        "via": "dns (the records, default) or reserved-ip (move the inventory's dns.reserved_ip)",
+        "prepare": "only lower the records' TTL to dns.switch_ttl (the old TTL is remembered)",
+        "wait_ttl": "before switching, wait out the TTL that --prepare lowered (bounded by --max-wait)",
+        "max_wait": "longest wait for --wait-ttl, seconds (default 1800)",
+        "restore_ttl": "only put back the TTL remembered by --prepare",
+        "force": "switch even when health checks fail against the target (said loudly)",
+        "dry_run": "print the exact changes (before -> after) and change nothing",
+        "json": "print a JSON summary instead of tables",
+        "verbose": "log what the library does",
+    }
+)
+def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl=False, max_wait=1800,
+               restore_ttl=False, force=False, dry_run=False, json=False, verbose=False):
+    """Cut the site's traffic over to TARGET: health checks, journal, change, verify; rolled back on failure."""
+    import json as jsonlib
+
+    from relaunch.dns import switch as dns_switch_
+    from relaunch.inventory import load_site
+
+    _setup_logging(verbose)
+    actions = [name for name, on in (("--to", to), ("--prepare", prepare), ("--restore-ttl", restore_ttl)) if on]
+    if len(actions) != 1:
+        raise Exit("dns-switch needs exactly one of --to TARGET, --prepare, --restore-ttl"
+                   + (f" (got {', '.join(actions)})" if actions else ""), code=2)
+    out = Console(stderr=True) if json else console
+    try:
+        inv = load_site(site)
+        cloud, dns_port = dns_switch_.open_cloud(inv)
+        with cloud:
+            if prepare or restore_ttl:
+                fn = dns_switch_.prepare if prepare else dns_switch_.restore_ttl
+                done = fn(cloud, inv, dry_run=dry_run)
+                if json:
+                    print(jsonlib.dumps({"ok": True, "action": actions[0].lstrip("-"), "dry_run": dry_run,
+                                         "changes": [vars(ch) for ch in done.changes],
+                                         "wait_seconds": done.wait_seconds}, indent=2))
+                    return
+                console.print(_dns_changes_table(f"TTL of {inv.dns.zone}", done.changes,
+                                                 {ch.id for ch in done.changes}, dry_run))
+                if not done.changes:
+                    console.print("nothing to change")
+                elif prepare and not dry_run:
+                    console.print(f"[green]TTL lowered[/] to {inv.dns.switch_ttl} s; resolvers may hold the old "
+                                  f"TTL up to {done.wait_seconds} s: switch after that (or with --wait-ttl)")
+                elif not dry_run:
+                    console.print("[green]TTL restored[/]")
+                return
+            with out.status(f"switching {site} to {to}") as spinner:
+                result = dns_switch_.switch(
+                    cloud, inv, str(to), via=via, force=force, dry_run=dry_run, wait_ttl=wait_ttl,
+                    max_wait_ttl=float(max_wait), dns_port=dns_port, progress=lambda msg: spinner.update(msg),
+                )
+    except RelaunchError as exc:
+        if json:
+            print(jsonlib.dumps({"ok": False, "error": str(exc)}, indent=2))
+        raise Exit(f"dns-switch failed: {exc}", code=1) from exc
+    summary = result.to_json()
+    verification = result.verification
+    if json:
+        print(jsonlib.dumps(summary, indent=2))
+    else:
+        for w in result.plan.warnings + result.warnings:
+            console.print(f"[bold red]{w}[/]" if w.startswith("FORCED") else f"[yellow]warning[/]: {w}")
+        plan = result.plan
+        if plan.via == "reserved-ip":
+            rip = plan.reserved_ip
+            console.print(f"Reserved IP {rip.ip} ({rip.region}): Droplet {rip.before_droplet} -> {rip.after_droplet}"
+                          + (" [cyan](dry run)[/]" if dry_run else ""))
+        else:
+            console.print(_dns_changes_table(f"{plan.zone} -> {plan.target}", plan.changes,
+                                             {ch.id for ch in result.applied}, dry_run))
+        timing = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
+        console.print(f"timing: {timing}")
+        if verification is not None:
+            if verification.skipped:
+                console.print(f"[yellow]not verified[/]: {verification.skipped}")
+            elif verification.ok:
+                console.print(f"authoritative servers answer the new address after {verification.seconds:.1f} s")
+    if not result.ok:
+        raise Exit(f"dns-switch: records changed, but the authoritative servers did not answer the new address "
+                   f"within the wait ({verification.seconds:.1f} s): {summary['verification']['answers']}", code=1)
+    if not json:
+        if dry_run:
+            console.print("[cyan]dry run[/]: nothing changed")
+        else:
+            console.print(f"[green]switched[/] {site} to {to}" + (" [bold red](FORCED)[/]" if result.forced else ""))
+
+
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch)

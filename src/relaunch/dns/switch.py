@@ -709,3 +709,23 @@ def restore_ttl(cloud: Cloud, inv: Inventory, *, dry_run: bool = False) -> TtlRe
         journal["ttl"] = {}
         save_journal(inv.site, journal)
         return TtlResult(changes)
+
+
+# --- where the site's cloud is ------------------------------------------------------
+
+
+def open_cloud(inv: Inventory) -> tuple[Cloud, int | None]:
+    """Return the Cloud for the site's provider and the port of its authoritative DNS (sandbox) or None.
+
+    A sandbox site uses the running sandbox (`fab sandbox-up`); DigitalOcean uses
+    $DIGITALOCEAN_ACCESS_TOKEN (and $DIGITALOCEAN_END_POINT if set). Raise RelaunchError if the
+    sandbox is not running.
+    """
+    if inv.provider.kind == "sandbox":
+        from relaunch.sandbox import manage, service
+
+        svc = service.running()
+        if svc is None:
+            raise RelaunchError(f"site {inv.site!r} lives in the sandbox, which is not running (fab sandbox-up)")
+        return manage.sandbox_cloud(svc), getattr(svc, "dns_port", None)
+    return Cloud.from_env(), None
