@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from relaunch.cloud import Cloud
+from relaunch.dns.authoritative import query
 from relaunch.sandbox import service
 
 pytestmark = pytest.mark.sandbox
@@ -28,6 +29,8 @@ def test_service_is_idempotent_keeps_its_token_secret_and_keeps_droplets_across_
     first = service.start(state, network=sandbox_backend.network, timeout=300)
     try:
         assert service.start(state, network=sandbox_backend.network).pid == first.pid
+        assert first.dns_port and service.running(state).dns_port == first.dns_port
+        assert query("example.org", "A", "127.0.0.1", first.dns_port).rcode == "REFUSED"  # it answers
         cmdline = Path(f"/proc/{first.pid}/cmdline").read_bytes().decode()
         assert token not in cmdline
 

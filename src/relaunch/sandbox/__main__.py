@@ -1,8 +1,9 @@
-"""``python -m relaunch.sandbox api --port PORT [--token T] [--state-dir DIR] [--network NAME]``
+"""``python -m relaunch.sandbox api --port PORT [--dns-port PORT] [--token T] [--state-dir DIR] [--network NAME]``
 and ``python -m relaunch.sandbox image`` (build the base image unless it is there).
 
 Runs the sandbox cloud's API in the foreground with the real Docker backend until
-SIGINT/SIGTERM. The token comes from ``--token``, else ``RELAUNCH_SANDBOX_TOKEN``, else
+SIGINT/SIGTERM, and the zones' authoritative DNS on 127.0.0.1 (``--dns-port``; -1 turns it
+off). The token comes from ``--token``, else ``RELAUNCH_SANDBOX_TOKEN``, else
 ``sandbox``; it is never printed.
 """
 
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     api = sub.add_parser("api", help="serve the DigitalOcean API of the sandbox on 127.0.0.1")
     api.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    api.add_argument("--dns-port", type=int, default=0,
+                     help="UDP and TCP port of the zones' DNS server (default: a free one; -1: none)")
     api.add_argument("--token", help=f"the API token to accept (default: ${TOKEN_ENV}, else '{DEFAULT_TOKEN}')")
     api.add_argument("--state-dir", type=Path, help="where the cloud's state lives (default: RELAUNCH_SANDBOX_DIR)")
     api.add_argument("--per-hour", type=int, default=HOURLY_LIMIT, help="rate limit per hour (default %(default)s)")
@@ -60,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = DockerBackend(network=args.network)
     print("preparing the sandbox backend (the first time builds the base image)...", flush=True)
     backend.prepare()
-    handle = start_server(state, backend, token, args.port, per_hour=args.per_hour, per_minute=args.per_minute)
+    handle = start_server(state, backend, token, args.port, per_hour=args.per_hour, per_minute=args.per_minute,
+                          dns_port=None if args.dns_port < 0 else args.dns_port)
     print(f"listening on {handle.url}", flush=True)
+    if handle.dns_port is not None:
+        print(f"dns on 127.0.0.1:{handle.dns_port}", flush=True)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from relaunch.sandbox import catalogue
 from relaunch.sandbox.backend import Backend
+from relaunch.sandbox.dns import DnsServer
 from relaunch.sandbox.droplets import Droplets
 from relaunch.sandbox.faults import Faults, FaultSpecError
 from relaunch.sandbox.model import ApiError, Workers, new_owner, not_found, public, retire_owner, unprocessable
@@ -406,7 +407,13 @@ class ServerHandle:
     sandbox: Sandbox
     _server: _Server
     _thread: Thread
+    _dns: DnsServer | None = None
     _closed: bool = False
+
+    @property
+    def dns_port(self) -> int | None:
+        """The port of the zones' authoritative DNS server on 127.0.0.1 (UDP and TCP), or None if off."""
+        return self._dns.port if self._dns else None
 
     @property
     def faults(self) -> Faults:
@@ -420,6 +427,8 @@ class ServerHandle:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+        if self._dns:
+            self._dns.close()
         self.sandbox.close(wait)
 
     def __enter__(self) -> "ServerHandle":
@@ -437,12 +446,15 @@ def start_server(
     *,
     per_hour: int = HOURLY_LIMIT,
     per_minute: int = MINUTE_LIMIT,
+    dns_port: int | None = 0,
 ) -> ServerHandle:
     """Serve the sandbox API for the cloud kept in ``state_dir`` on 127.0.0.1:``port``.
 
     ``port=0`` picks a free port. The backend must be prepared already. Unfinished work
     of earlier simulators on the same state is taken over before serving. Return once the
     socket is listening; the server runs in a background thread until ``close()``.
+    The zones are also served by an authoritative DNS server on 127.0.0.1:``dns_port``
+    (UDP and TCP; 0 picks a free port, ``handle.dns_port`` tells which; None: no DNS).
     """
     if not token:
         raise ValueError("the sandbox API needs a non-empty token")
@@ -451,9 +463,14 @@ def start_server(
     server.sandbox = sandbox
     server.token = token
     real_port = server.server_address[1]
+    try:
+        dns = DnsServer(sandbox.store, "127.0.0.1", dns_port).start() if dns_port is not None else None
+    except OSError:
+        server.server_close()
+        raise
     sandbox.resume()
     thread = Thread(target=server.serve_forever, name=f"sandbox-api-{real_port}", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{real_port}/v2/"
     log.info("sandbox API listening on %s (state in %s)", url, state_dir)
-    return ServerHandle(url=url, port=real_port, sandbox=sandbox, _server=server, _thread=thread)
+    return ServerHandle(url=url, port=real_port, sandbox=sandbox, _server=server, _thread=thread, _dns=dns)

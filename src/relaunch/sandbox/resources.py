@@ -182,6 +182,7 @@ class Domains:
         fields = _record_fields(body, None)
         with self.store.transaction() as txn:
             rec = self._add(txn, domain, fields)
+            _bump_serial(txn, domain)
         return public(rec)
 
     def update_record(self, domain: str, record_id: str, body: Any) -> dict[str, Any]:
@@ -191,6 +192,7 @@ class Domains:
             rec = self._record_doc(txn.get, domain, record_id)
             rec.update(_record_fields(body, rec))
             txn.put("record", rec["id"], rec)
+            _bump_serial(txn, domain)
         return public(rec)
 
     def delete_record(self, domain: str, record_id: str) -> None:
@@ -198,6 +200,7 @@ class Domains:
         with self.store.transaction() as txn:
             rec = self._record_doc(txn.get, domain, record_id)
             txn.delete("record", rec["id"])
+            _bump_serial(txn, domain)
 
     @staticmethod
     def _record_doc(get: Callable[[str, Any], dict[str, Any] | None], domain: str, record_id: str) -> dict[str, Any]:
@@ -230,16 +233,37 @@ class Domains:
             if rec["_"]["domain"] != doc["name"]:
                 continue
             data = rec["data"]
+            if rec["type"] == "NS" and "." in data.rstrip(".") and not data.endswith("."):
+                data += "."  # DigitalOcean's own NS targets come without the final dot
             if rec["type"] in ("CNAME", "MX", "NS", "SRV") and not data.endswith("."):
                 data = _fqdn(data, doc["name"]) + "."
             if rec["type"] == "SOA":
-                data = f"{NAME_SERVERS[0]}. hostmaster.{doc['name']}. 1 10800 3600 604800 1800"
+                data = f"{NAME_SERVERS[0]}. hostmaster.{doc['name']}. {zone_serial(doc)} 10800 3600 604800 1800"
             if rec["type"] == "TXT":
                 data = '"' + data.replace('"', '\\"') + '"'
             extra = " ".join(str(rec[k]) for k in ("priority", "weight", "port") if rec[k] is not None)
             owner = f"{_fqdn(rec['name'], doc['name'])}."
             lines.append(f"{owner} {rec['ttl']} IN {rec['type']} {extra + ' ' if extra else ''}{data}")
         return {"name": doc["name"], "ttl": doc["ttl"], "zone_file": "\n".join(lines) + "\n"}
+
+
+def zone_serial(domain_doc: dict[str, Any]) -> int:
+    """Return the SOA serial of a zone's stored document (1 until its records first change)."""
+    return int(domain_doc.get("serial", 1))
+
+
+def _bump_serial(txn: Txn, domain: str) -> None:
+    # Inside the record change's transaction, so a DNS answer never sees the new records
+    # with the old serial.
+    doc = txn.get("domain", domain)
+    if doc is not None:
+        doc["serial"] = zone_serial(doc) + 1
+        txn.put("domain", domain, doc)
+
+
+def fqdn(name: str, domain: str) -> str:
+    """Return the fully qualified form (no trailing dot) of a record name or target in ``domain``."""
+    return _fqdn(name, domain)
 
 
 def _fqdn(name: str, domain: str) -> str:

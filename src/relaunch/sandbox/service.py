@@ -37,6 +37,9 @@ class Service:
     pid: int
     port: int
     state_dir: Path
+    dns_port: int | None = None
+    """The zones' authoritative DNS server on 127.0.0.1 (UDP and TCP); None for a service
+    started before the sandbox answered DNS."""
 
     @property
     def url(self) -> str:
@@ -58,11 +61,12 @@ def running(state: Path | None = None) -> Service | None:
     try:
         info = json.loads(_info_path(state).read_text())
         pid, port = int(info["pid"]), int(info["port"])
-    except (OSError, ValueError, KeyError):
+        dns_port = int(info["dns_port"]) if info.get("dns_port") is not None else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if not _alive(pid):
         return None
-    service = Service(pid=pid, port=port, state_dir=state)
+    service = Service(pid=pid, port=port, state_dir=state, dns_port=dns_port)
     return service if _healthy(service) else None
 
 
@@ -99,10 +103,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_dns_port(avoid: int, attempts: int = 20) -> int:
+    """Return a port free on 127.0.0.1 for both UDP and TCP (the child binds it right after)."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            if port == avoid:
+                continue
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RelaunchError("found no port free for both UDP and TCP on 127.0.0.1 for the sandbox DNS")
+
+
 def start(
-    state: Path | None = None, port: int | None = None, timeout: float = 900, network: str | None = None
+    state: Path | None = None,
+    port: int | None = None,
+    timeout: float = 900,
+    network: str | None = None,
+    dns_port: int | None = None,
 ) -> Service:
     """Start the API in the background unless it runs already; return it once it answers.
+
+    Its zones' DNS server listens on 127.0.0.1:``dns_port`` (a free port if None, else
+    ``RELAUNCH_SANDBOX_DNS_PORT`` if set); ``api.json`` in the state directory records it and
+    ``running()`` reads it back into ``Service.dns_port``.
 
     The first start may build the base image (minutes); ``timeout`` bounds the wait.
     Raise RelaunchError with the tail of its log if it dies or does not answer in time.
@@ -112,20 +141,22 @@ def start(
     if current:
         return current
     port = port or int(os.environ.get("RELAUNCH_SANDBOX_PORT") or 0) or _free_port()
+    dns_port = dns_port or int(os.environ.get("RELAUNCH_SANDBOX_DNS_PORT") or 0) or _free_dns_port(avoid=port)
     log_path = state / "api.log"
     extra = ["--network", network] if network else []
     env = dict(os.environ, RELAUNCH_SANDBOX_TOKEN=sandbox_token())
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "relaunch.sandbox", "api", "--port", str(port), "--state-dir", str(state), *extra],
+            [sys.executable, "-m", "relaunch.sandbox", "api", "--port", str(port), "--dns-port", str(dns_port),
+             "--state-dir", str(state), *extra],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C in the terminal must not kill the cloud
         )
-    _info_path(state).write_text(json.dumps({"pid": proc.pid, "port": port}))
-    service = Service(pid=proc.pid, port=port, state_dir=state)
+    _info_path(state).write_text(json.dumps({"pid": proc.pid, "port": port, "dns_port": dns_port}))
+    service = Service(pid=proc.pid, port=port, state_dir=state, dns_port=dns_port)
     deadline = time.monotonic() + timeout
     delay = 0.1
     while time.monotonic() < deadline:
