@@ -360,3 +360,14 @@ def test_reserved_ip_mode_assigns_and_refuses_other_region() -> None:
 def test_reserved_ip_mode_needs_one_in_the_inventory() -> None:
     with pytest.raises(RelaunchError, match="names no Reserved IP"):
         sw.plan_switch(FakeCloud(), V4_ONLY, "t-new", via="reserved-ip")
+
+
+def test_switch_verifies_with_relaunch_dns_authoritative_by_default(monkeypatch) -> None:
+    from relaunch.dns import authoritative
+
+    calls = []
+    monkeypatch.setattr(authoritative, "authoritative_servers_for", lambda zone, port: [("127.0.0.1", port)])
+    monkeypatch.setattr(authoritative, "wait_until_answers", verifier(calls))
+    result = sw.switch(FakeCloud(), V4_ONLY, "10.0.0.2", health=healthy, dns_port=5353)
+    assert calls == [(("t.test", "www.t.test"), "A", "10.0.0.2", [("127.0.0.1", 5353)])]
+    assert result.ok and result.verification.skipped is None
