@@ -84,6 +84,12 @@ class FakeCloud:
         self.reserved[ip] = replace(self.reserved[ip], droplet_id=droplet_id)
         return self.reserved[ip]
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
     def zone(self):
         return {k: (r.data, r.ttl) for k, r in self.records.items()}
 
@@ -371,3 +377,53 @@ def test_switch_verifies_with_relaunch_dns_authoritative_by_default(monkeypatch)
     result = sw.switch(FakeCloud(), V4_ONLY, "10.0.0.2", health=healthy, dns_port=5353)
     assert calls == [(("t.test", "www.t.test"), "A", "10.0.0.2", [("127.0.0.1", 5353)])]
     assert result.ok and result.verification.skipped is None
+
+
+@pytest.fixture
+def fab(monkeypatch):
+    """tasks.dns_switch on a FakeCloud and the test inventory (healthy target, verified)."""
+    import importlib.util
+    from pathlib import Path
+
+    from relaunch import inventory
+
+    spec = importlib.util.spec_from_file_location("relaunch_tasks_under_test",
+                                                  Path(__file__).resolve().parents[2] / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+
+    cloud = FakeCloud()
+    monkeypatch.setattr(inventory, "load_site", lambda site: V4_ONLY)
+    monkeypatch.setattr(sw, "open_cloud", lambda inv: (cloud, None))
+    real = sw.switch
+    monkeypatch.setattr(sw, "switch", lambda *a, **kw: real(*a, **{**kw, "health": cloud.health,
+                                                                  "verify": verifier([])}))
+    cloud.health = healthy
+    return tasks, cloud
+
+
+def test_dns_switch_task_json_summary(fab, capsys) -> None:
+    tasks, cloud = fab
+    tasks.dns_switch.body(None, to="t-new", json=True)
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is True and out["applied"] == [1, 2] and cloud.zone()[1][0] == "10.0.0.2"
+
+
+def test_dns_switch_task_refusal_exits_non_zero_without_success(fab, capsys) -> None:
+    from invoke import Exit
+
+    tasks, cloud = fab
+    cloud.health = unhealthy
+    with pytest.raises(Exit) as exc:
+        tasks.dns_switch.body(None, to="t-new")
+    assert exc.value.code == 1 and "health check failed" in str(exc.value.message)
+    assert "switched" not in capsys.readouterr().out
+    assert cloud.updates == 0
+
+
+def test_dns_switch_task_needs_exactly_one_action(fab) -> None:
+    from invoke import Exit
+
+    tasks, _ = fab
+    with pytest.raises(Exit, match="exactly one of"):
+        tasks.dns_switch.body(None, to="t-new", prepare=True)
