@@ -427,3 +427,17 @@ def test_dns_switch_task_needs_exactly_one_action(fab) -> None:
     tasks, _ = fab
     with pytest.raises(Exit, match="exactly one of"):
         tasks.dns_switch.body(None, to="t-new", prepare=True)
+
+
+def test_switch_refuses_an_address_outside_the_sandbox_before_any_health_check() -> None:
+    cloud = FakeCloud()
+    checked: list[str] = []
+
+    def health(inv, address):
+        checked.append(address)
+        return healthy(inv, address)
+
+    with pytest.raises(RelaunchError, match="no sandbox Droplet's address"):
+        run(cloud, "10.0.0.99,fd00::99", health=health)
+    assert checked == []
+    assert cloud.zone()[1] == ("10.0.0.1", 1800)

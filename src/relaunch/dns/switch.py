@@ -523,6 +523,22 @@ def verify_records(plan: SwitchPlan, verify: Verifier, servers: Any, timeout: fl
     return Verification(ok=ok, seconds=time.monotonic() - started, answers=answers)
 
 
+def _refuse_outside_sandbox(cloud: Cloud, inv: Inventory, address: str | None) -> None:
+    """For a sandbox site, refuse an address that is no sandbox Droplet's, before any request goes there.
+
+    The sandbox's traffic stays on its own network: a health check must never be sent to
+    an address outside it (a typo, or a real host's address in a sandbox inventory).
+    """
+    if inv.provider.kind != "sandbox" or not address or ":" in address:
+        return
+    known = {d.ipv4 for d in cloud.list_droplets() if d.ipv4}
+    if address not in known:
+        raise RelaunchError(
+            f"site {inv.site!r} lives in the sandbox, and {address} is no sandbox Droplet's address; "
+            "refusing to send it anything (switch to a sandbox Droplet by name or address)"
+        )
+
+
 def switch(
     cloud: Cloud,
     inv: Inventory,
@@ -561,6 +577,7 @@ def switch(
         plan = plan_switch(cloud, inv, target, via)
         phases["plan"] = time.monotonic() - t
         result = SwitchResult(plan=plan, dry_run=dry_run, phases=phases)
+        _refuse_outside_sandbox(cloud, inv, plan.health_address)
 
         t = time.monotonic()
         say(f"health checks against {plan.health_address}")
