@@ -18,10 +18,15 @@ from relaunch.state import HostRecord, load_hosts, save_host, site_dir
 log = logging.getLogger(__name__)
 
 
+def site_droplets(cloud: Cloud, inv: Inventory) -> list[Droplet]:
+    """Return the site's Droplets: those carrying its first tag (all Droplets if it has none)."""
+    tag = inv.provider.tags[0] if inv.provider.tags else None
+    return cloud.list_droplets(tag)
+
+
 def find_droplet(cloud: Cloud, inv: Inventory, name: str) -> Droplet | None:
     """Return the site's Droplet called ``name`` (looked up among the site's tags), or None."""
-    tag = inv.provider.tags[0] if inv.provider.tags else None
-    matches = [d for d in cloud.list_droplets(tag) if d.name == name]
+    matches = [d for d in site_droplets(cloud, inv) if d.name == name]
     if len(matches) > 1:
         ids = ", ".join(str(d.id) for d in matches)
         raise RelaunchError(f"{len(matches)} Droplets are called {name!r} ({ids}); relaunch cannot tell which is meant")

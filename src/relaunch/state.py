@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -46,17 +47,29 @@ def save_host(site: str, record: HostRecord) -> None:
     """Record a host (replacing one of the same name); the file is replaced atomically."""
     hosts = load_hosts(site)
     hosts[record.name] = record
-    _write_json(site_dir(site) / "hosts.json", {n: asdict(r) for n, r in hosts.items()})
+    write_json_atomic(site_dir(site) / "hosts.json", {n: asdict(r) for n, r in hosts.items()})
 
 
 def forget_host(site: str, name: str) -> None:
     hosts = load_hosts(site)
     if hosts.pop(name, None) is not None:
-        _write_json(site_dir(site) / "hosts.json", {n: asdict(r) for n, r in hosts.items()})
+        write_json_atomic(site_dir(site) / "hosts.json", {n: asdict(r) for n, r in hosts.items()})
 
 
-def _write_json(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` (mode 0600): temporary file, fsync, rename.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

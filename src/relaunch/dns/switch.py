@@ -23,7 +23,6 @@ import ipaddress
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,8 @@ from relaunch.cloud import Cloud, DnsRecord, Droplet
 from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport, check_site
 from relaunch.inventory.model import Inventory
-from relaunch.state import load_hosts, site_dir
+from relaunch.provision import site_droplets
+from relaunch.state import load_hosts, site_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -216,18 +216,7 @@ def save_journal(site: str, journal: dict[str, Any]) -> None:
     """Write the journal atomically (temporary file, fsync, rename): a crash leaves the old or the new one."""
     path = journal_path(site)
     journal["switches"] = journal["switches"][-KEEP_SWITCHES:]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-dns-journal-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(journal, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomic(path, journal)
 
 
 @contextlib.contextmanager
@@ -303,11 +292,6 @@ def _parse_addresses(target: str) -> dict[str, str] | None:
     return out
 
 
-def _site_droplets(cloud: Cloud, inv: Inventory) -> list[Droplet]:
-    tag = inv.provider.tags[0] if inv.provider.tags else None
-    return cloud.list_droplets(tag)
-
-
 def _newest_built(cloud: Cloud, inv: Inventory) -> Droplet:
     """The newest Droplet relaunch built for this site that is not its production host."""
     prod = inv.production.droplet_name
@@ -329,12 +313,12 @@ def _resolve(cloud: Cloud, inv: Inventory, target: str) -> tuple[dict[str, str],
     if addresses is not None:
         droplet = None
         if "A" in addresses:
-            droplet = next((d for d in _site_droplets(cloud, inv) if d.ipv4 == addresses["A"]), None)
+            droplet = next((d for d in site_droplets(cloud, inv) if d.ipv4 == addresses["A"]), None)
         return addresses, droplet
     if target == "new":
         droplet = _newest_built(cloud, inv)
     else:
-        named = [d for d in _site_droplets(cloud, inv) if d.name == target]
+        named = [d for d in site_droplets(cloud, inv) if d.name == target]
         if len(named) > 1:
             raise RelaunchError(f"{len(named)} Droplets are called {target!r}; name the target by its address")
         if not named:
