@@ -35,16 +35,11 @@ class HostKey:
 
     @classmethod
     def generate(cls) -> HostKey:
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        return cls(private_openssh=private, public_line=public.decode())
+        private, public = _new_ed25519()
+        return cls(private_openssh=private.decode(), public_line=public)
 
     def paramiko_key(self) -> paramiko.PKey:
-        kind, blob = self.public_line.split()[:2]
-        return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+        return public_key(self.public_line)
 
     def cloud_config(self) -> dict:
         """Return the cloud-config keys that install this as the host's only host key.
@@ -68,19 +63,31 @@ def ensure_client_key(path: Path) -> str:
     """Make an ed25519 login key at ``path`` (mode 0600) unless one exists; return its public line."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
+        private, public = _new_ed25519()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(private)
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        path.with_suffix(".pub").write_text(public.decode() + " relaunch\n")
+        path.with_suffix(".pub").write_text(public + " relaunch\n")
     mode = path.stat().st_mode & 0o077
     if mode:
         raise RelaunchError(f"{path}: private key is readable by group or others (chmod 600 {path})")
     return _public_line(path)
+
+
+def _new_ed25519() -> tuple[bytes, str]:
+    """Return a new ed25519 key: (private key in OpenSSH PEM, public line "ssh-ed25519 AAAA...")."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public.decode()
+
+
+def public_key(line: str) -> paramiko.PKey:
+    """Return the paramiko key of an OpenSSH public line ("ssh-ed25519 AAAA... [comment]")."""
+    kind, blob = line.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
 
 
 def _public_line(path: Path) -> str:
@@ -121,10 +128,9 @@ def connect(
     # Fabric loads ~/.ssh/known_hosts and auto-adds unknown keys; relaunch does neither.
     client._system_host_keys = paramiko.HostKeys()  # noqa: SLF001 - no public way to drop them
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    kind, blob = host_key.split()[:2]
-    pinned = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+    pinned = public_key(host_key)
     name = host if port == 22 else f"[{host}]:{port}"
-    client.get_host_keys().add(name, kind, pinned)
+    client.get_host_keys().add(name, pinned.get_name(), pinned)
     return conn
 
 

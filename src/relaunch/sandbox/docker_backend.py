@@ -29,6 +29,7 @@ from relaunch.errors import RelaunchError
 from relaunch.sandbox import LABEL, NETWORK_LABEL
 from relaunch.sandbox.aptcache import AptCache
 from relaunch.sandbox.backend import BASE_IMAGE_SLUG, BackendError, Booted
+from relaunch.sandbox.helpers import tar_files
 from relaunch.sandbox.image import ensure_image
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,6 @@ def render_seed(droplet_id: int, name: str, user_data: str | None, authorized_ke
         "meta-data": yaml.safe_dump(meta, sort_keys=False),
         "user-data": user_data if user_data else "#cloud-config\n{}\n",
     }
-
-
-def _tar(files: dict[str, str], mode: int = 0o600) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size = len(data)
-            info.mode = mode
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class DockerBackend:
@@ -209,7 +197,7 @@ class DockerBackend:
         files = {f"{SEED_DIR}/{k}": v for k, v in seed.items()}
         if self._apt_cache_enabled:
             files["/etc/apt/apt.conf.d/01relaunch-sandbox-proxy"] = AptCache.apt_config()
-        container.put_archive("/", _tar(files))
+        container.put_archive("/", tar_files(files, mode=0o600))
         container.start()
 
     def _free_address(self) -> str:

@@ -60,7 +60,7 @@ def ensure_image(client: docker.DockerClient, spec: HelperSpec, base_tag: str, n
             logs = builder.logs().decode(errors="replace")[-2000:]
             raise RelaunchError(f"installing {' '.join(spec.packages)} for the sandbox {spec.kind} failed:\n{logs}")
         if spec.files:
-            builder.put_archive("/", _tar(spec.files))
+            builder.put_archive("/", tar_files(spec.files))
         cmd = ", ".join(f'"{part}"' for part in spec.cmd)
         builder.commit(
             repository=spec.repository,
@@ -119,14 +119,15 @@ def wait_until(check, what: str, timeout: float = 30) -> object:
     raise RelaunchError(f"{what} did not become ready in {timeout:.0f} s")
 
 
-def _tar(files: dict[str, str]) -> bytes:
+def tar_files(files: dict[str, str], mode: int = 0o644) -> bytes:
+    """Return an uncompressed tar of ``files`` (absolute path -> text), each with ``mode``, for put_archive."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for path, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(path.lstrip("/"))
             info.size = len(data)
-            info.mode = 0o644
+            info.mode = mode
             info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
