@@ -22,17 +22,21 @@ class FileLike(Protocol):
     secret: bool
 
 
-def remote_digests(conn: Connection, paths: list[str]) -> dict[str, str]:
-    """Return sha256 of each existing file among ``paths`` on the host (missing ones left out)."""
+def remote_state(conn: Connection, paths: list[str]) -> dict[str, tuple[str, int]]:
+    """Return (sha256, mode) of each existing file among ``paths`` on the host, in one round trip."""
     if not paths:
         return {}
-    script = "for f in " + " ".join(shlex.quote(p) for p in paths) + '; do [ -f "$f" ] && sha256sum "$f"; done; true'
+    script = (
+        "for f in " + " ".join(shlex.quote(p) for p in paths)
+        + '; do [ -f "$f" ] && printf \'%s %s %s\\n\' "$(sha256sum < "$f" | cut -d" " -f1)" "$(stat -c %a "$f")" "$f";'
+        + " done; true"
+    )
     out = conn.run(script, hide=True, in_stream=False).stdout
-    digests: dict[str, str] = {}
+    state: dict[str, tuple[str, int]] = {}
     for line in out.splitlines():
-        digest, _, path = line.partition("  ")
-        digests[path] = digest
-    return digests
+        digest, mode, path = line.split(" ", 2)
+        state[path] = (digest, int(mode, 8))
+    return state
 
 
 def upload(conn: Connection, files: list[FileLike]) -> list[str]:
@@ -41,12 +45,8 @@ def upload(conn: Connection, files: list[FileLike]) -> list[str]:
     Parent directories are made (0755). A secret file is created empty, set to 0600, and
     only then filled, so its content is never readable by others, not even briefly.
     """
-    current = remote_digests(conn, [f.path for f in files])
-    modes = _remote_modes(conn, [f.path for f in files if f.path in current])
-    changed = [
-        f for f in files
-        if current.get(f.path) != hashlib.sha256(f.content).hexdigest() or modes.get(f.path) != f.mode
-    ]
+    current = remote_state(conn, [f.path for f in files])
+    changed = [f for f in files if current.get(f.path) != (hashlib.sha256(f.content).hexdigest(), f.mode)]
     if not changed:
         return []
     dirs = sorted({posixpath.dirname(f.path) for f in changed})
@@ -62,14 +62,3 @@ def upload(conn: Connection, files: list[FileLike]) -> list[str]:
             raise RelaunchError(f"{conn.host}: could not write {f.path}: {exc}") from exc
         log.info("%s: wrote %s (%o)", conn.host, f.path, f.mode)
     return [f.path for f in changed]
-
-
-def _remote_modes(conn: Connection, paths: list[str]) -> dict[str, int]:
-    if not paths:
-        return {}
-    out = conn.run("stat -c '%a %n' " + " ".join(shlex.quote(p) for p in paths), hide=True, in_stream=False).stdout
-    modes: dict[str, int] = {}
-    for line in out.splitlines():
-        mode, _, path = line.partition(" ")
-        modes[path] = int(mode, 8)
-    return modes

@@ -7,10 +7,12 @@ its DNS zone created in the simulator, and (for the example site) data seeded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +92,7 @@ def bring_up(
     if not inv.production.droplet_name:
         raise RelaunchError(f"site {site!r}: production.droplet_name is needed to make it in the sandbox")
     result = SiteUp(site=site)
-    clock = _Phases(result.phases, say)
+    clock = _phases(result.phases, say)
 
     with clock("secrets"):
         for path in ensure_sandbox_secrets(inv):
@@ -105,7 +107,7 @@ def bring_up(
 
 
 def _bring_up(
-    inv: Inventory, data_mb: float, target: Target, secrets: Secrets, result: SiteUp, clock: _Phases,
+    inv: Inventory, data_mb: float, target: Target, secrets: Secrets, result: SiteUp, clock: Callable[[str], ContextManager[None]],
     say: Callable[[str], None],
 ) -> SiteUp:
     with clock("images"):
@@ -225,25 +227,16 @@ def point_records(cloud: Cloud, inv: Inventory, ipv4: str) -> list[DnsRecord]:
     return out
 
 
-class _Phases:
-    """Times named phases into a dict, telling progress when each starts."""
+def _phases(into: dict[str, float], say: Callable[[str], None]) -> Callable[[str], ContextManager[None]]:
+    """Return ``clock``: ``with clock(name):`` tells progress, then times the block into ``into[name]``."""
 
-    def __init__(self, into: dict[str, float], say: Callable[[str], None]) -> None:
-        self.into = into
-        self.say = say
+    @contextlib.contextmanager
+    def clock(name: str) -> Iterator[None]:
+        say(f"{name}...")
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            into[name] = time.monotonic() - started
 
-    def __call__(self, name: str) -> "_Phase":
-        return _Phase(self, name)
-
-
-class _Phase:
-    def __init__(self, phases: _Phases, name: str) -> None:
-        self.phases = phases
-        self.name = name
-
-    def __enter__(self) -> None:
-        self.phases.say(f"{self.name}...")
-        self.started = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        self.phases.into[self.name] = time.monotonic() - self.started
+    return clock
