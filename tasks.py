@@ -125,7 +125,7 @@ def check(c, site=DEFAULT_SITE, verbose=False):
         console.print(f"[yellow]{len(report.missing_sandbox_secrets)} sandbox secret file(s) do not exist yet[/]:")
         for path in report.missing_sandbox_secrets:
             console.print(f"  {path}")
-        console.print(f"  `fab sandbox-up --site {site}` creates them (random values, mode 0600)")
+        console.print(f"  `fab sandbox-up --site {site}` creates them (random values, a sandbox CA and certificate; secrets mode 0600)")
 
 
 @task(help={"site": SITE_HELP, "out": "directory to write into (mirrors the host's paths)", "verbose": "log what the library does"})

@@ -8,8 +8,9 @@ host is ``relaunch.upload``'s job, writing them locally for a person to read is
 
 Secrets reach exactly two kinds of file: the per-app env file
 (``/etc/relaunch/<app>.env``) and the per-database password file
-(``/etc/relaunch/secrets/<db>.password``), both 0600 and marked secret — plus the
-cloud-init user-data, which holds the host's private key. App templates never see a
+(``/etc/relaunch/secrets/<db>.password``), both 0600 and marked secret, the TLS key
+(``/etc/relaunch/secrets/tls.key``, 0600) — plus the cloud-init user-data, which holds
+the host's private key. App templates never see a
 secret value: they are given the env file's path instead.
 """
 
@@ -32,6 +33,7 @@ import yaml
 
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import App, Inventory
+from relaunch.inventory.tls import CertificateError, read_certificate
 from relaunch.remote import HostKey
 
 #: The repository's templates/ (src/relaunch/render.py -> repo root).
@@ -43,6 +45,9 @@ BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "rsync", "tzdata"]
 #: Where relaunch keeps a host's own facts and secrets.
 RELAUNCH_DIR = "/etc/relaunch"
 SECRETS_DIR = "/etc/relaunch/secrets"
+#: The certificate the proxy serves (public) and its key (secret), when the inventory has proxy.tls.
+TLS_CERTIFICATE = "/etc/relaunch/tls/site.crt"
+TLS_KEY = "/etc/relaunch/secrets/tls.key"
 USER_DATA_TEMPLATE = "cloud-init/user-data.yml.j2"
 NGINX_TEMPLATE = "nginx/site.conf.j2"
 NGINX_DEFAULT_TEMPLATE = "nginx/default.conf.j2"
@@ -278,13 +283,18 @@ def render_host(ctx: RenderContext) -> list[RenderedFile]:
     """Return every file the site's host needs, sorted by path.
 
     Per app: its templates (see :func:`app_sources`), its env file (0600, secret), its nginx
-    virtual host. Per non-sqlite database: its password file (0600, secret). And
-    ``/etc/relaunch/site.json`` with non-secret facts. Raise RenderError on a missing
+    virtual host. Per non-sqlite database: its password file (0600, secret). With
+    ``proxy.tls``: the certificate (read from the file the inventory names) and its key
+    (0600, secret). And ``/etc/relaunch/site.json`` with non-secret facts. Raise RenderError on a missing
     value, a missing template or an unresolved secret reference.
     """
     env = environment(ctx.templates_dir)
     inv = ctx.inventory
     files: list[RenderedFile] = []
+    proxy_values = {
+        "inventory": inv, "sandbox": ctx.sandbox, "tls": inv.proxy.tls is not None,
+        "tls_certificate": TLS_CERTIFICATE, "tls_key": TLS_KEY,
+    }
     for app in inv.apps:
         values = app_values(ctx, app)
         for dest, source in app_sources(ctx.templates_dir, app):
@@ -296,10 +306,11 @@ def render_host(ctx: RenderContext) -> list[RenderedFile]:
                 content = source.read_bytes()
             files.append(RenderedFile(dest, content, 0o755 if executable else 0o644, secret=False))
         files.append(RenderedFile(env_file_path(app.name), _env_file(ctx, app), 0o600, secret=True))
-        nginx = render_template(env, NGINX_TEMPLATE, {"inventory": inv, "app": app, "sandbox": ctx.sandbox})
+        nginx = render_template(env, NGINX_TEMPLATE, {**proxy_values, "app": app})
         files.append(RenderedFile(f"/etc/nginx/sites-available/relaunch-{app.name}.conf", nginx.encode(), 0o644, False))
-    default = render_template(env, NGINX_DEFAULT_TEMPLATE, {"inventory": inv, "sandbox": ctx.sandbox})
+    default = render_template(env, NGINX_DEFAULT_TEMPLATE, proxy_values)
     files.append(RenderedFile("/etc/nginx/sites-available/relaunch-default.conf", default.encode(), 0o644, False))
+    files += _tls_files(ctx)
     for db in inv.databases:
         if db.engine != "sqlite" and db.password is not None:
             secret = _secret(ctx, db.password, f"databases[{db.name}].password")
@@ -336,6 +347,21 @@ def site_facts(ctx: RenderContext) -> str:
         ],
     }
     return json.dumps(facts, indent=2, sort_keys=True) + "\n"
+
+
+def _tls_files(ctx: RenderContext) -> list[RenderedFile]:
+    tls = ctx.inventory.proxy.tls
+    if tls is None:
+        return []
+    try:
+        certificate, _ = read_certificate(tls.certificate)
+    except CertificateError as exc:
+        raise RenderError(f"proxy.tls.certificate: {exc}") from None
+    key = _secret(ctx, tls.key, "proxy.tls.key")
+    return [
+        RenderedFile(TLS_CERTIFICATE, certificate.encode(), 0o644, secret=False),
+        RenderedFile(TLS_KEY, (key + "\n").encode(), 0o600, secret=True),
+    ]
 
 
 def _secret(ctx: RenderContext, ref: str, what: str) -> str:

@@ -215,6 +215,8 @@ def runbook_values(ctx: render.RenderContext) -> dict[str, Any]:
         "base_packages": list(render.BASE_PACKAGES),
         "relaunch_dir": render.RELAUNCH_DIR,
         "secrets_dir": render.SECRETS_DIR,
+        "tls_certificate": render.TLS_CERTIFICATE,
+        "tls_key": render.TLS_KEY,
         "env_files": {a.name: render.env_file_path(a.name) for a in inv.apps},
         "password_files": {d.name: render.password_file_path(d.name) for d in inv.databases if d.engine != "sqlite"},
         "app_files": render.app_host_paths(ctx),

@@ -57,17 +57,22 @@ def forget_host(site: str, name: str) -> None:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` (mode 0600): temporary file, fsync, rename.
+    """Write ``data`` as JSON to ``path`` (mode 0600) with :func:`write_atomic`."""
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True)).encode(), 0o600)
+
+
+def write_atomic(path: Path, content: bytes, mode: int) -> None:
+    """Write ``content`` to ``path`` with ``mode``: temporary file (0600 while written), fsync, rename.
 
     A crash leaves either the old file or the new one, never half of one.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

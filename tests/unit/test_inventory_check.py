@@ -43,14 +43,19 @@ def make_secrets(root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"value-of-{name}\n")
         path.chmod(0o600)
+    from relaunch.inventory import load_site
+    from relaunch.inventory.tls import ensure_sandbox_certificate
+
+    ensure_sandbox_certificate(load_site("example", root), root / "secrets/example/tls/site.key")
 
 
 def test_check_site_reports_missing_sandbox_secrets_without_creating_them(root: Path) -> None:
     report = check_site("example", root)
     assert report.inventory.site == "example"
     assert report.missing_sandbox_secrets == [
-        root / "secrets/example/blog-db-password", root / "secrets/example/stats-db-password",
-        root / "secrets/example/restic-password",
+        root / "secrets/example/tls/site.key", root / "secrets/example/blog-db-password",
+        root / "secrets/example/stats-db-password", root / "secrets/example/restic-password",
+        root / "secrets/example/tls/site.crt", root / "secrets/example/tls/ca.crt",
     ]
     assert report.secrets_resolved == 0
     assert not (root / "secrets").exists()
@@ -64,7 +69,7 @@ def test_check_site_reports_missing_sandbox_secrets_without_creating_them(root: 
 def test_check_site_resolves_secrets(root: Path) -> None:
     make_secrets(root)
     report = check_site("example", root)
-    assert report.secrets_resolved == 3 and report.missing_sandbox_secrets == []
+    assert report.secrets_resolved == 4 and report.missing_sandbox_secrets == []
 
 
 def test_check_site_fails_on_other_secret_problems(root: Path) -> None:
@@ -89,7 +94,7 @@ def test_check_task_prints_summary(root: Path, tasks_module: ModuleType, monkeyp
     out = capsys.readouterr().out
     assert "inventory/example.yml" in out and "is valid" in out
     assert "stats.example.test" in out and "postgresql" in out and "RTO" in out
-    assert "secrets: 3 resolved" in out
+    assert "secrets: 4 resolved" in out
     assert "value-of-" not in out
 
 
@@ -110,7 +115,7 @@ def run_fab(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_fab_check_command_line(root: Path) -> None:
     done = run_fab(root, "--site", "example")
     assert done.returncode == 0, done.stderr
-    assert "3 sandbox secret file(s) do not exist yet" in done.stdout
+    assert "6 sandbox secret file(s) do not exist yet" in done.stdout
     assert "fab sandbox-up --site example" in done.stdout
     assert not (root / "secrets").exists()
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from relaunch.inventory.model import Inventory
+from relaunch.inventory.tls import make_sandbox_certificate
 from relaunch.remote import HostKey
 from relaunch.render import (
     TEMPLATES_DIR,
@@ -45,16 +46,34 @@ class FakeSecret:
         return "Secret(***)"
 
 
+TLS = make_sandbox_certificate("example", ["example.test", "stats.example.test", "notes.example.test"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's proxy.tls certificate, in a file (its key is a fake secret below)."""
+    path = tmp_path_factory.mktemp("tls") / "site.crt"
+    path.write_text(TLS.certificate)
+    global TLS_FILE
+    TLS_FILE = path
+    return path
+
+
+TLS_FILE: Path | None = None
+
+
 def example_inventory(**changes: object) -> Inventory:
     data = yaml.safe_load(EXAMPLE.read_text())
+    data["proxy"]["tls"] = {**data["proxy"]["tls"], "certificate": str(TLS_FILE), "ca": None}
     data.update(changes)
     return Inventory.model_validate(data)
 
 
 def fake_secrets(inv: Inventory) -> dict[str, FakeSecret]:
-    values = {"blog-db-password": BLOG_PW, "stats-db-password": STATS_PW}
+    values = {"blog-db-password": BLOG_PW, "stats-db-password": STATS_PW, "site.key": TLS.key}
     refs = {ref for app in inv.apps for ref in app.secret_env.values()}
     refs |= {db.password for db in inv.databases if db.password}
+    refs |= {inv.proxy.tls.key} if inv.proxy.tls else set()
     return {ref: FakeSecret(values[ref.rsplit("/", 1)[-1]]) for ref in refs}
 
 
@@ -146,6 +165,8 @@ def test_render_host_places_every_file(ctx: RenderContext) -> None:
         "/etc/nginx/sites-available/relaunch-stats.conf",
         "/etc/nginx/sites-available/relaunch-notes.conf",
         "/etc/relaunch/site.json",
+        "/etc/relaunch/tls/site.crt",
+        "/etc/relaunch/secrets/tls.key",
     ])
     assert files["/srv/blog/static/logo.png"].content == bytes(range(256))  # copied byte for byte
     assert files["/srv/stats/config.json"].content == b'{"port": 8082, "domain": "stats.example.test"}\n'

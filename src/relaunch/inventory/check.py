@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relaunch.inventory import tls
 from relaunch.inventory.errors import InventoryError
 from relaunch.inventory.loader import load_site, source_of
 from relaunch.inventory.model import ComposeService, Inventory
@@ -46,9 +47,14 @@ def check_site(site: str, root: Path | str | None = None) -> CheckReport:
     secrets, problems = resolve(inv)
     pending = [p for p in problems if inv.provider.kind == "sandbox" and p.code == "secret-missing-file"]
     others = [p for p in problems if p not in pending]
+    if inv.proxy.tls is not None:
+        key = secrets.get(inv.proxy.tls.key)
+        others += tls.site_problems(inv, key.reveal() if key else None)
     if others:
         raise InventoryError(others, file=source_of(inv).file)
     missing = missing_sandbox_secrets(inv) if pending else []
+    if inv.provider.kind == "sandbox" and inv.proxy.tls is not None:
+        missing += [Path(f) for f in (inv.proxy.tls.certificate, inv.proxy.tls.ca) if f and not Path(f).exists()]
     return CheckReport(inv, source_of(inv).file, len(secrets), missing, summary(inv))
 
 
@@ -58,7 +64,7 @@ def summary(inv: Inventory) -> list[Table]:
     for a in inv.apps:
         checks = []
         for h in a.health:
-            text = f"{h.path} → {h.status}"
+            text = f"{'https ' if h.scheme == 'https' else ''}{h.path} → {h.status}"
             if h.contains is not None:
                 text += f" containing {h.contains!r}"
             if h.host is not None:

@@ -103,7 +103,7 @@ def _validate(text: str, file: str, origin: Path | None) -> Inventory:
         keys = ", ".join(k for k, f in Inventory.model_fields.items() if f.is_required())
         raise InventoryError(Problem(file, source.line_of(()), "", f"expected a mapping with keys {keys}, ..., got {got}"))
     try:
-        inv = Inventory.model_validate(data)
+        inv = Inventory.model_validate(data, context={"base_dir": origin.parent} if origin else None)
     except ValidationError as exc:
         raise InventoryError(translate(exc, data, source), file=file) from None
     _SOURCES[id(inv)] = source

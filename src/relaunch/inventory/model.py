@@ -7,11 +7,13 @@ resolved at run time by ``relaunch.inventory.secrets``.
 
 from __future__ import annotations
 
+import os
 import re
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from relaunch.inventory.errors import Problem, UnknownNameError
@@ -121,8 +123,11 @@ class Production(Strict):
 
 
 class HealthCheck(Strict):
-    """One HTTP request that must succeed for an app to count as up (and its data present)."""
+    """One HTTP(S) request that must succeed for an app to count as up (and its data present)."""
 
+    scheme: Literal["http", "https"] = Field(
+        "http", description="https: TLS with the Host name as SNI, certificate verified (needs proxy.tls)"
+    )
     path: str = Field("/", description="URL path", examples=["/health"])
     status: int = Field(200, ge=100, le=599, description="expected HTTP status")
     contains: str | None = Field(None, description="text the body must contain", examples=['"posts":'])
@@ -223,10 +228,37 @@ class Database(Strict):
         return self
 
 
+class Tls(Strict):
+    """The certificate the proxy serves on port 443 for every app's domain."""
+
+    certificate: str = Field(
+        description="PEM file, leaf first then its chain, covering every app's domain; a path relative to the "
+        "inventory file (not secret)",
+        examples=["../certs/example/fullchain.pem"],
+    )
+    key: SecretRef = Field(description="its private key (PEM), by reference", examples=["file:../secrets/example/tls.key"])
+    ca: str | None = Field(
+        None,
+        description="CA certificates (PEM) the health checks trust, relative to the inventory file "
+        "(default: the system's; the sandbox makes its own CA)",
+        examples=["../secrets/example/tls-ca.pem"],
+    )
+
+    @field_validator("certificate", "ca")
+    @classmethod
+    def _beside_inventory(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A relative path is made absolute against the inventory file's directory (the loader passes it)."""
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None:
+            return value
+        return os.path.abspath(Path(base) / Path(value).expanduser())
+
+
 class Proxy(Strict):
     """The reverse proxy in front of the apps (from Debian's packages)."""
 
     kind: Literal["nginx"] = Field("nginx", description="nginx, one virtual host per app")
+    tls: Tls | None = Field(None, description="serve HTTPS too (port 443, SNI per app); null: HTTP only")
 
 
 class DnsRecordSpec(Strict):
@@ -328,6 +360,13 @@ class Inventory(Strict):
                     problems.append(
                         (("databases", i, "runs", "app"), f"database {db.name!r} runs in compose app {db.runs.app!r}, which is not a compose app here")
                     )
+        if self.proxy.tls is None:
+            for i, app in enumerate(self.apps):
+                for j, check in enumerate(app.health):
+                    if check.scheme == "https":
+                        problems.append(
+                            (("apps", i, "health", j, "scheme"), "an https health check needs proxy.tls (the certificate to serve)")
+                        )
         if problems:
             _fail(*problems)
         return self

@@ -22,6 +22,7 @@ from relaunch.inventory.errors import InventoryError, Problem
 from relaunch.inventory.loader import _is_secret_meta, _mentions_secret, source_of
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.source import KeyPath, Source
+from relaunch.inventory.tls import ensure_sandbox_certificate
 
 log = logging.getLogger(__name__)
 
@@ -266,10 +267,21 @@ def ensure_sandbox_secrets(inv: Inventory, base_dir: Path | str | None = None) -
     Missing parent directories are made with mode 0700, files with 0600 (each holds
     ``secrets.token_urlsafe(24)`` and a newline; one reference used twice is one file,
     so an app and its database agree). Existing files are left alone, whatever their
-    mode (``resolve_all`` refuses a bad one). For any other provider do nothing and
+    mode (``resolve_all`` refuses a bad one). With ``proxy.tls``, the key, certificate and
+    CA are made (or remade, when they no longer fit) by
+    ``relaunch.inventory.tls.ensure_sandbox_certificate``. For any other provider do nothing and
     return []: real secrets are the user's to make.
     """
     created: list[Path] = []
+    tls = inv.proxy.tls
+    if inv.provider.kind == "sandbox" and tls is not None:
+        if not tls.key.startswith("file:"):
+            src = source_of(inv)
+            raise InventoryError(Problem(src.file, src.line_of(("proxy", "tls", "key")), "proxy.tls.key",
+                                         "a sandbox site's TLS key must be a file: reference (relaunch makes it)"))
+        key_path = _file_path(tls.key, _base_dir(inv, base_dir))
+        _make_dirs(key_path.parent)
+        created += ensure_sandbox_certificate(inv, key_path)
     for path in missing_sandbox_secrets(inv, base_dir):
         _make_dirs(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
