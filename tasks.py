@@ -302,6 +302,7 @@ def _dns_changes_table(title, changes, applied_ids, dry_run):
         "wait_ttl": "before switching, wait out the TTL that --prepare lowered (bounded by --max-wait)",
         "max_wait": "longest wait for --wait-ttl, seconds (default 1800)",
         "restore_ttl": "only put back the TTL remembered by --prepare",
+        "settle": "after a verified switch, wait SETTLE seconds, then put back the TTL --prepare lowered",
         "force": "switch even when health checks fail against the target (said loudly)",
         "dry_run": "print the exact changes (before -> after) and change nothing",
         "json": "print a JSON summary instead of tables",
@@ -309,7 +310,7 @@ def _dns_changes_table(title, changes, applied_ids, dry_run):
     }
 )
 def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl=False, max_wait=1800,
-               restore_ttl=False, force=False, dry_run=False, json=False, verbose=False):
+               restore_ttl=False, settle=None, force=False, dry_run=False, json=False, verbose=False):
     """Cut the site's traffic over to TARGET: health checks, journal, change, verify; rolled back on failure."""
     import json as jsonlib
 
@@ -321,6 +322,14 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
     if len(actions) != 1:
         raise Exit("dns-switch needs exactly one of --to TARGET, --prepare, --restore-ttl"
                    + (f" (got {', '.join(actions)})" if actions else ""), code=2)
+    if settle is not None and not to:
+        raise Exit("dns-switch: --settle goes with --to (it restores the TTL after a switch)", code=2)
+    try:
+        settle_s = None if settle is None else float(settle)
+    except ValueError:
+        raise Exit(f"dns-switch: --settle expects seconds (a number), got {settle!r}", code=2) from None
+    if settle_s is not None and not 0 <= settle_s <= 86400:
+        raise Exit(f"dns-switch: --settle expects 0 to 86400 seconds, got {settle}", code=2)
     out = Console(stderr=True) if json else console
     try:
         inv = load_site(site)
@@ -347,7 +356,8 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
             with out.status(f"switching {site} to {to}") as spinner:
                 result = dns_switch_.switch(
                     cloud, inv, str(to), via=via, force=force, dry_run=dry_run, wait_ttl=wait_ttl,
-                    max_wait_ttl=float(max_wait), dns_port=dns_port, progress=lambda msg: spinner.update(msg),
+                    max_wait_ttl=float(max_wait), dns_port=dns_port, settle=settle_s,
+                    progress=lambda msg: spinner.update(msg),
                 )
     except RelaunchError as exc:
         if json:
@@ -375,6 +385,10 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
                 console.print(f"[yellow]not verified[/]: {verification.skipped}")
             elif verification.ok:
                 console.print(f"authoritative servers answer the new address after {verification.seconds:.1f} s")
+        if result.ttl_restored is not None and result.ttl_restored.changes:
+            console.print(_dns_changes_table(f"TTL of {plan.zone} restored after {settle_s:.0f} s",
+                                             result.ttl_restored.changes,
+                                             {ch.id for ch in result.ttl_restored.changes}, False))
     if not result.ok:
         raise Exit(f"dns-switch: records changed, but the authoritative servers did not answer the new address "
                    f"within the wait ({verification.seconds:.1f} s): {summary['verification']['answers']}", code=1)

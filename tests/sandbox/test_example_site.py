@@ -68,6 +68,37 @@ def test_a_wrong_host_header_does_not_reach_an_app(up) -> None:
         requests.get(f"http://{up.host.ipv4}/health", headers={"Host": "nobody.example.test"}, timeout=5)
 
 
+def test_https_serves_the_sites_certificate_by_sni_and_refuses_unknown_names(up, site_root: Path) -> None:
+    import socket
+    import ssl
+
+    inv = load_site("example", site_root)
+    assert inv.proxy.tls is not None and inv.proxy.tls.ca
+    trusted = ssl.create_default_context(cafile=inv.proxy.tls.ca)
+
+    def handshake(name: str, context: ssl.SSLContext) -> dict:
+        with socket.create_connection((up.host.ipv4, 443), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=name) as tls:
+            tls.sendall(f"GET /health HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+            return {"cert": tls.getpeercert(), "answer": answer.decode(errors="replace")}
+
+    for app in inv.apps:  # every app over TLS, its own name as SNI, verified against the site's CA
+        got = handshake(app.domain, trusted)
+        assert ("DNS", app.domain) in got["cert"]["subjectAltName"]
+        assert got["answer"].startswith("HTTP/1.1 200"), got["answer"][:200]
+    # a name no app has: the handshake itself is refused (no certificate shown)
+    loose = ssl.create_default_context()
+    loose.check_hostname, loose.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME|unrecognized name"):
+        handshake("nobody.example.test", loose)
+    # the certificate is not trusted without the site's CA (the system's do not know it)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake("example.test", ssl.create_default_context())
+
+
 def test_dns_zone_points_at_the_production_droplet(up, target: Target) -> None:
     records = {r.name: r.data for r in target.cloud.list_records("example.test", type="A")}
     assert records == {"@": up.host.ipv4, "stats": up.host.ipv4, "notes": up.host.ipv4}

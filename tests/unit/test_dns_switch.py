@@ -341,6 +341,30 @@ def test_switch_wait_ttl_waits_out_the_rest_of_the_old_ttl_bounded() -> None:
     assert sum(slept) == 30 and any("waited 30 s" in w for w in result.warnings)
 
 
+def test_switch_settle_restores_the_prepared_ttl_after_a_verified_switch() -> None:
+    cloud = FakeCloud()
+    before = cloud.zone()
+    sw.prepare(cloud, INV)
+    slept, said = [], []
+    result = run(cloud, "10.0.0.2,fd00::2", settle=25, sleep=slept.append, progress=said.append)
+    assert slept == [10.0, 10.0, 5.0] and any("settling before the TTL is restored: 25 s left" in s for s in said)
+    assert {cloud.zone()[i] for i in (1, 2)} == {("10.0.0.2", 1800)} and cloud.zone()[3] == ("fd00::2", 1800)
+    assert len(result.ttl_restored.changes) == 3 and result.to_json()["ttl_restored"][0]["after_ttl"] == 1800
+    assert sw.load_journal("t")["ttl"] == {} and cloud.zone()[4] == before[4]
+
+
+def test_switch_settle_restores_nothing_after_a_failed_verification() -> None:
+    def never(names, rdtype, expected, servers, timeout):
+        return Answer(timeout, {n: ["10.0.0.1"] for n in names}, False)
+
+    cloud = FakeCloud()
+    sw.prepare(cloud, V4_ONLY)
+    slept = []
+    result = run(cloud, "10.0.0.2", inv=V4_ONLY, verify=never, verify_timeout=5, settle=30, sleep=slept.append)
+    assert not result.ok and result.ttl_restored is None and slept == []
+    assert cloud.zone()[1] == ("10.0.0.2", 60)  # still low: the switch may be retried or reverted
+
+
 def test_switch_reports_failed_verification() -> None:
     def never(names, rdtype, expected, servers, timeout):
         return Answer(timeout, {n: ["10.0.0.1"] for n in names}, False)
@@ -427,6 +451,26 @@ def test_dns_switch_task_needs_exactly_one_action(fab) -> None:
     tasks, _ = fab
     with pytest.raises(Exit, match="exactly one of"):
         tasks.dns_switch.body(None, to="t-new", prepare=True)
+
+
+def test_dns_switch_task_settle_restores_the_ttl_and_bad_settle_changes_nothing(fab, capsys) -> None:
+    from invoke import Exit
+
+    tasks, cloud = fab
+    before = cloud.zone()
+    for bad, why in (("soon", "expects seconds"), ("-1", "0 to 86400")):
+        with pytest.raises(Exit, match=why) as exc:
+            tasks.dns_switch.body(None, to="t-new", settle=bad)
+        assert exc.value.code == 2
+    with pytest.raises(Exit, match="--settle goes with --to"):
+        tasks.dns_switch.body(None, prepare=True, settle="5")
+    assert cloud.zone() == before and cloud.updates == 0
+
+    sw.prepare(cloud, V4_ONLY)
+    tasks.dns_switch.body(None, to="t-new", settle="0", json=True)
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and [c["after_ttl"] for c in out["ttl_restored"]] == [1800, 1800]
+    assert cloud.zone()[1] == ("10.0.0.2", 1800)
 
 
 def test_switch_refuses_an_address_outside_the_sandbox_before_any_health_check() -> None:

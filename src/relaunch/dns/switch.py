@@ -135,6 +135,7 @@ class SwitchResult:
     reserved_ip_after: int | None = None
     waited_ttl: float = 0.0
     verification: Verification | None = None
+    ttl_restored: TtlResult | None = None  # after the settle time, when one was asked for
     phases: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -162,6 +163,7 @@ class SwitchResult:
                 "skipped": self.verification.skipped,
                 "answers": {k: _jsonable(v) for k, v in self.verification.answers.items()},
             },
+            "ttl_restored": None if self.ttl_restored is None else [asdict(c) for c in self.ttl_restored.changes],
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "warnings": plan.warnings + self.warnings,
         }
@@ -537,6 +539,7 @@ def switch(
     servers: Any = None,
     dns_port: int | None = None,
     verify_timeout: float = 60.0,
+    settle: float | None = None,
     health: Callable[[Inventory, str], HealthReport] = check_site,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -552,8 +555,27 @@ def switch(
     servers, timeout)``, by default relaunch.dns.authoritative's ``wait_until_answers`` against
     ``authoritative_servers_for(zone, dns_port)``; a failed verification leaves the records
     switched and makes ``result.ok`` False. ``dry_run`` plans and runs the health checks only.
+    ``settle``: after a verified DNS switch, wait that many seconds (with progress), then put
+    back the TTLs ``prepare`` lowered (``result.ttl_restored``): how a rebuild ends.
     """
     say = progress or (lambda msg: log.info("%s", msg))
+    result = _switch_locked(cloud, inv, target, via, force, dry_run, wait_ttl, max_wait_ttl, verify, servers,
+                            dns_port, verify_timeout, health, say, sleep)
+    if settle is not None and not dry_run and result.ok and result.plan.via == "dns":
+        t = time.monotonic()
+        _wait(settle, "settling before the TTL is restored", say, sleep)
+        result.ttl_restored = restore_ttl(cloud, inv)
+        if not result.ttl_restored.changes:
+            result.warnings.append("settle: no TTL to restore (it was not lowered with prepare, or already restored)")
+        result.phases["settle"] = time.monotonic() - t
+    return result
+
+
+def _switch_locked(
+    cloud: Cloud, inv: Inventory, target: str, via: Via, force: bool, dry_run: bool, wait_ttl: bool,
+    max_wait_ttl: float, verify: Verifier | None, servers: Any, dns_port: int | None, verify_timeout: float,
+    health: Callable[[Inventory, str], HealthReport], say: Progress, sleep: Callable[[float], None],
+) -> SwitchResult:
     phases: dict[str, float] = {}
     lock = contextlib.nullcontext() if dry_run else site_lock(inv.site)
     with lock:
@@ -655,10 +677,15 @@ def _wait_out_ttl(inv: Inventory, bound: float, say: Progress, sleep: Callable[[
         warnings.append(f"wait_ttl: waited {bound:.0f} s of the {remaining:.0f} s left of the previous TTL "
                         f"({old} s); some resolvers may still cache the old address with the old TTL")
         remaining = bound
+    return _wait(remaining, "waiting out the previous TTL", say, sleep)
+
+
+def _wait(seconds: float, what: str, say: Progress, sleep: Callable[[float], None]) -> float:
+    """Sleep ``seconds`` in steps of at most 10 s, saying how long is left before each; return seconds slept."""
     waited = 0.0
-    while waited < remaining:
-        step = min(10.0, remaining - waited)
-        say(f"waiting out the previous TTL: {remaining - waited:.0f} s left")
+    while waited < seconds:
+        step = min(10.0, seconds - waited)
+        say(f"{what}: {seconds - waited:.0f} s left")
         sleep(step)
         waited += step
     return waited
