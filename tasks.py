@@ -27,14 +27,17 @@ SITE_HELP = f"the site: inventory/<site>.yml (default {DEFAULT_SITE})"
     help={
         "site": "also bring this site up on a sandbox production Droplet (e.g. example)",
         "data_mb": "how much data to seed into the example site, in MB (default 100)",
+        "droplet": "with --site: bring it up on this other Droplet instead, as a spare (for `dns-switch --to new`)",
         "verbose": "log what the library does",
     }
 )
-def sandbox_up(c, site=None, data_mb=100, verbose=False):
+def sandbox_up(c, site=None, data_mb=100, droplet=None, verbose=False):
     """Start the local sandbox cloud; with --site, bring that site up on it too. Idempotent."""
     _setup_logging(verbose)
     try:
         if site is None:
+            if droplet is not None:
+                raise Exit("sandbox-up: --droplet goes with --site", code=2)
             with console.status("sandbox") as spinner:
                 svc = manage.up(progress=lambda msg: spinner.update(msg))
             console.print(f"[green]sandbox up[/]: API {svc.url} (pid {svc.pid}, log {svc.log_path})")
@@ -43,7 +46,8 @@ def sandbox_up(c, site=None, data_mb=100, verbose=False):
         from relaunch.sandbox import site as sandbox_site
 
         with console.status(f"bringing {site} up") as spinner:
-            up = sandbox_site.bring_up(site, data_mb=float(data_mb), progress=lambda msg: spinner.update(msg))
+            up = sandbox_site.bring_up(site, data_mb=float(data_mb), droplet=droplet,
+                                       progress=lambda msg: spinner.update(msg))
     except RelaunchError as exc:
         raise Exit(f"sandbox-up failed: {exc}", code=1) from exc
     host = up.host
@@ -62,7 +66,7 @@ def sandbox_up(c, site=None, data_mb=100, verbose=False):
     if up.seeded_mb:
         console.print(f"seeded about {up.seeded_mb:g} MB more data")
     for r in up.health.results:
-        console.print(f"  [green]ok[/] {r.app}: http://{r.host}{r.path} -> {r.status}")
+        console.print(f"  [green]ok[/] {r.app}: {r.scheme}://{r.host}{r.path} -> {r.status}")
     for rec in up.dns:
         console.print(f"  dns {rec.name} A {rec.data} (ttl {rec.ttl})")
 

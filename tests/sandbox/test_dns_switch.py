@@ -18,6 +18,8 @@ from relaunch.dns import switch as sw
 from relaunch.errors import RelaunchError
 from relaunch.inventory import load_site
 from relaunch.inventory.model import Inventory
+from relaunch.sandbox.site import bring_up
+from relaunch.state import forget_host
 
 pytestmark = pytest.mark.sandbox
 
@@ -109,6 +111,41 @@ def test_switch_to_healthy_target_then_old_restores_exactly(target, inv, up, bar
     sw.switch(cloud, inv, "old", **kw)  # and back to production
 
     sw.restore_ttl(cloud, inv)
+    assert zone_state(cloud, inv) == zone_kept
+
+
+@pytest.mark.heavy
+def test_switch_to_new_spare_host_verified_then_ttl_restored_after_settle(
+        target, inv, up, site_root, zone_kept, sandbox_api) -> None:
+    """`--to new`: the newest Droplet relaunch built (a spare with the site's apps), checked over
+    HTTPS with each app's SNI, switched, verified on the authoritative server; the TTL lowered by
+    prepare comes back by itself after the settle time."""
+    cloud, kw = target.cloud, verify_kwargs(sandbox_api)
+    spare = bring_up("example", data_mb=1, root=site_root, target=target, droplet="example-new")
+    try:
+        assert spare.host.role == "spare" and spare.dns == [] and spare.health.ok
+        assert {r.scheme for r in spare.health.results} == {"https", "http"}
+        sw.prepare(cloud, inv)
+        said: list[str] = []
+        result = sw.switch(cloud, inv, "new", settle=1, progress=said.append, **kw)
+        assert result.ok and not result.forced and result.plan.droplet.name == "example-new"
+        assert result.health.ok and result.health.address == spare.host.ipv4
+        assert any(r.scheme == "https" and r.ok for r in result.health.results)
+        assert result.verification.skipped is None and result.verification.seconds < 30
+        for name in ("example.test", "stats.example.test", "notes.example.test"):
+            assert authoritative_answer(sandbox_api, name) == [spare.host.ipv4]
+        # after the settle time the TTL is the inventory's again, the data still the spare's
+        assert any(m.startswith("settling before the TTL is restored") for m in said)
+        assert {(r[2], r[3]) for r in zone_state(cloud, inv).values() if r[0] == "A"} == {
+            (spare.host.ipv4, inv.dns.ttl)}
+        assert len(result.ttl_restored.changes) == len(inv.dns.records)
+        assert sw.load_journal(inv.site)["ttl"] == {}
+        back = sw.switch(cloud, inv, up.host.name, **kw)  # and back to production, healthy
+        assert back.ok and authoritative_answer(sandbox_api, inv.dns.zone) == [up.host.ipv4]
+    finally:
+        if spare.host is not None:
+            cloud.destroy_droplet(spare.host.droplet_id)
+            forget_host(inv.site, spare.host.name)
     assert zone_state(cloud, inv) == zone_kept
 
 

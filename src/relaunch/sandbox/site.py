@@ -77,6 +77,7 @@ def bring_up(
     root: Path | None = None,
     progress: Callable[[str], None] | None = None,
     target: Target | None = None,
+    droplet: str | None = None,
 ) -> SiteUp:
     """Create (or find) the site's production Droplet in the sandbox, bootstrap it, seed it, point DNS at it.
 
@@ -84,6 +85,10 @@ def bring_up(
     call finds the Droplet, changes nothing on it, seeds nothing twice. Raise
     RelaunchError (with what failed) at the first failure; the last phase is the health
     checks, which must all pass.
+
+    ``droplet`` names another Droplet to bring the site up on, as a *spare* (role
+    ``spare`` in hosts.json, so ``fab dns-switch --to new`` finds it): its own data,
+    DNS and the backup host left alone.
     """
     say = progress or (lambda msg: log.info("%s", msg))
     inv = load_site(site, root)
@@ -91,6 +96,8 @@ def bring_up(
         raise RelaunchError(f"site {site!r} has provider.kind {inv.provider.kind!r}; sandbox-up needs 'sandbox'")
     if not inv.production.droplet_name:
         raise RelaunchError(f"site {site!r}: production.droplet_name is needed to make it in the sandbox")
+    if droplet == inv.production.droplet_name:
+        raise RelaunchError(f"{droplet} is the site's production Droplet; a spare needs another name")
     result = SiteUp(site=site)
     clock = _phases(result.phases, say)
 
@@ -102,18 +109,19 @@ def bring_up(
         with clock("sandbox"):
             svc = manage.up(progress=say)
         with manage.sandbox_cloud(svc) as cloud:
-            return _bring_up(inv, data_mb, Target(cloud, NETWORK, client_key_path()), secrets, result, clock, say)
-    return _bring_up(inv, data_mb, target, secrets, result, clock, say)
+            return _bring_up(inv, data_mb, Target(cloud, NETWORK, client_key_path()), secrets, result, clock, say,
+                             droplet)
+    return _bring_up(inv, data_mb, target, secrets, result, clock, say, droplet)
 
 
 def _bring_up(
     inv: Inventory, data_mb: float, target: Target, secrets: Secrets, result: SiteUp, clock: Callable[[str], ContextManager[None]],
-    say: Callable[[str], None],
+    say: Callable[[str], None], spare: str | None,
 ) -> SiteUp:
     with clock("images"):
         images = _images(inv, target.network)
     public = ensure_client_key(target.key_path)
-    name = inv.production.droplet_name
+    name = spare or inv.production.droplet_name
     assert name is not None  # checked by bring_up
 
     def context(host_key: HostKey | None = None) -> RenderContext:
@@ -129,7 +137,8 @@ def _bring_up(
         else:
             say(f"creating Droplet {name}")
             record = create_host(
-                target.cloud, inv, name, "production", public, lambda hk: render_user_data(context(hk))
+                target.cloud, inv, name, "spare" if spare else "production", public,
+                lambda hk: render_user_data(context(hk)),
             )
             result.created = True
         result.host = record
@@ -143,10 +152,11 @@ def _bring_up(
             result.seeded_mb = _seed(conn, inv, data_mb, say)
     finally:
         conn.close()
-    with clock("backup host"):
-        ensure_backup_host(target, inv)  # the off-host store (relaunch.backup.sandbox_store)
-    with clock("dns"):
-        result.dns = point_records(target.cloud, inv, record.ipv4)
+    if not spare:
+        with clock("backup host"):
+            ensure_backup_host(target, inv)  # the off-host store (relaunch.backup.sandbox_store)
+        with clock("dns"):
+            result.dns = point_records(target.cloud, inv, record.ipv4)
     with clock("health"):
         result.health = wait_healthy(inv, record.ipv4, timeout=180)
     if not result.health.ok:
