@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import urllib3
@@ -36,9 +36,11 @@ class CheckResult:
     detail: str  # why it failed, or the start of the body when it passed
     seconds: float
     scheme: str = "http"
+    address: str = ""  # where it was sent (an IPv6 address in brackets)
 
     def describe(self) -> str:
-        return f"{self.app}: GET {self.scheme}://{self.host}{self.path} -> {self.status or '-'}: {self.detail}"
+        at = f" at {self.address}" if self.address else ""
+        return f"{self.app}: GET {self.scheme}://{self.host}{self.path}{at} -> {self.status or '-'}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def check_one(address: str, app: App, check: HealthCheck, port: int | None = Non
     started = time.monotonic()
 
     def result(ok: bool, status: int | None, detail: str) -> CheckResult:
-        return CheckResult(app.name, host, check.path, ok, status, detail, time.monotonic() - started, check.scheme)
+        return CheckResult(app.name, host, check.path, ok, status, detail, time.monotonic() - started, check.scheme,
+                           address)
 
     try:
         with pool:
@@ -101,22 +104,24 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
 
-def check_site(inv: Inventory, address: str, http_port: int = 80, https_port: int = 443) -> HealthReport:
-    """Run every health check of every app against ``address``."""
+def check_site(inv: Inventory, address: str | Sequence[str], http_port: int = 80, https_port: int = 443) -> HealthReport:
+    """Run every health check of every app against ``address`` (or against each of several addresses)."""
+    addresses = [address] if isinstance(address, str) else list(address)
     ca = inv.proxy.tls.ca if inv.proxy.tls else None
     results = [
-        check_one(address, app, check, https_port if check.scheme == "https" else http_port, ca)
+        check_one(a, app, check, https_port if check.scheme == "https" else http_port, ca)
+        for a in addresses
         for app in inv.apps
         for check in app.health
     ]
     for r in results:
         log.debug("health %s", r.describe())
-    return HealthReport(address, results)
+    return HealthReport(", ".join(addresses), results)
 
 
 def wait_healthy(
     inv: Inventory,
-    address: str,
+    address: str | Sequence[str],
     timeout: float = 120,
     http_port: int = 80,
     https_port: int = 443,

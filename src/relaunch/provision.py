@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -33,6 +34,11 @@ def find_droplet(cloud: Cloud, inv: Inventory, name: str) -> Droplet | None:
     return matches[0] if matches else None
 
 
+def wants_ipv6(inv: Inventory) -> bool:
+    """Whether the site's hosts need IPv6: it has AAAA records to point at them."""
+    return any(r.type == "AAAA" for r in inv.dns.records)
+
+
 def create_host(
     cloud: Cloud,
     inv: Inventory,
@@ -57,6 +63,7 @@ def create_host(
         ssh_keys=[key.fingerprint],
         user_data=user_data(host_key),
         tags=list(inv.provider.tags),
+        ipv6=wants_ipv6(inv),
         ssh_timeout=ssh_timeout,
     )
     if not droplet.ipv4:
@@ -68,6 +75,7 @@ def create_host(
         ipv4=droplet.ipv4,
         host_key=host_key.public_line,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ipv6=droplet.ipv6,
     )
     save_host(inv.site, record)
     log.info("created %s (%s) at %s, host key %s", name, droplet.id, droplet.ipv4, host_key.fingerprint())
@@ -86,7 +94,17 @@ def known_host(inv: Inventory, droplet: Droplet) -> HostRecord:
         )
     if record.ipv4 != droplet.ipv4:
         raise RelaunchError(f"Droplet {droplet.name} moved from {record.ipv4} to {droplet.ipv4}; refusing to guess")
+    if record.ipv6 != droplet.ipv6:
+        if record.ipv6 is not None:
+            raise RelaunchError(f"Droplet {droplet.name} moved from {record.ipv6} to {droplet.ipv6}; refusing to guess")
+        record = dataclasses.replace(record, ipv6=droplet.ipv6)  # recorded before relaunch kept IPv6 addresses
+        save_host(inv.site, record)
     return record
+
+
+def host_addresses(inv: Inventory, record: HostRecord) -> list[str]:
+    """Where the site's users reach ``record``: its IPv4, and its IPv6 (bracketed) when the site has AAAA records."""
+    return [record.ipv4] + ([f"[{record.ipv6}]"] if wants_ipv6(inv) and record.ipv6 else [])
 
 
 def open_host(record: HostRecord, key_filename: Path, timeout: float = 180) -> Connection:

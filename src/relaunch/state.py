@@ -34,6 +34,7 @@ class HostRecord:
     ipv4: str
     host_key: str  # public line, "ssh-ed25519 AAAA..."
     created_at: str
+    ipv6: str | None = None  # when the site has AAAA records (the Droplet is made with IPv6)
 
 
 def load_hosts(site: str) -> dict[str, HostRecord]:

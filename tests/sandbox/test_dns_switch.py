@@ -37,7 +37,7 @@ def bare(target, up) -> Iterator[Droplet]:
     """A Droplet of the site with nothing on it: every health check fails against it."""
     cloud = target.cloud
     d = cloud.create_droplet(name="example-bare", region="fra1", size="s-1vcpu-1gb", image="debian-12-x64",
-                             tags=["relaunch-example"], ssh_timeout=None)
+                             tags=["relaunch-example"], ipv6=True, ssh_timeout=None)
     yield d
     cloud.destroy_droplet(d.id)
 
@@ -63,10 +63,10 @@ def verify_kwargs(sandbox_api) -> dict:
     return {"dns_port": sandbox_api.dns_port, "verify_timeout": 30}
 
 
-def authoritative_answer(sandbox_api, name: str) -> list[str]:
+def authoritative_answer(sandbox_api, name: str, rdtype: str = "A") -> list[str]:
     port = sandbox_api.dns_port
-    reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=5)
-    return sorted(item.address for rrset in reply.answer for item in rrset if rrset.rdtype == 1)
+    reply = dns.query.udp(dns.message.make_query(name, rdtype), "127.0.0.1", port=port, timeout=5)
+    return sorted(item.address for rrset in reply.answer for item in rrset)
 
 
 def test_switch_refuses_a_droplet_whose_apps_are_down(target, inv, bare, zone_kept) -> None:
@@ -77,8 +77,9 @@ def test_switch_refuses_a_droplet_whose_apps_are_down(target, inv, bare, zone_ke
 
 def test_switch_dry_run_changes_nothing(target, inv, bare, zone_kept) -> None:
     result = sw.switch(target.cloud, inv, "example-bare", dry_run=True, force=True)
-    assert [(c.name, c.after_data) for c in result.plan.changes] == [
-        (spec.name, bare.ipv4) for spec in inv.dns.records]
+    assert bare.ipv6 and bare.ipv6.startswith("fd")  # the sandbox network's own unique local /64
+    assert [(c.name, c.type, c.after_data) for c in result.plan.changes] == [
+        (spec.name, spec.type, bare.ipv4 if spec.type == "A" else bare.ipv6) for spec in inv.dns.records]
     assert zone_state(target.cloud, inv) == zone_kept
 
 
@@ -102,7 +103,10 @@ def test_switch_to_healthy_target_then_old_restores_exactly(target, inv, up, bar
     assert back.verification.ok and back.verification.seconds < 30
     assert back.verification.answers["A"] == {f"{name}.{inv.dns.zone}" if name != "@" else inv.dns.zone: [prod.ipv4]
                                               for name in ("@", "stats", "notes")}
+    assert back.verification.answers["AAAA"] == {inv.dns.zone: [prod.ipv6]}
+    assert back.health.address == f"{prod.ipv4}, [{prod.ipv6}]"  # checked over IPv4 and IPv6
     assert authoritative_answer(sandbox_api, f"stats.{inv.dns.zone}") == [prod.ipv4]
+    assert authoritative_answer(sandbox_api, inv.dns.zone, "AAAA") == [prod.ipv6]
 
     # `old` puts back exactly what the last switch replaced (data and TTL).
     sw.switch(cloud, inv, "old", force=True, **kw)
@@ -129,15 +133,16 @@ def test_switch_to_new_spare_host_verified_then_ttl_restored_after_settle(
         said: list[str] = []
         result = sw.switch(cloud, inv, "new", settle=1, progress=said.append, **kw)
         assert result.ok and not result.forced and result.plan.droplet.name == "example-new"
-        assert result.health.ok and result.health.address == spare.host.ipv4
+        assert result.health.ok and result.health.address == f"{spare.host.ipv4}, [{spare.host.ipv6}]"
         assert any(r.scheme == "https" and r.ok for r in result.health.results)
         assert result.verification.skipped is None and result.verification.seconds < 30
         for name in ("example.test", "stats.example.test", "notes.example.test"):
             assert authoritative_answer(sandbox_api, name) == [spare.host.ipv4]
+        assert authoritative_answer(sandbox_api, "example.test", "AAAA") == [spare.host.ipv6]
         # after the settle time the TTL is the inventory's again, the data still the spare's
         assert any(m.startswith("settling before the TTL is restored") for m in said)
-        assert {(r[2], r[3]) for r in zone_state(cloud, inv).values() if r[0] == "A"} == {
-            (spare.host.ipv4, inv.dns.ttl)}
+        assert {(r[2], r[3]) for r in zone_state(cloud, inv).values() if r[0] in ("A", "AAAA")} == {
+            (spare.host.ipv4, inv.dns.ttl), (spare.host.ipv6, inv.dns.ttl)}
         assert len(result.ttl_restored.changes) == len(inv.dns.records)
         assert sw.load_journal(inv.site)["ttl"] == {}
         back = sw.switch(cloud, inv, up.host.name, **kw)  # and back to production, healthy

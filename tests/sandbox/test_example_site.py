@@ -102,6 +102,14 @@ def test_https_serves_the_sites_certificate_by_sni_and_refuses_unknown_names(up,
 def test_dns_zone_points_at_the_production_droplet(up, target: Target) -> None:
     records = {r.name: r.data for r in target.cloud.list_records("example.test", type="A")}
     assert records == {"@": up.host.ipv4, "stats": up.host.ipv4, "notes": up.host.ipv4}
+    assert up.host.ipv6 and up.host.ipv6.startswith("fd")  # the sandbox network's own unique local /64
+    assert {r.name: r.data for r in target.cloud.list_records("example.test", type="AAAA")} == {"@": up.host.ipv6}
+
+
+def test_every_health_check_passes_over_ipv6_too(up, site_root: Path) -> None:
+    report = check_site(load_site("example", site_root), f"[{up.host.ipv6}]")
+    assert report.ok, [r.describe() for r in report.results]
+    assert {r.scheme for r in report.results} == {"https", "http"}
 
 
 def test_the_three_engines_hold_the_seeded_rows(up, conn) -> None:

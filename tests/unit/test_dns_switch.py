@@ -34,8 +34,8 @@ def _own_state(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RELAUNCH_STATE_DIR", str(tmp_path / "state"))
 
 
-def droplet(id_: int, name: str, ip: str, region: str = "fra1") -> Droplet:
-    return Droplet(id_, name, "active", ip, region, ("relaunch-t",), "2026-01-01T00:00:00Z")
+def droplet(id_: int, name: str, ip: str, region: str = "fra1", ipv6: str | None = None) -> Droplet:
+    return Droplet(id_, name, "active", ip, region, ("relaunch-t",), "2026-01-01T00:00:00Z", ipv6)
 
 
 class FakeCloud:
@@ -48,7 +48,7 @@ class FakeCloud:
             3: DnsRecord(3, "AAAA", "@", "fd00::1", 1800),
             4: DnsRecord(4, "MX", "@", "mail.t.test", 1800),
         }
-        self.droplets = [droplet(11, "t-prod", "10.0.0.1"), droplet(12, "t-new", "10.0.0.2"),
+        self.droplets = [droplet(11, "t-prod", "10.0.0.1", ipv6="fd00::1"), droplet(12, "t-new", "10.0.0.2", ipv6="fd00::2"),
                          droplet(13, "t-far", "10.0.0.3", region="nyc3")]
         self.reserved = {"10.9.9.9": ReservedIp("10.9.9.9", "fra1", 11)}
         self.updates = 0
@@ -137,7 +137,26 @@ def test_plan_switch_address_pair_gives_exact_changes() -> None:
 
 def test_plan_switch_refuses_aaaa_record_without_ipv6() -> None:
     with pytest.raises(RelaunchError, match="AAAA record '@' needs an IPv6"):
-        sw.plan_switch(FakeCloud(), INV, "t-new")
+        sw.plan_switch(FakeCloud(), INV, "t-far")  # a Droplet without IPv6
+    with pytest.raises(RelaunchError, match="AAAA record '@' needs an IPv6"):
+        sw.plan_switch(FakeCloud(), INV, "10.0.0.2")
+
+
+def test_plan_switch_to_a_droplet_takes_its_ipv6_for_aaaa_and_checks_both_addresses() -> None:
+    plan = sw.plan_switch(FakeCloud(), INV, "t-new")
+    assert {(c.type, c.after_data) for c in plan.changes} == {("A", "10.0.0.2"), ("AAAA", "fd00::2")}
+    assert plan.health_addresses == ["10.0.0.2", "[fd00::2]"]
+    assert sw.plan_switch(FakeCloud(), V4_ONLY, "t-new").health_addresses == ["10.0.0.2"]  # no AAAA to switch
+    checked: list[str] = []
+
+    def health(inv, address):
+        checked.append(address)
+        return healthy(inv, address) if address == "10.0.0.2" else unhealthy(inv, address)
+
+    cloud = FakeCloud()
+    with pytest.raises(RelaunchError, match=r"\(10.0.0.2, \[fd00::2\]\): health check failed"):
+        run(cloud, "t-new", health=health)
+    assert checked == ["10.0.0.2", "[fd00::2]"] and cloud.updates == 0
 
 
 def test_plan_switch_droplet_name_and_unknown_name() -> None:
@@ -154,7 +173,7 @@ def test_plan_switch_new_is_newest_non_production_host() -> None:
     cloud = FakeCloud()
     cloud.droplets[2] = droplet(13, "t-older", "10.0.0.3")
     plan = sw.plan_switch(cloud, V4_ONLY, "new")
-    assert plan.droplet.name == "t-new" and plan.addresses == {"A": "10.0.0.2"}
+    assert plan.droplet.name == "t-new" and plan.addresses == {"A": "10.0.0.2", "AAAA": "fd00::2"}
 
 
 def test_plan_switch_refuses_missing_record() -> None:

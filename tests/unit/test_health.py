@@ -125,7 +125,7 @@ def test_https_check_sends_the_host_as_sni_and_verifies_against_the_ca(tls_serve
     report = check_site(https_inventory(ca), "127.0.0.1", https_port=srv.server_address[1])
     assert report.ok, [r.describe() for r in report.results]
     assert sorted(seen) == ["blog.t.test", "notes.t.test"]
-    assert report.results[0].describe().startswith("blog: GET https://blog.t.test/health -> 200")
+    assert report.results[0].describe().startswith("blog: GET https://blog.t.test/health at 127.0.0.1 -> 200")
 
 
 def test_https_check_fails_on_a_certificate_from_another_ca(tls_server, tmp_path) -> None:

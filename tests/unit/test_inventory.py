@@ -181,7 +181,7 @@ def test_load_bad_name_value_uses_validator_expectation() -> None:
 def test_load_yaml_boolean_where_text_expected_gets_a_hint() -> None:
     text = edited("{name: stats, type: A}", "{name: no, type: A}")
     msg = str(error_of(text))
-    assert f":{line_of(text, '{name: no,')}: dns.records[1].name: expected text, got false" in msg
+    assert f":{line_of(text, '{name: no,')}: dns.records[2].name: expected text, got false" in msg
     assert "quote the value" in msg
 
 

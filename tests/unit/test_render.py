@@ -222,7 +222,11 @@ def test_render_host_nginx_vhost_per_app(ctx: RenderContext) -> None:
     for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme"):
         assert f"proxy_set_header {header};" in conf
     assert "client_max_body_size" in conf
-    assert "listen [::]:80" not in conf  # no AAAA record in the example
+    assert "listen [::]:80;" in conf and "listen [::]:443 ssl;" in conf  # the example has an AAAA record
+    v4_only = example_inventory(dns={**example_inventory().dns.model_dump(), "records": [{"name": "@", "type": "A"}]})
+    ctx4 = RenderContext(**{**ctx.__dict__, "inventory": v4_only})
+    conf4 = by_path(render_host(ctx4))["/etc/nginx/sites-available/relaunch-stats.conf"].content.decode()
+    assert "listen [::]" not in conf4 and "listen 443 ssl;" in conf4
 
 
 def test_render_host_site_json_facts(ctx: RenderContext) -> None:

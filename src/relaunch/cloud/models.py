@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 
-def _public_ipv4(networks: Any) -> str | None:
-    for net in (networks or {}).get("v4") or []:
+def _public_ip(networks: Any, version: str) -> str | None:
+    """The first public address of ``networks[version]`` (``v4`` or ``v6``), or None."""
+    for net in (networks or {}).get(version) or []:
         if net.get("type") == "public" and net.get("ip_address"):
             return net["ip_address"]
     return None
@@ -32,6 +33,7 @@ class Droplet:
     region: str | None
     tags: tuple[str, ...]
     created_at: str | None
+    ipv6: str | None = None
 
     @classmethod
     def from_api(cls, d: Mapping[str, Any]) -> "Droplet":
@@ -39,7 +41,8 @@ class Droplet:
             id=int(d["id"]),
             name=d.get("name") or "",
             status=d.get("status") or "",
-            ipv4=_public_ipv4(d.get("networks")),
+            ipv4=_public_ip(d.get("networks"), "v4"),
+            ipv6=_public_ip(d.get("networks"), "v6"),
             region=_slug(d.get("region")),
             tags=tuple(d.get("tags") or ()),
             created_at=d.get("created_at"),

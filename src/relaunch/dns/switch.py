@@ -107,12 +107,14 @@ class SwitchPlan:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def health_address(self) -> str:
-        """The address the health checks go to (IPv4 when there is one)."""
-        ip = self.addresses.get("A") or self.addresses.get("AAAA")
-        if ip is None:
+    def health_addresses(self) -> list[str]:
+        """Where the health checks go: the IPv4, and the IPv6 (bracketed) when AAAA records will point there."""
+        out = [self.addresses["A"]] if "A" in self.addresses else []
+        if "AAAA" in self.addresses and (not out or any(c.type == "AAAA" for c in self.changes)):
+            out.append(f"[{self.addresses['AAAA']}]")
+        if not out:
             raise RelaunchError("the target has no address to check")
-        return f"[{ip}]" if ":" in ip else ip
+        return out
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,7 @@ def _resolve(cloud: Cloud, inv: Inventory, target: str) -> tuple[dict[str, str],
         droplet = named[0]
     if not droplet.ipv4:
         raise RelaunchError(f"Droplet {droplet.name} ({droplet.id}) has no public IPv4")
-    return {"A": droplet.ipv4}, droplet
+    return {"A": droplet.ipv4, **({"AAAA": droplet.ipv6} if droplet.ipv6 else {})}, droplet
 
 
 def plan_switch(cloud: Cloud, inv: Inventory, target: str, via: Via = "dns") -> SwitchPlan:
@@ -509,20 +511,22 @@ def verify_records(plan: SwitchPlan, verify: Verifier, servers: Any, timeout: fl
     return Verification(ok=ok, seconds=time.monotonic() - started, answers=answers)
 
 
-def _refuse_outside_sandbox(cloud: Cloud, inv: Inventory, address: str | None) -> None:
+def _refuse_outside_sandbox(cloud: Cloud, inv: Inventory, addresses: Sequence[str]) -> None:
     """For a sandbox site, refuse an address that is no sandbox Droplet's, before any request goes there.
 
     The sandbox's traffic stays on its own network: a health check must never be sent to
     an address outside it (a typo, or a real host's address in a sandbox inventory).
     """
-    if inv.provider.kind != "sandbox" or not address or ":" in address:
+    if inv.provider.kind != "sandbox":
         return
-    known = {d.ipv4 for d in cloud.list_droplets() if d.ipv4}
-    if address not in known:
-        raise RelaunchError(
-            f"site {inv.site!r} lives in the sandbox, and {address} is no sandbox Droplet's address; "
-            "refusing to send it anything (switch to a sandbox Droplet by name or address)"
-        )
+    droplets = cloud.list_droplets()
+    known = {d.ipv4 for d in droplets if d.ipv4} | {str(ipaddress.ip_address(d.ipv6)) for d in droplets if d.ipv6}
+    for address in addresses:
+        if str(ipaddress.ip_address(address.strip("[]"))) not in known:
+            raise RelaunchError(
+                f"site {inv.site!r} lives in the sandbox, and {address} is no sandbox Droplet's address; "
+                "refusing to send it anything (switch to a sandbox Droplet by name or address)"
+            )
 
 
 def switch(
@@ -583,21 +587,23 @@ def _switch_locked(
         plan = plan_switch(cloud, inv, target, via)
         phases["plan"] = time.monotonic() - t
         result = SwitchResult(plan=plan, dry_run=dry_run, phases=phases)
-        _refuse_outside_sandbox(cloud, inv, plan.health_address)
+        where = ", ".join(plan.health_addresses)
+        _refuse_outside_sandbox(cloud, inv, plan.health_addresses)
 
         t = time.monotonic()
-        say(f"health checks against {plan.health_address}")
-        report = health(inv, plan.health_address)
+        say(f"health checks against {where}")
+        reports = [health(inv, address) for address in plan.health_addresses]
+        report = HealthReport(where, [r for each in reports for r in each.results])
         result.health = report
         phases["health"] = time.monotonic() - t
         if not report.ok:
             why = "; ".join(r.describe() for r in report.failures()) or "the site has no health checks"
             if not force:
-                raise RelaunchError(f"refusing to switch {inv.site} to {target} ({plan.health_address}): "
+                raise RelaunchError(f"refusing to switch {inv.site} to {target} ({where}): "
                                     f"health check failed: {why} (force overrides)")
             result.forced = True
             result.warnings.append(f"FORCED: switching although health checks fail against "
-                                   f"{plan.health_address}: {why}")
+                                   f"{where}: {why}")
             log.warning("%s", result.warnings[-1])
         if dry_run:
             return result

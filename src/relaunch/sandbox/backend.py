@@ -28,6 +28,9 @@ class Booted:
     netmask: str
     gateway: str
     disk_bytes: int = 0
+    ipv6: str | None = None
+    """Its IPv6 address on the sandbox network (a private ULA /64), when the network has one."""
+    gateway6: str | None = None
 
 
 class Backend(Protocol):

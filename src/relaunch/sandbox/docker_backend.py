@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
+import os
 import tarfile
 import subprocess
 import threading
@@ -38,6 +39,12 @@ NETWORK = "relaunch-sandbox"
 SEED_DIR = "/var/lib/cloud/seed/nocloud"
 #: Addresses below this offset in the subnet are left to Docker and the helper services.
 FIRST_DROPLET_HOST = 16
+
+
+def _random_ula() -> str:
+    """A random unique local IPv6 /64 (fd00::/8, 40 random bits of global ID, subnet 0)."""
+    global_id = int.from_bytes(os.urandom(5), "big")
+    return str(ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 64)))
 
 
 def render_seed(droplet_id: int, name: str, user_data: str | None, authorized_keys: list[str]) -> dict[str, str]:
@@ -128,6 +135,20 @@ class DockerBackend:
         gateway = probe.attrs["IPAM"]["Config"][0].get("Gateway")
         probe.remove()
         pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway)
+        # Dual stack: a random unique local /64 (RFC 4193) beside it, so Droplets have IPv6
+        # addresses that are the sandbox's own (AAAA records, nginx on [::]).
+        for _ in range(5):
+            v6 = _random_ula()
+            try:
+                return self.client.networks.create(
+                    self.network, driver="bridge", labels=labels, enable_ipv6=True,
+                    ipam=docker.types.IPAMConfig(pool_configs=[pool, docker.types.IPAMPool(subnet=v6)]),
+                )
+            except docker.errors.APIError as exc:
+                log.info("IPv6 subnet %s refused (%s)", v6, exc.explanation or exc)
+                if "overlap" not in str(exc).lower():
+                    break
+        log.warning("sandbox network %s has no IPv6 (Docker refused it): Droplets get IPv4 only", self.network)
         return self.client.networks.create(
             self.network, driver="bridge", labels=labels, ipam=docker.types.IPAMConfig(pool_configs=[pool])
         )
@@ -177,7 +198,7 @@ class DockerBackend:
                 security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             )
             networking = api.create_networking_config(
-                {self.network: api.create_endpoint_config(ipv4_address=address)}
+                {self.network: api.create_endpoint_config(ipv4_address=address, ipv6_address=self._ipv6_for(address))}
             )
             try:
                 created = api.create_container(
@@ -218,6 +239,17 @@ class DockerBackend:
                 return str(host)
         raise BackendError(f"no free address left on {subnet}")
 
+    def _ipv6_for(self, ipv4: str) -> str | None:
+        """The IPv6 address that goes with ``ipv4``: the same host number in the network's IPv6 subnet."""
+        net = self._ensure_network()
+        net.reload()
+        configs = net.attrs["IPAM"]["Config"] or []
+        v4 = next((ipaddress.ip_network(c["Subnet"]) for c in configs if ":" not in c["Subnet"]), None)
+        v6 = next((ipaddress.ip_network(c["Subnet"]) for c in configs if ":" in c["Subnet"]), None)
+        if v4 is None or v6 is None:
+            return None
+        return str(v6.network_address + (int(ipaddress.ip_address(ipv4)) - int(v4.network_address)))
+
     def _container(self, droplet_id: int) -> docker.models.containers.Container:
         try:
             return self.client.containers.get(self.container_name(droplet_id))
@@ -245,7 +277,8 @@ class DockerBackend:
         settings = container.attrs["NetworkSettings"]["Networks"][self.network]
         prefix = int(settings["IPPrefixLen"])
         netmask = str(ipaddress.ip_network(f"0.0.0.0/{prefix}").netmask)
-        return Booted(ipv4=settings["IPAddress"], netmask=netmask, gateway=settings["Gateway"])
+        return Booted(ipv4=settings["IPAddress"], netmask=netmask, gateway=settings["Gateway"],
+                      ipv6=settings.get("GlobalIPv6Address") or None, gateway6=settings.get("IPv6Gateway") or None)
 
     def destroy_droplet(self, droplet_id: int) -> None:
         try:

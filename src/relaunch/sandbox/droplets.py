@@ -10,7 +10,6 @@ simulator left behind.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import uuid
@@ -98,10 +97,10 @@ def finish_action(txn: Txn, action_id: int, ok: bool) -> None:
 def _networks(booted: Booted, ipv6: bool, droplet_id: int) -> dict[str, Any]:
     v4 = [{"ip_address": booted.ipv4, "netmask": booted.netmask, "gateway": booted.gateway, "type": "public"}]
     v6 = []
-    if ipv6:
-        # A documentation address (2001:db8::/32): shown, never routed or contacted.
-        net = ipaddress.IPv6Network(f"2001:db8:{droplet_id % 0xFFFF:x}::/64")
-        v6 = [{"ip_address": str(net[2]), "netmask": 64, "gateway": str(net[1]), "type": "public"}]
+    if ipv6 and booted.ipv6:
+        # The Droplet's own address on the sandbox network's unique local /64 (none when the
+        # network has no IPv6: then the Droplet has none, as a Droplet created without ipv6).
+        v6 = [{"ip_address": booted.ipv6, "netmask": 64, "gateway": booted.gateway6 or "", "type": "public"}]
     return {"v4": v4, "v6": v6}
 
 

@@ -27,7 +27,7 @@ from relaunch.health import HealthReport, wait_healthy
 from relaunch.inventory import load_site
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import Secrets, ensure_sandbox_secrets, resolve_all
-from relaunch.provision import create_host, find_droplet, known_host, open_host
+from relaunch.provision import create_host, find_droplet, host_addresses, known_host, open_host
 from relaunch.remote import HostKey, ensure_client_key
 from relaunch.render import RenderContext, render_user_data
 from relaunch.sandbox import manage
@@ -156,9 +156,9 @@ def _bring_up(
         with clock("backup host"):
             ensure_backup_host(target, inv)  # the off-host store (relaunch.backup.sandbox_store)
         with clock("dns"):
-            result.dns = point_records(target.cloud, inv, record.ipv4)
+            result.dns = point_records(target.cloud, inv, record)
     with clock("health"):
-        result.health = wait_healthy(inv, record.ipv4, timeout=180)
+        result.health = wait_healthy(inv, host_addresses(inv, record), timeout=180)
     if not result.health.ok:
         failed = "; ".join(r.describe() for r in result.health.failures())
         raise RelaunchError(f"site {inv.site!r} is up on {record.ipv4} but health checks fail: {failed}")
@@ -219,19 +219,23 @@ def _seed(conn, inv: Inventory, data_mb: float, say: Callable[[str], None]) -> f
     return data_mb - seeded
 
 
-def point_records(cloud: Cloud, inv: Inventory, ipv4: str) -> list[DnsRecord]:
-    """Create the site's zone if needed and make each of its A records point at ``ipv4``."""
+def point_records(cloud: Cloud, inv: Inventory, host: HostRecord) -> list[DnsRecord]:
+    """Create the site's zone if needed and point each of its records at ``host`` (A: IPv4, AAAA: IPv6)."""
     zone = inv.dns.zone
     cloud.ensure_domain(zone)
     out: list[DnsRecord] = []
     for spec in inv.dns.records:
-        if spec.type != "A":
-            continue  # sandbox Droplets have no public IPv6
-        existing = cloud.list_records(zone, type="A", name=spec.name)
+        address = host.ipv4 if spec.type == "A" else host.ipv6
+        if not address:
+            raise RelaunchError(
+                f"AAAA record {spec.name!r} needs an IPv6 address and Droplet {host.name} has none "
+                "(was the sandbox network made before it had IPv6? `fab sandbox-down`, then up again)"
+            )
+        existing = cloud.list_records(zone, type=spec.type, name=spec.name)
         if not existing:
-            out.append(cloud.create_record(zone, type="A", name=spec.name, data=ipv4, ttl=inv.dns.ttl))
-        elif existing[0].data != ipv4:
-            out.append(cloud.update_record(zone, existing[0].id, data=ipv4))
+            out.append(cloud.create_record(zone, type=spec.type, name=spec.name, data=address, ttl=inv.dns.ttl))
+        elif existing[0].data != address:
+            out.append(cloud.update_record(zone, existing[0].id, data=address))
         else:
             out.append(existing[0])
     return out
