@@ -8,6 +8,7 @@ Every test leaves the zone as it found it (other tests check its records point a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import dns.message
 import dns.query
@@ -95,8 +96,13 @@ def test_switch_to_healthy_target_then_old_restores_exactly(target, inv, up, bar
     after_away = zone_state(cloud, inv)
     assert {r[2] for r in after_away.values() if r[0] == "A"} == {bare.ipv4}
 
-    # ... then switch to the healthy production Droplet.
-    back = sw.switch(cloud, inv, prod.name, **kw)
+    # ... then switch to the healthy production Droplet, waiting out what is left of the old TTL
+    # (the TTL was lowered "1798 s ago" here, so 2 s of its 1800 s are left).
+    journal = sw.load_journal(inv.site)
+    journal["ttl"]["prepared_at"] = (datetime.now(timezone.utc) - timedelta(seconds=1798)).isoformat()
+    sw.save_journal(inv.site, journal)
+    back = sw.switch(cloud, inv, prod.name, wait_ttl=True, **kw)
+    assert 0 < back.waited_ttl <= 2.5 and back.phases["wait ttl"] >= back.waited_ttl - 0.1
     assert back.ok and not back.forced and back.health.ok
     assert {r[2] for r in zone_state(cloud, inv).values() if r[0] == "A"} == {prod.ipv4}
     assert back.verification is not None and back.verification.skipped is None
