@@ -7,6 +7,7 @@ import logging
 from fabric import task
 from invoke import Collection, Exit
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from relaunch.errors import RelaunchError
@@ -39,7 +40,7 @@ def sandbox_up(c, site=None, data_mb=100, droplet=None, verbose=False):
             if droplet is not None:
                 raise Exit("sandbox-up: --droplet goes with --site", code=2)
             with console.status("sandbox") as spinner:
-                svc = manage.up(progress=lambda msg: spinner.update(msg))
+                svc = manage.up(progress=lambda msg: spinner.update(escape(msg)))
             console.print(f"[green]sandbox up[/]: API {svc.url} (pid {svc.pid}, log {svc.log_path})")
             console.print(f"  use it with: export DIGITALOCEAN_END_POINT={svc.url}")
             return
@@ -47,7 +48,7 @@ def sandbox_up(c, site=None, data_mb=100, droplet=None, verbose=False):
 
         with console.status(f"bringing {site} up") as spinner:
             up = sandbox_site.bring_up(site, data_mb=float(data_mb), droplet=droplet,
-                                       progress=lambda msg: spinner.update(msg))
+                                       progress=lambda msg: spinner.update(escape(msg)))
     except RelaunchError as exc:
         raise Exit(f"sandbox-up failed: {exc}", code=1) from exc
     host = up.host
@@ -66,9 +67,9 @@ def sandbox_up(c, site=None, data_mb=100, droplet=None, verbose=False):
     if up.seeded_mb:
         console.print(f"seeded about {up.seeded_mb:g} MB more data")
     for r in up.health.results:
-        console.print(f"  [green]ok[/] {r.app}: {r.scheme}://{r.host}{r.path} -> {r.status}")
+        console.print(f"  [green]ok[/] {r.app}: {r.scheme}://{r.host}{r.path} at {escape(r.address)} -> {r.status}")
     for rec in up.dns:
-        console.print(f"  dns {rec.name} A {rec.data} (ttl {rec.ttl})")
+        console.print(f"  dns {rec.name} {rec.type} {rec.data} (ttl {rec.ttl})")
 
 
 @task(help={"verbose": "log what the library does"})
@@ -285,7 +286,8 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
 def _dns_changes_table(title, changes, applied_ids, dry_run):
     table = Table(title=title)
     for col in ("record", "type", "before", "ttl", "after", "ttl ", ""):
-        table.add_column(col)
+        # addresses are shown whole (folded onto a second line if the terminal is narrow), never cut
+        table.add_column(col, overflow="fold" if col in ("before", "after") else "ellipsis")
     for ch in changes:
         if dry_run:
             mark = "[cyan](dry run)[/]"
@@ -361,7 +363,7 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
                 result = dns_switch_.switch(
                     cloud, inv, str(to), via=via, force=force, dry_run=dry_run, wait_ttl=wait_ttl,
                     max_wait_ttl=float(max_wait), dns_port=dns_port, settle=settle_s,
-                    progress=lambda msg: spinner.update(msg),
+                    progress=lambda msg: spinner.update(escape(msg)),
                 )
     except RelaunchError as exc:
         if json:
@@ -373,7 +375,7 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         print(jsonlib.dumps(summary, indent=2))
     else:
         for w in result.plan.warnings + result.warnings:
-            console.print(f"[bold red]{w}[/]" if w.startswith("FORCED") else f"[yellow]warning[/]: {w}")
+            console.print(f"[bold red]{escape(w)}[/]" if w.startswith("FORCED") else f"[yellow]warning[/]: {escape(w)}")
         plan = result.plan
         if plan.via == "reserved-ip":
             rip = plan.reserved_ip

@@ -372,6 +372,18 @@ def test_switch_settle_restores_the_prepared_ttl_after_a_verified_switch() -> No
     assert sw.load_journal("t")["ttl"] == {} and cloud.zone()[4] == before[4]
 
 
+def test_old_after_a_settled_switch_lowers_the_ttl_again_but_remembers_the_normal_one() -> None:
+    cloud = FakeCloud()
+    sw.prepare(cloud, V4_ONLY)
+    run(cloud, "10.0.0.2", inv=V4_ONLY, settle=0, sleep=lambda s: None)
+    assert cloud.zone()[1] == ("10.0.0.2", 1800)
+    back = run(cloud, "old", inv=V4_ONLY)  # exactly the state before that switch: TTL 60 ...
+    assert cloud.zone()[1] == ("10.0.0.1", 60)
+    assert any("`--restore-ttl` puts back 1800 s" in w for w in back.warnings)
+    sw.restore_ttl(cloud, V4_ONLY)  # ... and the normal TTL is not lost
+    assert cloud.zone()[1] == ("10.0.0.1", 1800) and cloud.zone()[2] == ("10.0.0.1", 1800)
+
+
 def test_switch_settle_restores_nothing_after_a_failed_verification() -> None:
     def never(names, rdtype, expected, servers, timeout):
         return Answer(timeout, {n: ["10.0.0.1"] for n in names}, False)

@@ -631,6 +631,8 @@ def _switch_locked(
             _set_status(inv.site, entry["at"], "rolled-back")
             raise
         _set_status(inv.site, entry["at"], "done")
+        if plan.via == "dns":
+            _remember_lowered_ttls(inv.site, result.applied, result.warnings)
         phases["change"] = time.monotonic() - t
 
         if plan.via == "dns":
@@ -648,6 +650,25 @@ def _switch_locked(
                 result.verification = verify_records(plan, verify, servers, verify_timeout)
             phases["verify"] = time.monotonic() - t
         return result
+
+
+def _remember_lowered_ttls(site: str, applied: Sequence[RecordChange], warnings: list[str]) -> None:
+    """A switch that lowered a TTL (``old`` going back to before a TTL restore) remembers the higher one.
+
+    So ``restore_ttl`` can still put it back: no TTL is left lowered with nothing to restore it.
+    """
+    lowered = [c for c in applied if c.before_ttl and c.after_ttl and c.after_ttl < c.before_ttl]
+    if not lowered:
+        return
+    journal = load_journal(site)
+    remembered = journal["ttl"].get("records") or {}
+    for c in lowered:
+        remembered.setdefault(str(c.id), {"name": c.name, "type": c.type, "ttl": c.before_ttl})
+    journal["ttl"] = {"prepared_at": journal["ttl"].get("prepared_at") or _now(), "records": remembered}
+    save_journal(site, journal)
+    highest = max(c.before_ttl or 0 for c in lowered)
+    warnings.append(f"TTL lowered back to what it was before the last switch; `--restore-ttl` puts back "
+                    f"{highest} s")
 
 
 def _move_reserved_ip(cloud: Cloud, plan: SwitchPlan) -> int:
