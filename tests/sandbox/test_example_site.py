@@ -158,12 +158,14 @@ def test_secrets_are_0600_on_the_host_and_nowhere_else(up, conn, site_root: Path
     modes = sh(conn, "stat -c '%a %n' /etc/relaunch/*.env /etc/relaunch/secrets/*").split("\n")
     expected = {f"/etc/relaunch/{a}.env" for a in ("blog", "stats", "notes")} | {
         f"/etc/relaunch/secrets/{d}.password" for d in ("blog", "stats")
-    }
+    } | {"/etc/relaunch/secrets/tls.key"}
     assert expected <= {line.split(" ", 1)[1] for line in modes}, modes
     assert all(line.startswith("600 ") for line in modes), modes
     readable = sh(conn, "find /etc /srv -xdev -type f -perm /044 -size -1M -print0 | xargs -0 cat 2>/dev/null; ps -eo args")
     for value in values:
         assert value not in readable
+        for line in value.splitlines():  # a PEM key: no line of its body either
+            assert line.startswith("-----") or line not in readable
 
 
 def test_a_second_bring_up_changes_nothing(up, site_root: Path, target: Target) -> None:
