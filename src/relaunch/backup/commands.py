@@ -70,9 +70,8 @@ def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) ->
     if db.engine == "postgresql":
         spec.update(_from_remote_command(module.dump_command(db, compose, snapshot=SNAPSHOT_PLACEHOLDER)))
         spec["fingerprint_argv"] = list(module.fingerprint_command(db, compose, snapshot=SNAPSHOT_PLACEHOLDER).argv)
-        # relaunch.databases has no public "session" command yet; its snapshot() uses this one
-        spec["snapshot"] = {
-            "session_argv": list(module._psql(db, compose).argv),  # noqa: SLF001
+        spec["snapshot"] = {  # what relaunch.databases.postgresql.snapshot() does, run by the host's runner
+            "session_argv": list(module.session_command(db, compose).argv),
             "send": ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
                      "SELECT 'snap:' || pg_export_snapshot() || ' ' || "
                      "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"');\n"),

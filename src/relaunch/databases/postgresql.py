@@ -83,7 +83,11 @@ def _client(db: Database, compose: list[str] | None, program: str, admin: bool =
     return ("runuser", "-u", "postgres", "--", program)
 
 
-def _psql(db: Database, compose: list[str] | None, dbname: str | None = None) -> RemoteCommand:
+def session_command(db: Database, compose: list[str] | None = None, dbname: str | None = None) -> RemoteCommand:
+    """Given a PostgreSQL database, return a quiet ``psql`` that reads SQL on stdin and stops at the first error.
+
+    What a snapshot holds open (its transaction exports the snapshot dump and fingerprint share).
+    """
     name, _ = _names(db)
     return RemoteCommand(
         (*_client(db, compose, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dbname or name),
@@ -177,7 +181,7 @@ def fingerprint_command(db: Database, compose: list[str] | None = None, snapshot
     if snapshot:
         sql += f"SET TRANSACTION SNAPSHOT '{_checked_snapshot(snapshot)}';\n"
     sql += _NOW + _PER_TABLE + "COMMIT;\n"
-    return fingerprint_driver("postgresql", "lines", name, sql, _psql(db, compose).argv, f"fingerprint {db.name}")
+    return fingerprint_driver("postgresql", "lines", name, sql, session_command(db, compose).argv, f"fingerprint {db.name}")
 
 
 def fingerprint(conn: Connection, db: Database, compose: list[str] | None = None, snapshot: str | None = None) -> Fingerprint:
@@ -204,7 +208,7 @@ def snapshot(conn: Connection, db: Database, compose: list[str] | None = None) -
     ``--snapshot``. Run the dump before the block ends: the snapshot dies with the
     session. Writers are never held off. Raise RelaunchError if the session fails.
     """
-    session = runner.Session(conn, _psql(db, compose))
+    session = runner.Session(conn, session_command(db, compose))
     try:
         session.send(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
