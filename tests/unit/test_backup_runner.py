@@ -303,3 +303,31 @@ def test_a_failed_scratch_restore_fails_the_backup_and_still_drops_the_scratch_d
     assert "fingerprint stats (restore into scratch database)" in res.stderr and "restore broke" in res.stderr
     assert not db.exists() and not backups(tmp_path)
     assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "drop"]
+
+
+def test_a_sqlite_copy_is_fingerprinted_without_leaving_wal_or_shm_beside_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    from relaunch.databases import sqlite as sqlite_engine
+    from relaunch.inventory.model import Database
+
+    live = tmp_path / "notes.db"
+    con = sqlite3.connect(live)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    con.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {i}",) for i in range(50)])
+    con.commit()  # left open: the live database keeps its WAL, as under a running app
+    db = Database(name="notes", engine="sqlite", path=str(live))
+    config = make_config(tmp_path, dumps={"notes": list(sqlite_engine.dump_command(db).argv)})
+    data = json.loads(config.read_text())
+    fp_argv = [a if a != str(live) else "/ART" for a in sqlite_engine.fingerprint_command(db).argv]
+    data["databases"][0].update(fingerprint_argv=fp_argv, artifact_placeholder="/ART", engine="sqlite",
+                                file="notes.sqlite3")
+    config.write_text(json.dumps(data))
+    done = run(config, "run")
+    con.close()
+    assert done.returncode == 0, done.stderr
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint"]["tables"]["notes"]["rows"] == 50
+    assert sorted(p.name for p in directory.iterdir() if p.name.startswith("notes")) == ["notes.sqlite3"]

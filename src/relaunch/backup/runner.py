@@ -187,6 +187,17 @@ class SnapshotSession:
             self.proc.wait()
 
 
+def drop_empty_side_files(path: Path) -> None:
+    """Remove the empty ``-wal``/``-shm`` a read-only open of an SQLite copy leaves beside it (never a non-empty WAL)."""
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if wal.exists() and wal.stat().st_size == 0:
+        wal.unlink()
+        if shm.exists():
+            shm.unlink()
+    elif not wal.exists() and shm.exists():
+        shm.unlink()
+
+
 def substitute(argv: list[str], old: str | None, new: str) -> list[str]:
     """``argv`` with every occurrence of the stand-in ``old`` replaced (it may sit inside an argument: SQL, --snapshot=)."""
     return [a.replace(old, new) if old else a for a in argv]
@@ -244,6 +255,7 @@ def dump_database(spec: dict, dest: Path) -> dict:
         fp_seconds = round(time.monotonic() - fp_started, 3)
     elif session is None and fp_argv and spec.get("artifact_placeholder"):
         fp = fingerprint(spec, substitute(fp_argv, spec["artifact_placeholder"], str(dest)), env)
+        drop_empty_side_files(dest)
     entry = {
         "name": spec["name"],
         "engine": spec["engine"],
