@@ -74,6 +74,7 @@ def test_install_puts_runner_config_units_and_store_key_in_place(installed, conn
     assert sh(conn, f"stat -c %a {inst.CONFIG_PATH} {inst.RESTIC_PASSWORD_FILE} {inst.STORE_KEY}").split() == ["600"] * 3
     assert sh(conn, f"systemctl is-enabled {inst.TIMER}; systemctl is-active {inst.TIMER}").split() == ["enabled", "active"]
     assert "OnCalendar=*-*-* *:*:00" in sh(conn, f"cat /etc/systemd/system/{inst.TIMER}")
+    assert installed.next_run and installed.next_run != "n/a"  # when the timer fires next, as systemd says
     config = sh(conn, f"cat {inst.CONFIG_PATH}")
     assert all(v not in config for v in secret_values(inv))
     assert sh(conn, "command -v restic") == "/usr/bin/restic"

@@ -302,7 +302,13 @@ def install(
     if any(f.startswith(UNIT_DIR) for f in result.files_written):
         _sh(conn, "systemctl daemon-reload", "systemctl daemon-reload")
     _sh(conn, f"systemctl enable --quiet {TIMER} && systemctl restart {TIMER}", f"enabling {TIMER}")
-    result.next_run = _sh(conn, f"systemctl show -P NextElapseUSecRealtime {TIMER}", "reading the timer").strip()
+    # systemd computes the next elapse a moment after the timer starts: ask for up to 5 s
+    result.next_run = _sh(
+        conn,
+        f"for _ in $(seq 50); do v=$(systemctl show -P NextElapseUSecRealtime {TIMER}); "
+        f'[ -n "$v" ] && break; sleep 0.1; done; echo "$v"',
+        "reading the timer",
+    ).strip()
     log.info("%s: backup installed (%d file(s) written), next run %s", conn.host, len(result.files_written), result.next_run)
     return result
 
