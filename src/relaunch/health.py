@@ -19,6 +19,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, SSLError
 
 from relaunch.inventory.model import App, HealthCheck, Inventory
+from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,11 @@ def wait_healthy(
     on_attempt: Callable[[HealthReport], None] | None = None,
 ) -> HealthReport:
     """Repeat ``check_site`` until all pass or ``timeout`` runs out; return the last report."""
-    deadline = time.monotonic() + timeout
-    delay = 0.5
-    while True:
+    report = HealthReport("", [])
+    for _ in attempts(timeout, first=0.5, cap=5.0):
         report = check_site(inv, address, http_port, https_port)
         if on_attempt:
             on_attempt(report)
-        if report.ok or time.monotonic() + delay > deadline:
-            return report
-        time.sleep(delay)
-        delay = min(delay * 1.5, 5.0)
+        if report.ok:
+            break
+    return report

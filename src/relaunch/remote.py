@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fabric import Config, Connection
 
 from relaunch.errors import RelaunchError
+from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,8 @@ def wait_for_ssh(conn: Connection, timeout: float = 180) -> float:
     attack or a wrong address, not a slow boot. Raise RelaunchError on timeout.
     """
     started = time.monotonic()
-    deadline = started + timeout
-    delay = 0.2
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    for _ in attempts(timeout, first=0.2, cap=2.0):
         try:
             conn.open()
             return time.monotonic() - started
@@ -161,6 +160,4 @@ def wait_for_ssh(conn: Connection, timeout: float = 180) -> float:
                 raise RelaunchError(f"{conn.host}: server offered no pinned host key type ({exc})") from exc
             last = exc
         conn.close()
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
     raise RelaunchError(f"{conn.host}: SSH did not answer within {timeout:.0f} s (last error: {last})")

@@ -5,7 +5,6 @@ off-host restic copy restored on the backup host alone (the production host not 
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import time

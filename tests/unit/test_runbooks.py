@@ -14,7 +14,6 @@ from relaunch.inventory.model import Inventory
 from relaunch.render import TEMPLATES_DIR, RenderContext, RenderError
 from relaunch.runbooks import (
     CHANGED_MARKER,
-    RUNBOOKS_DIR,
     RunbookError,
     Step,
     load_steps,

@@ -24,6 +24,7 @@ import dns.rdatatype
 import dns.resolver
 
 from relaunch.errors import RelaunchError
+from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def wait_until_answers(
     started = time.monotonic()
     deadline = started + timeout
     answers: dict[str, list[str]] = {}
-    while True:
+    for _ in attempts(timeout, first=interval, factor=1.0):
         ok = True
         for name in names:  # every name every round, so the result shows each one's answer
             agreed: list[str] | None = None
@@ -125,12 +126,9 @@ def wait_until_answers(
                 agreed = got
             if agreed is not None and ok:
                 answers[name] = agreed
-        now = time.monotonic()
         if ok:
-            return WaitResult(seconds=now - started, answers=answers, ok=True)
-        if now >= deadline:
-            return WaitResult(seconds=now - started, answers=answers, ok=False)
-        time.sleep(min(interval, deadline - now))
+            return WaitResult(seconds=time.monotonic() - started, answers=answers, ok=True)
+    return WaitResult(seconds=time.monotonic() - started, answers=answers, ok=False)
 
 
 def authoritative_servers_for(zone: str, sandbox_dns_port: int | None) -> list[Server]:

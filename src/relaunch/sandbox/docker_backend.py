@@ -17,7 +17,6 @@ import os
 import tarfile
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable
 
@@ -32,6 +31,7 @@ from relaunch.sandbox.aptcache import AptCache
 from relaunch.sandbox.backend import BASE_IMAGE_SLUG, BackendError, Booted
 from relaunch.sandbox.helpers import tar_files
 from relaunch.sandbox.image import ensure_image
+from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 
@@ -259,18 +259,14 @@ class DockerBackend:
     def _boot(self, droplet_id: int) -> Booted:
         """Wait until systemd answers as PID 1 (DigitalOcean's "active": SSH may still be starting)."""
         container = self._container(droplet_id)
-        deadline = time.monotonic() + self.boot_timeout
-        delay = 0.1
         state = "no answer"
-        while time.monotonic() < deadline:
+        for _ in attempts(self.boot_timeout, first=0.1, cap=1.0):
             container.reload()
             if container.status != "running":
                 raise BackendError(f"droplet {droplet_id}'s machine stopped while booting ({container.status})")
             state = _exec(container.name, ["systemctl", "is-system-running"])
             if state in ("initializing", "starting", "running", "degraded"):
                 return self._booted(container)
-            time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
         raise BackendError(f"droplet {droplet_id} did not boot in {self.boot_timeout:.0f} s (systemd: {state})")
 
     def _booted(self, container: docker.models.containers.Container) -> Booted:

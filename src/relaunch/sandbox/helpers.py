@@ -18,6 +18,7 @@ import docker.errors
 
 from relaunch.errors import RelaunchError
 from relaunch.sandbox import LABEL, NETWORK_LABEL
+from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,10 @@ def ensure_container(
 
 def wait_until(check, what: str, timeout: float = 30) -> object:
     """Poll ``check()`` until it returns something truthy; return that. Raise RelaunchError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
+    for _ in attempts(timeout, first=0.2, factor=1.0):
+        found = check()
+        if found:
+            return found
     raise RelaunchError(f"{what} did not become ready in {timeout:.0f} s")
 
 

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import requests
 
 from relaunch.errors import RelaunchError
 from relaunch.sandbox import state_dir as default_state_dir
+from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 
@@ -157,16 +157,12 @@ def start(
         )
     _info_path(state).write_text(json.dumps({"pid": proc.pid, "port": port, "dns_port": dns_port}))
     service = Service(pid=proc.pid, port=port, state_dir=state, dns_port=dns_port)
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    while time.monotonic() < deadline:
+    for _ in attempts(timeout, first=0.1, cap=1.0):
         if proc.poll() is not None:
             raise RelaunchError(f"the sandbox API exited ({proc.returncode}); its log {log_path} ends:\n{_tail(log_path)}")
         if _healthy(service):
             log.info("sandbox API on %s (pid %d)", service.url, proc.pid)
             return service
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
     stop(state)
     raise RelaunchError(f"the sandbox API did not answer within {timeout:.0f} s; its log {log_path} ends:\n{_tail(log_path)}")
 
@@ -182,9 +178,9 @@ def stop(state: Path | None = None, timeout: float = 30) -> bool:
     was_running = _alive(pid)
     if was_running:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        for _ in attempts(timeout, first=0.1, factor=1.0):
+            if not _alive(pid):
+                break
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
     info_path.unlink(missing_ok=True)
