@@ -85,10 +85,10 @@ def sandbox_status(c, verbose=False):
     console.print(f"base image: {st.base_image} ({'present' if st.base_image_present else 'not built'})")
     console.print(f"package cache: {st.package_cache}")
     table = Table(title="sandbox Droplets")
-    for col in ("id", "name", "status", "ipv4", "tags", "machine"):
-        table.add_column(col)
+    for col in ("id", "name", "status", "ipv4", "ipv6", "tags", "machine"):
+        table.add_column(col, overflow="fold")
     for d in st.droplets:
-        table.add_row(str(d.id), d.name, d.status, d.ipv4 or "-", ",".join(d.tags), d.machine)
+        table.add_row(str(d.id), d.name, d.status, d.ipv4 or "-", d.ipv6 or "-", ",".join(d.tags), d.machine)
     console.print(table)
     for name in st.stray_containers:
         console.print(f"[yellow]container {name} belongs to no Droplet the API knows[/] (fab sandbox-down removes it)")

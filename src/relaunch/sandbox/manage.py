@@ -31,6 +31,7 @@ class DropletRow:
     ipv4: str | None
     tags: tuple[str, ...]
     machine: str  # the container's state: running, exited, missing
+    ipv6: str | None = None
 
 
 @dataclass
@@ -98,7 +99,7 @@ def status(state: Path | None = None) -> SandboxStatus:
     for d in droplets:
         name = backend.container_name(d.id)
         result.droplets.append(
-            DropletRow(d.id, d.name, d.status, d.ipv4, tuple(d.tags), machines.pop(name, "missing"))
+            DropletRow(d.id, d.name, d.status, d.ipv4, tuple(d.tags), machines.pop(name, "missing"), d.ipv6)
         )
     result.stray_containers = sorted(machines)
     return result
