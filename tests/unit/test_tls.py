@@ -134,6 +134,9 @@ def test_check_reports_a_real_sites_certificate_problems(root: Path) -> None:
         assert "proxy.tls.certificate" in shown and "does not cover stats.example.test, notes.example.test" in shown
         assert "proxy.tls.key: file:../secrets/example/tls/site.key is not the private key of" in shown
 
+        (tls_dir / "ca.crt").unlink()
+        with pytest.raises(InventoryError, match=r"proxy.tls.ca: .*ca.crt: expected PEM CA certificates"):
+            check_site("example", root)
         (tls_dir / "site.crt").write_text("not a certificate\n")
         with pytest.raises(InventoryError, match=r"proxy.tls.certificate: expected a PEM certificate: .* holds no PEM"):
             check_site("example", root)
