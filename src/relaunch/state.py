@@ -59,7 +59,18 @@ def forget_host(site: str, name: str) -> None:
 
 def write_json_atomic(path: Path, data: object) -> None:
     """Write ``data`` as JSON to ``path`` (mode 0600) with :func:`write_atomic`."""
-    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True)).encode(), 0o600)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode(), 0o600)
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Make ``directory`` and every missing parent with mode 0700 (whatever the umask); leave existing ones alone."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700)
+        os.chmod(d, 0o700)  # the umask may have narrowed it; never widened
 
 
 def write_atomic(path: Path, content: bytes, mode: int) -> None:

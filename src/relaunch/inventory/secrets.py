@@ -23,6 +23,7 @@ from relaunch.inventory.loader import _is_secret_meta, _mentions_secret, source_
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.source import KeyPath, Source
 from relaunch.inventory.tls import ensure_sandbox_certificate
+from relaunch.state import make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -279,11 +280,9 @@ def ensure_sandbox_secrets(inv: Inventory, base_dir: Path | str | None = None) -
             src = source_of(inv)
             raise InventoryError(Problem(src.file, src.line_of(("proxy", "tls", "key")), "proxy.tls.key",
                                          "a sandbox site's TLS key must be a file: reference (relaunch makes it)"))
-        key_path = _file_path(tls.key, _base_dir(inv, base_dir))
-        _make_dirs(key_path.parent)
-        created += ensure_sandbox_certificate(inv, key_path)
+        created += ensure_sandbox_certificate(inv, _file_path(tls.key, _base_dir(inv, base_dir)))
     for path in missing_sandbox_secrets(inv, base_dir):
-        _make_dirs(path.parent)
+        make_private_dirs(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.fchmod(fd, 0o600)
@@ -293,16 +292,6 @@ def ensure_sandbox_secrets(inv: Inventory, base_dir: Path | str | None = None) -
         created.append(path)
         log.info("created sandbox secret file %s", path)
     return created
-
-
-def _make_dirs(directory: Path) -> None:
-    missing = []
-    while not directory.exists():
-        missing.append(directory)
-        directory = directory.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700)
-        os.chmod(d, 0o700)  # the umask may have narrowed it; never widened
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from relaunch.inventory.errors import Problem
 from relaunch.inventory.loader import source_of
 from relaunch.inventory.model import Inventory
-from relaunch.state import write_atomic
+from relaunch.state import make_private_dirs, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def site_problems(inv: Inventory, key_pem: str | None) -> list[Problem]:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     write_atomic(path, text.encode(), mode)
 
 
