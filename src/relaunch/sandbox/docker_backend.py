@@ -47,6 +47,14 @@ def _random_ula() -> str:
     return str(ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 64)))
 
 
+def _subnets(net: docker.models.networks.Network) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network | None]:
+    """The network's IPv4 subnet and its IPv6 one (None when it has no IPv6)."""
+    subnets = [ipaddress.ip_network(c["Subnet"]) for c in net.attrs["IPAM"]["Config"] or []]
+    v4 = next(n for n in subnets if isinstance(n, ipaddress.IPv4Network))
+    v6 = next((n for n in subnets if isinstance(n, ipaddress.IPv6Network)), None)
+    return v4, v6
+
+
 def render_seed(droplet_id: int, name: str, user_data: str | None, authorized_keys: list[str]) -> dict[str, str]:
     """Return the NoCloud seed files (``meta-data``, ``user-data``) for one boot of a Droplet.
 
@@ -186,9 +194,13 @@ class DockerBackend:
 
     def _create_container(self, droplet_id: int, name: str, image_ref: str, seed: dict[str, str], ip: str | None) -> None:
         api = self.client.api
-        self._ensure_network()
+        net = self._ensure_network()
         with self._ip_lock:
-            address = ip or self._free_address()
+            net.reload()
+            v4, v6 = _subnets(net)
+            address = ip or self._free_address(v4)
+            # the IPv6 address goes with the IPv4 one: the same host number in the IPv6 subnet
+            ipv6 = str(v6.network_address + (int(ipaddress.ip_address(address)) - int(v4.network_address))) if v6 else None
             host_config = api.create_host_config(
                 tmpfs={"/run": "", "/run/lock": ""},
                 binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
@@ -198,7 +210,7 @@ class DockerBackend:
                 security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             )
             networking = api.create_networking_config(
-                {self.network: api.create_endpoint_config(ipv4_address=address, ipv6_address=self._ipv6_for(address))}
+                {self.network: api.create_endpoint_config(ipv4_address=address, ipv6_address=ipv6)}
             )
             try:
                 created = api.create_container(
@@ -221,10 +233,7 @@ class DockerBackend:
         container.put_archive("/", tar_files(files, mode=0o600))
         container.start()
 
-    def _free_address(self) -> str:
-        net = self._ensure_network()
-        net.reload()
-        subnet = ipaddress.ip_network(net.attrs["IPAM"]["Config"][0]["Subnet"])
+    def _free_address(self, subnet: ipaddress.IPv4Network) -> str:
         used: set[str] = set()
         # ignore_removed: another worker may remove a Droplet between docker-py's list and get.
         for container in self.client.containers.list(all=True, ignore_removed=True, filters={"network": self.network}):
@@ -238,17 +247,6 @@ class DockerBackend:
             if offset >= FIRST_DROPLET_HOST and str(host) not in used:
                 return str(host)
         raise BackendError(f"no free address left on {subnet}")
-
-    def _ipv6_for(self, ipv4: str) -> str | None:
-        """The IPv6 address that goes with ``ipv4``: the same host number in the network's IPv6 subnet."""
-        net = self._ensure_network()
-        net.reload()
-        configs = net.attrs["IPAM"]["Config"] or []
-        v4 = next((ipaddress.ip_network(c["Subnet"]) for c in configs if ":" not in c["Subnet"]), None)
-        v6 = next((ipaddress.ip_network(c["Subnet"]) for c in configs if ":" in c["Subnet"]), None)
-        if v4 is None or v6 is None:
-            return None
-        return str(v6.network_address + (int(ipaddress.ip_address(ipv4)) - int(v4.network_address)))
 
     def _container(self, droplet_id: int) -> docker.models.containers.Container:
         try:
