@@ -660,15 +660,25 @@ def _remember_lowered_ttls(site: str, applied: Sequence[RecordChange], warnings:
     lowered = [c for c in applied if c.before_ttl and c.after_ttl and c.after_ttl < c.before_ttl]
     if not lowered:
         return
-    journal = load_journal(site)
-    remembered = journal["ttl"].get("records") or {}
-    for c in lowered:
-        remembered.setdefault(str(c.id), {"name": c.name, "type": c.type, "ttl": c.before_ttl})
-    journal["ttl"] = {"prepared_at": journal["ttl"].get("prepared_at") or _now(), "records": remembered}
-    save_journal(site, journal)
+    _remember_ttls(site, lowered, lowered_now=False)
     highest = max(c.before_ttl or 0 for c in lowered)
     warnings.append(f"TTL lowered back to what it was before the last switch; `--restore-ttl` puts back "
                     f"{highest} s")
+
+
+def _remember_ttls(site: str, changes: Sequence[RecordChange], *, lowered_now: bool) -> None:
+    """Journal each changed record's TTL before the change, for ``restore_ttl`` (a TTL already remembered is kept).
+
+    ``lowered_now``: the TTL is lowered from now on (``prepare``: ``--wait-ttl`` counts from
+    here); otherwise an earlier time it was lowered at is kept.
+    """
+    journal = load_journal(site)
+    remembered = journal["ttl"].get("records") or {}
+    for c in changes:
+        remembered.setdefault(str(c.id), {"name": c.name, "type": c.type, "ttl": c.before_ttl})
+    since = _now() if lowered_now else journal["ttl"].get("prepared_at") or _now()
+    journal["ttl"] = {"prepared_at": since, "records": remembered}
+    save_journal(site, journal)
 
 
 def _move_reserved_ip(cloud: Cloud, plan: SwitchPlan) -> int:
@@ -734,12 +744,7 @@ def prepare(cloud: Cloud, inv: Inventory, *, dry_run: bool = False) -> TtlResult
         wait = max((c.before_ttl or 0 for c in changes), default=0)
         if dry_run or not changes:
             return TtlResult(changes, wait, dry_run)
-        journal = load_journal(inv.site)
-        remembered = journal["ttl"].get("records") or {}
-        for c in changes:
-            remembered.setdefault(str(c.id), {"name": c.name, "type": c.type, "ttl": c.before_ttl})
-        journal["ttl"] = {"prepared_at": _now(), "records": remembered}
-        save_journal(inv.site, journal)  # before the first change
+        _remember_ttls(inv.site, changes, lowered_now=True)  # before the first change
         apply_changes(cloud, inv.dns.zone, changes)
         return TtlResult(changes, wait)
 
