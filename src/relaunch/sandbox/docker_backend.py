@@ -26,12 +26,12 @@ import docker.types
 import yaml
 
 from relaunch.errors import RelaunchError
+from relaunch.poll import attempts
 from relaunch.sandbox import LABEL, NETWORK_LABEL
 from relaunch.sandbox.aptcache import AptCache
 from relaunch.sandbox.backend import BASE_IMAGE_SLUG, BackendError, Booted
 from relaunch.sandbox.helpers import tar_files
 from relaunch.sandbox.image import ensure_image
-from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import docker
 import docker.errors
 
 from relaunch.errors import RelaunchError
-from relaunch.sandbox import LABEL, NETWORK_LABEL
 from relaunch.poll import attempts
+from relaunch.sandbox import LABEL, NETWORK_LABEL
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import requests
 
 from relaunch.errors import RelaunchError
-from relaunch.sandbox import state_dir as default_state_dir
 from relaunch.poll import attempts
+from relaunch.sandbox import state_dir as default_state_dir
 
 log = logging.getLogger(__name__)
 
