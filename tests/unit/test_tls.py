@@ -8,11 +8,13 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from relaunch.inventory import InventoryError, load_site, load_text
 from relaunch.inventory.check import check_site
 from relaunch.inventory.secrets import ensure_sandbox_secrets, resolve_all
 from relaunch.inventory.tls import (
+    SandboxCertificate,
     key_matches,
     make_sandbox_certificate,
     names_to_cover,
@@ -24,6 +26,11 @@ from relaunch.render import TLS_CERTIFICATE, TLS_KEY, RenderContext, preview_ima
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_TEXT = (REPO / "inventory" / "example.yml").read_text()
 NAMES = ["example.test", "stats.example.test", "notes.example.test"]
+
+
+def leaf(made: SandboxCertificate) -> x509.Certificate:
+    """The certificate ``made`` is for (the first of its PEM chain)."""
+    return x509.load_pem_x509_certificates(made.certificate.encode())[0]
 
 
 @pytest.fixture
@@ -61,9 +68,7 @@ def test_names_to_cover_are_every_app_domain(root: Path) -> None:
 def test_sandbox_certificate_covers_the_names_and_matches_its_key() -> None:
     made = make_sandbox_certificate("example", NAMES)
     inv = load_text(EXAMPLE_TEXT)
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificates(made.certificate.encode())[0]
+    cert = leaf(made)
     assert problems(inv, cert) == []
     assert key_matches(cert, made.key)
     assert not key_matches(cert, make_sandbox_certificate("example", NAMES).key)
@@ -73,18 +78,14 @@ def test_sandbox_certificate_covers_the_names_and_matches_its_key() -> None:
 
 def test_a_certificate_missing_a_name_says_which() -> None:
     made = make_sandbox_certificate("example", ["example.test", "*.example.org"])
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificates(made.certificate.encode())[0]
+    cert = leaf(made)
     found = problems(load_text(EXAMPLE_TEXT), cert)
     assert found == ["does not cover stats.example.test, notes.example.test (it covers example.test, *.example.org)"]
 
 
 def test_a_wildcard_covers_one_label_only() -> None:
     made = make_sandbox_certificate("example", ["example.test", "*.example.test"])
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificates(made.certificate.encode())[0]
+    cert = leaf(made)
     assert problems(load_text(EXAMPLE_TEXT), cert) == []
     deeper = load_text(EXAMPLE_TEXT.replace("domain: notes.example.test", "domain: a.notes.example.test"))
     assert problems(deeper, cert)[0].startswith("does not cover a.notes.example.test")
