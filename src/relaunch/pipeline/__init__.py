@@ -1,0 +1,8 @@
+"""The rebuild's spine: a plan of named steps, the journal that makes a run resumable, its report.
+
+``fab rebuild``, ``fab drill`` and ``fab sandbox-up --site`` all run a :class:`plan.Plan`
+of the steps in :data:`PHASES` order (each uses the ones it needs).
+"""
+
+#: The one vocabulary of phases shared by the rebuild, the drill, the reports and the benchmark.
+PHASES = ("preflight", "provision", "boot", "bootstrap", "data", "restore", "verify", "start", "health", "switch")
