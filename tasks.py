@@ -405,4 +405,81 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
             console.print(f"[green]switched[/] {site} to {to}" + (" [bold red](FORCED)[/]" if result.forced else ""))
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch)
+@task(
+    help={
+        "site": SITE_HELP,
+        "dry_run": "print the plan (what will be created, the data source and why, the records, the objectives); create nothing",
+        "resume": "continue a paused rebuild from its first unfinished step",
+        "abort": "end a paused rebuild before its switch: the old host's apps and backup timer go back on",
+        "source": "live (final sync from the old host) or backup (the newest verified backup); default: live if the old host answers",
+        "backup": "with --source backup: this backup ID instead of the newest",
+        "region": "create the new Droplet in this region instead of the inventory's",
+        "size": "create the new Droplet with this size instead of the inventory's",
+        "no_switch": "stop after the health checks: leave DNS and the old host as they are",
+        "settle": "after a verified switch, wait SETTLE seconds, then put back a TTL lowered with dns-switch --prepare",
+        "json": "print the report's JSON instead of the summary",
+        "verbose": "log what the library does",
+    }
+)
+def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, source=None, backup=None, region=None,
+            size=None, no_switch=False, settle=0, json=False, verbose=False):
+    """Rebuild the site on a new Droplet with its newest data, verify it, and switch traffic over. Resumable."""
+    import json as jsonlib
+
+    from relaunch import rebuild as rebuild_
+    from relaunch.ui.progress import RunView
+
+    _setup_logging(verbose)
+    if source not in (None, "live", "backup"):
+        raise Exit(f"rebuild: --source expects live or backup, got {source!r}", code=2)
+    if backup and source == "live":
+        raise Exit("rebuild: --backup goes with --source backup", code=2)
+    try:
+        settle_s = float(settle)
+    except ValueError:
+        raise Exit(f"rebuild: --settle expects seconds, got {settle!r}", code=2) from None
+    if sum(map(bool, (dry_run, resume, abort))) > 1:
+        raise Exit("rebuild: --dry-run, --resume and --abort go alone", code=2)
+    try:
+        if abort:
+            done = rebuild_.abort(site)
+            for line in done.undone:
+                console.print(f"  {escape(line)}")
+            console.print(f"[green]rebuild aborted[/]; its journal: {escape(str(done.journal))}")
+            return
+        options = rebuild_.RebuildOptions(source=source or ("backup" if backup else None), backup_id=backup,
+                                          region=region, size=size, switch=not no_switch, settle=settle_s)
+        out = Console(stderr=True) if json else console
+        with RunView(out) as view:
+            result = rebuild_.rebuild(site, options, resume=resume, dry_run=dry_run, progress=view.event)
+    except RelaunchError as exc:
+        raise Exit(f"rebuild failed: {exc}", code=1) from exc
+    if dry_run:
+        for key, value in result.plan.facts:
+            console.print(f"[bold]{key}[/]: {escape(str(value))}")
+        for line in result.plan.lines():
+            console.print(f"  {escape(line)} [cyan](dry run)[/]")
+        if result.error:
+            raise Exit(f"rebuild would fail at preflight: {result.error}", code=1)
+        console.print("[cyan]dry run[/]: nothing was created")
+        return
+    record = result.record
+    if json:
+        print(jsonlib.dumps(record, indent=2))
+    else:
+        table = Table(title=f"rebuild of {site}: {record['status']}")
+        for col in ("phase", "seconds", "status"):
+            table.add_column(col)
+        for phase in record["phases"]:
+            table.add_row(phase["name"], f"{phase['seconds'] or 0:.1f}", phase["status"])
+        console.print(table)
+        console.print(f"RTO {record['rto_seconds']:.0f} s; RPO {record['rpo_seconds']} s ({escape(str(record['rpo_basis']))})")
+        for line in record["next_steps"]:
+            console.print(f"  next: {escape(line)}")
+        console.print(f"report: {escape(str(result.report_md))}")
+    if result.status != "passed":
+        raise Exit(f"rebuild failed: {result.error}", code=1)
+    console.print(f"[green]rebuilt[/] {site} on {escape(str(result.journal.state.get('new_name')))}")
+
+
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild)

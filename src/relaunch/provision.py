@@ -51,10 +51,15 @@ def create_host(
     """Create Droplet ``name`` with a host key made here and pinned through ``user_data(host_key)``.
 
     The record (with the public host key) is saved before the Droplet is even asked for,
-    keyed by name, so a crash cannot leave a host relaunch cannot verify.
+    keyed by name (``droplet_id`` 0: pending), and completed once it exists, so a crash
+    cannot leave a host relaunch cannot verify (:func:`known_host` completes a pending one).
     """
     host_key = HostKey.generate()
     key = cloud.ensure_ssh_key(client_public_key, f"relaunch-{inv.site}")
+    # Pending until the Droplet exists: a crash from here on leaves a Droplet whose key is known.
+    pending = HostRecord(name=name, role=role, droplet_id=0, ipv4="", host_key=host_key.public_line,
+                         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    save_host(inv.site, pending)
     droplet = cloud.create_droplet(
         name=name,
         region=inv.provider.region,
@@ -68,15 +73,7 @@ def create_host(
     )
     if not droplet.ipv4:
         raise RelaunchError(f"Droplet {name} ({droplet.id}) is active but has no public IPv4")
-    record = HostRecord(
-        name=name,
-        role=role,
-        droplet_id=droplet.id,
-        ipv4=droplet.ipv4,
-        host_key=host_key.public_line,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        ipv6=droplet.ipv6,
-    )
+    record = dataclasses.replace(pending, droplet_id=droplet.id, ipv4=droplet.ipv4, ipv6=droplet.ipv6)
     save_host(inv.site, record)
     log.info("created %s (%s) at %s, host key %s", name, droplet.id, droplet.ipv4, host_key.fingerprint())
     return record
@@ -85,6 +82,11 @@ def create_host(
 def known_host(inv: Inventory, droplet: Droplet) -> HostRecord:
     """Return the saved record of an existing Droplet; raise if relaunch did not build it."""
     record = load_hosts(inv.site).get(droplet.name)
+    if record is not None and record.droplet_id == 0 and droplet.ipv4:
+        # made by a run that stopped between asking for the Droplet and recording it: its key is ours
+        record = dataclasses.replace(record, droplet_id=droplet.id, ipv4=droplet.ipv4, ipv6=droplet.ipv6)
+        save_host(inv.site, record)
+        log.info("completed the pending record of %s (%s)", droplet.name, droplet.id)
     if record is None or record.droplet_id != droplet.id:
         where = site_dir(inv.site) / "hosts.json"
         known = f"it knows Droplet {record.droplet_id} by that name" if record else "it knows none by that name"

@@ -27,6 +27,10 @@ from relaunch.poll import attempts
 log = logging.getLogger(__name__)
 
 
+class HostKeyMismatch(RelaunchError):
+    """A host showed a key other than the pinned one: an attack or a wrong address, never a slow boot."""
+
+
 @dataclass(frozen=True)
 class HostKey:
     """An ed25519 SSH host key made locally for a host that does not exist yet."""
@@ -148,7 +152,7 @@ def wait_for_ssh(conn: Connection, timeout: float = 180) -> float:
             conn.open()
             return time.monotonic() - started
         except paramiko.BadHostKeyException as exc:
-            raise RelaunchError(
+            raise HostKeyMismatch(
                 f"{conn.host}: SSH host key does not match the pinned key (got {exc.key.get_name()} "
                 f"{exc.key.fingerprint}); refusing to connect"
             ) from exc

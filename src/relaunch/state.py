@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,3 +91,20 @@ def write_atomic(path: Path, content: bytes, mode: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def production_record(site: str, droplet_name: str | None) -> HostRecord | None:
+    """The site's production host as relaunch knows it: the newest record with role ``production``
+    (a rebuild hands the role on), else the one named ``droplet_name``; None if there is none."""
+    hosts = load_hosts(site)
+    current = sorted((h for h in hosts.values() if h.role == "production" and h.ipv4), key=lambda h: h.created_at)
+    if current:
+        return current[-1]
+    return hosts.get(droplet_name or "")
+
+
+def set_role(site: str, name: str, role: str) -> None:
+    """Change the recorded role of host ``name`` (production, retired, ...)."""
+    hosts = load_hosts(site)
+    if name in hosts:
+        save_host(site, dataclasses.replace(hosts[name], role=role))

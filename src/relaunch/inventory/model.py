@@ -290,6 +290,26 @@ class Offsite(Strict):
     password: SecretRef = Field(description="restic repository password, by reference")
     access_key: SecretRef | None = Field(None, description="s3 access key id, by reference")
     secret_key: SecretRef | None = Field(None, description="s3 secret key, by reference")
+    ssh_key: SecretRef | None = Field(
+        None,
+        description="sftp: the private key (by reference) a rebuild's new host reads the store with, authorized on the "
+        "store by you; with known_hosts, a rebuild from backup needs nothing from this machine's state or from production",
+        examples=["file:../secrets/example/offsite/id_ed25519"],
+    )
+    known_hosts: str | None = Field(
+        None,
+        description="sftp: the store's pinned host key, a known_hosts file (relative to the inventory file); its first "
+        "line's names are the repository's host and optionally the address to reach it at",
+        examples=["../secrets/example/offsite/known_hosts"],
+    )
+
+    @field_validator("known_hosts")
+    @classmethod
+    def _beside_inventory(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None:
+            return value
+        return os.path.abspath(Path(base) / Path(value).expanduser())
 
 
 class Backups(Strict):

@@ -1,0 +1,171 @@
+"""Stopping and starting a site's apps on a host: the writers a final sync freezes, what a rebuild starts.
+
+An app's writers are its own processes: a native app's unit, a Compose app's services
+other than the ones its databases run in (those keep running so they can be dumped or
+restored). The backup timer is a writer too (a run during a final sync would make a
+"newest" backup of a half-stopped site). Every command is built from inventory names
+(slugs) and quoted; each function returns what it did, for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass
+
+from fabric import Connection
+
+from relaunch.errors import RelaunchError
+from relaunch.example_site import COMPOSE_COMMAND_FILE, parse_compose_command
+from relaunch.inventory.model import App, ComposeService, Inventory
+from relaunch.render import env_file_path
+
+log = logging.getLogger(__name__)
+
+BACKUP_TIMER = "relaunch-backup.timer"
+BACKUP_SERVICE = "relaunch-backup.service"
+
+
+def database_services(inv: Inventory, app: App) -> list[str]:
+    """The Compose services of ``app`` that run one of the site's databases."""
+    return sorted({db.runs.service for db in inv.databases if isinstance(db.runs, ComposeService) and db.runs.app == app.name})
+
+
+def writer_services(inv: Inventory, app: App) -> list[str]:
+    """The Compose services of ``app`` that are not database services (its writers)."""
+    assert app.compose is not None
+    keep = set(database_services(inv, app))
+    return sorted(s for s in app.compose.images if s not in keep)
+
+
+def compose_command(conn: Connection) -> list[str]:
+    """The host's Compose command (``[]`` when the host has none)."""
+    run = conn.run(f"cat {COMPOSE_COMMAND_FILE} 2>/dev/null || true", hide=True, in_stream=False, timeout=30)
+    return parse_compose_command(run.stdout) if run.stdout.strip() else []
+
+
+def _project(compose: list[str], app: App) -> list[str]:
+    return [*compose, "-p", app.name, "-f", f"/srv/{app.name}/compose.yml", "--env-file", env_file_path(app.name)]
+
+
+def _sh(conn: Connection, script: str, what: str, timeout: float = 300) -> str:
+    run = conn.run(script, warn=True, hide=True, in_stream=False, timeout=timeout)
+    if not run.ok:
+        raise RelaunchError(f"{conn.host}: {what} failed (exit {run.exited}): {(run.stdout + run.stderr).strip()[-1500:]}")
+    return run.stdout
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What :func:`stop_writers` stopped: units, compose services per app, and whether the backup timer was on."""
+
+    units: list[str]
+    services: dict[str, list[str]]
+    backup_timer: bool
+
+
+def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, backup_timer: bool = True,
+                 wait_backup: float = 900) -> Stopped:
+    """Stop every writer of the site on ``conn``'s host (``disable``: also keep them from starting at boot).
+
+    A backup run in progress is waited for (up to ``wait_backup`` s), never killed: its
+    backup would be lost. Idempotent: stopping what is stopped changes nothing.
+    """
+    units: list[str] = []
+    services: dict[str, list[str]] = {}
+    lines: list[str] = []
+    had_timer = False
+    if backup_timer:
+        had_timer = "active" == conn.run(f"systemctl is-active {BACKUP_TIMER} 2>/dev/null || true", hide=True,
+                                         in_stream=False, timeout=30).stdout.strip()
+        verb = "disable --now" if disable else "stop"
+        lines.append(f"systemctl {verb} --quiet {BACKUP_TIMER} 2>/dev/null || true  # not installed: nothing to stop")
+        lines.append(
+            f"for _ in $(seq {int(wait_backup)}); do systemctl is-active --quiet {BACKUP_SERVICE} || break; sleep 1; done; "
+            f"if systemctl is-active --quiet {BACKUP_SERVICE}; then echo 'a backup run is still going' >&2; exit 1; fi"
+        )
+    compose = compose_command(conn) if any(a.kind == "compose" for a in inv.apps) else []
+    for app in inv.apps:
+        if app.kind == "systemd":
+            unit = f"{app.name}.service"
+            units.append(unit)
+            lines.append(f"systemctl {'disable --now' if disable else 'stop'} --quiet {shlex.quote(unit)}")
+        else:
+            writers = writer_services(inv, app)
+            services[app.name] = writers
+            if writers and compose:
+                lines.append(
+                    f"if [ -f /srv/{app.name}/compose.yml ]; then "
+                    f"{shlex.join(_project(compose, app))} stop {shlex.join(writers)}; fi"
+                )
+    _sh(conn, "set -e\n" + "\n".join(lines), "stopping the site's writers", timeout=wait_backup + 300)
+    log.info("%s: writers stopped: %s %s", conn.host, units, services)
+    return Stopped(units, services, had_timer)
+
+
+def start_apps(conn: Connection, inv: Inventory) -> list[str]:
+    """Start (and enable) every app of the site on ``conn``'s host; return what was started."""
+    compose = compose_command(conn) if any(a.kind == "compose" for a in inv.apps) else []
+    lines, started = ["set -e"], []
+    for app in inv.apps:
+        if app.kind == "systemd":
+            lines.append(f"systemctl enable --quiet --now {shlex.quote(app.name + '.service')}")
+            lines.append(f"systemctl restart {shlex.quote(app.name + '.service')}")
+        else:
+            if not compose:
+                raise RelaunchError(f"{conn.host}: app {app.name!r} is a Compose app but the host has no compose command")
+            lines.append(f"{shlex.join(_project(compose, app))} up -d")
+        started.append(app.name)
+    _sh(conn, "\n".join(lines), "starting the apps", timeout=600)
+    return started
+
+
+def enable_backup_timer(conn: Connection, on: bool) -> None:
+    """Turn the host's backup timer on (enabled and started) or off (disabled and stopped)."""
+    verb = "enable --now" if on else "disable --now"
+    _sh(conn, f"systemctl {verb} --quiet {BACKUP_TIMER}", f"turning the backup timer {'on' if on else 'off'}")
+
+
+def start_databases(conn: Connection, inv: Inventory) -> None:
+    """Start the site's database servers on ``conn``'s host (native units, Compose database services); idempotent.
+
+    A broken host whose apps are down may have its databases down too; a final dump needs them.
+    """
+    lines = ["set -e"]
+    native = sorted({db.engine for db in inv.databases if db.runs == "native" and db.engine != "sqlite"})
+    for eng in native:
+        unit = "postgresql" if eng == "postgresql" else "mariadb"
+        lines.append(f"systemctl start {unit}")
+    compose_apps = [a for a in inv.apps if a.kind == "compose" and database_services(inv, a)]
+    compose = compose_command(conn) if compose_apps else []
+    for app in compose_apps:
+        lines.append(f"{shlex.join(_project(compose, app))} up -d {shlex.join(database_services(inv, app))}")
+    if len(lines) > 1:
+        _sh(conn, "\n".join(lines), "starting the database servers", timeout=600)
+
+
+def deployed_images(conn: Connection, inv: Inventory) -> dict[str, dict[str, str]]:
+    """The image each Compose service of the site runs on ``conn``'s host, as its container was created: app -> service -> ref.
+
+    Read from the containers (running or stopped), so a rebuild deploys exactly what
+    production ran, by digest.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for app in inv.apps:
+        if app.kind != "compose":
+            continue
+        script = (
+            f"ids=$(docker ps -aq --filter label=com.docker.compose.project={shlex.quote(app.name)}); "
+            '[ -z "$ids" ] || docker inspect --format '
+            + shlex.quote('{{index .Config.Labels "com.docker.compose.service"}} {{.Config.Image}}') + ' $ids'
+        )
+        for line in _sh(conn, script, f"reading the images of {app.name}", timeout=60).splitlines():
+            words = line.split()
+            if len(words) == 2:
+                out.setdefault(app.name, {})[words[0]] = words[1]
+        assert app.compose is not None
+        missing = sorted(set(app.compose.images) - set(out.get(app.name, {})))
+        if missing:
+            raise RelaunchError(f"{conn.host}: app {app.name!r} has no container for service(s) {', '.join(missing)}; "
+                                "cannot tell which images production ran")
+    return out

@@ -1,0 +1,118 @@
+"""What the steps of one run share: the site, its secrets, the cloud, the journal, open connections."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from datetime import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fabric import Connection
+
+from relaunch.cloud import Cloud
+from relaunch.errors import RelaunchError
+from relaunch.inventory.model import Inventory
+from relaunch.inventory.secrets import Secrets
+from relaunch.pipeline.events import Event, Progress, quiet
+from relaunch.pipeline.journal import Journal
+from relaunch.provision import open_host
+from relaunch.remote import connect
+from relaunch.state import HostRecord, load_hosts, make_private_dirs, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """One run's shared things. ``state`` (the journal's) holds what earlier steps produced.
+
+    Connections are opened on first use and closed by :meth:`close`. ``options`` are the
+    run's choices (source, backup id, region, size, switch or not ...), journaled with it.
+    """
+
+    inv: Inventory
+    secrets: Secrets
+    cloud: Cloud
+    key_path: Path
+    journal: Journal
+    options: dict[str, Any]
+    dns_port: int | None = None
+    progress: Progress = quiet
+    _conns: dict[str, Connection] = field(default_factory=dict)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.journal.state
+
+    def mask(self, text: str) -> str:
+        return self.secrets.mask(text)
+
+    def say(self, step: str, message: str) -> None:
+        log.info("%s: %s", step, message)
+        self.progress(Event("info", step, message))
+
+    def bytes(self, step: str, what: str, done: int, total: int | None) -> None:
+        self.progress(Event("bytes", step, done=done, total=total, what=what))
+
+    def started(self) -> datetime:
+        """When the run started (its first attempt)."""
+        return datetime.fromisoformat(self.journal.data["started_at"].replace("Z", "+00:00"))
+
+    # --- the run's own files (listings too large for the journal) --------------------
+
+    def artifact_path(self, name: str) -> Path:
+        directory = self.journal.path.parent / f"{self.journal.kind}-{self.journal.id}.d"
+        make_private_dirs(directory)
+        return directory / name
+
+    def save_artifact(self, name: str, data: Any) -> None:
+        write_json_atomic(self.artifact_path(name), data)
+
+    def load_artifact(self, name: str) -> Any:
+        path = self.artifact_path(name)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    # --- hosts ----------------------------------------------------------------------
+
+    def new_record(self) -> HostRecord:
+        name = self.state.get("new_name")
+        record = load_hosts(self.inv.site).get(name or "")
+        if record is None or not record.ipv4:
+            raise RelaunchError(f"the new host {name!r} of this run has no complete record in hosts.json")
+        return record
+
+    def new_conn(self, timeout: float = 180) -> Connection:
+        """A pinned connection to the run's new host (opened once)."""
+        conn = self._conns.get("new")
+        if conn is None or not conn.is_connected:
+            conn = open_host(self.new_record(), self.key_path, timeout=timeout)
+            self._conns["new"] = conn
+        return conn
+
+    def old_conn(self, timeout: float = 20) -> Connection:
+        """A pinned connection to the site's current production host (opened once). Raise if it does not answer."""
+        conn = self._conns.get("old")
+        if conn is None or not conn.is_connected:
+            old = self.state.get("old") or {}
+            if not old.get("address"):
+                raise RelaunchError(f"site {self.inv.site!r}: relaunch knows no production host to reach")
+            conn = connect(old["address"], old["host_key"], self.key_path, user=old.get("user", "root"),
+                           connect_timeout=min(timeout, 15))
+            from relaunch.remote import wait_for_ssh
+
+            wait_for_ssh(conn, timeout=timeout)
+            self._conns["old"] = conn
+        return conn
+
+    def drop_conn(self, which: str) -> None:
+        conn = self._conns.pop(which, None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        for which in list(self._conns):
+            self.drop_conn(which)

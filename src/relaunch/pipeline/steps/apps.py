@@ -1,0 +1,33 @@
+"""App steps: start the apps on the new host, then run every health check against its addresses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relaunch import apps
+from relaunch.errors import RelaunchError
+from relaunch.health import wait_healthy
+from relaunch.pipeline.context import RunContext
+from relaunch.provision import host_addresses
+
+#: Seconds the apps get to answer every health check after they start.
+HEALTH_TIMEOUT = 180
+
+
+def start(ctx: RunContext) -> dict[str, Any]:
+    started = apps.start_apps(ctx.new_conn(), ctx.inv)
+    return {"apps_started": started}
+
+
+def health(ctx: RunContext) -> dict[str, Any]:
+    """Every check of every app against each of the new host's addresses, with the Host header and SNI."""
+    addresses = host_addresses(ctx.inv, ctx.new_record())
+    report = wait_healthy(ctx.inv, addresses, timeout=HEALTH_TIMEOUT,
+                          on_attempt=lambda r: ctx.say("health", f"{sum(x.ok for x in r.results)}/{len(r.results)} passing"))
+    checks = [{"name": f"{r.app} {r.scheme}://{r.host}{r.path}", "address": r.address, "passed": r.ok,
+               "detail": r.describe()} for r in report.results]
+    ctx.journal.record(health_checks=checks)
+    if not report.ok:
+        failed = "; ".join(r.describe() for r in report.failures()) or "the site has no health checks"
+        raise RelaunchError(f"health checks fail on the new host {', '.join(addresses)}: {failed}")
+    return {}

@@ -1,0 +1,137 @@
+"""The data step: bring the newest data onto the new host, from the old host (live) or from a backup.
+
+**live** (the old host answers): its writers are stopped (apps, backup timer), each
+database is fingerprinted and dumped while nothing writes, and every dump and file tree
+goes host to host — the new host pulls them over a temporary SSH link
+(:mod:`relaunch.transfer`), nothing is relayed through this machine. RPO 0.
+
+**backup**: the new host fetches a backup from the off-host store itself (restic, with the
+store access :mod:`relaunch.pipeline.store` sets up) and checks every artifact against
+the manifest's sha256 before anything is restored. RPO is that backup's age.
+
+Either way the step leaves, in a 0700 work directory on the new host, one dump file per
+database and what the restore needs (archives or trees already in place), and journals
+the source's fingerprints and the listing of every tree (kept in the run's directory
+here) for the verify step.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from typing import Any
+
+from relaunch import apps, transfer
+from relaunch.backup import offsite
+from relaunch.backup.manifest import MANIFEST, parse
+from relaunch.databases import engine
+from relaunch.errors import RelaunchError
+from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.store import store_access
+
+#: Dumps and trees moved at once (each mostly waits on a disk or the link).
+PARALLEL = 4
+
+
+def workdir(ctx: RunContext) -> str:
+    return f"/var/lib/relaunch/{ctx.journal.kind}/{ctx.journal.id}"
+
+
+def database_files(ctx: RunContext) -> set[str]:
+    """Database files inside the trees (SQLite): moved by the dump, left out of tree copies and listings."""
+    paths = set()
+    for db in ctx.inv.databases:
+        if db.path:
+            paths |= {db.path, f"{db.path}-wal", f"{db.path}-shm", f"{db.path}-journal"}
+    return paths
+
+
+def trees(ctx: RunContext) -> list[str]:
+    return [path for app in ctx.inv.apps for path in app.files]
+
+
+def run_all(workers: int, jobs: list[Callable[[], None]]) -> None:
+    """Run ``jobs`` ``workers`` at a time; raise the first failure once all have ended (none is left running)."""
+    if not jobs:
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
+def data_live(ctx: RunContext) -> dict[str, Any]:
+    """Freeze the old host's writers, then pull every dump and tree from it onto the new host."""
+    old, new = ctx.old_conn(), ctx.new_conn()
+    ctx.say("data", f"stopping the writers on the old host {old.host}")
+    stopped = apps.stop_writers(old, ctx.inv)
+    ctx.journal.record(old_writers_stopped=True, old_backup_timer_was_on=stopped.backup_timer)
+    apps.start_databases(old, ctx.inv)
+    compose_old = apps.compose_command(old)
+    work = workdir(ctx)
+    new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
+    skip = database_files(ctx)
+    old_record = ctx.state["old"]
+    fingerprints: dict[str, str] = {}
+    dumps: dict[str, dict[str, Any]] = {}
+    copies: dict[str, dict[str, Any]] = {}
+    with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
+        def one_db(db: Any) -> None:
+            eng = engine(db.engine)
+            fingerprints[db.name] = eng.fingerprint(old, db, compose_old).to_json()
+            path = posixpath.join(work, f"{db.name}.dump")
+            size, sha = transfer.pull_dump(link, eng.dump_command(db, compose_old), new, path)
+            dumps[db.name] = {"file": path, "bytes": size, "sha256": sha}
+            ctx.say("data", f"database {db.name}: {size} bytes")
+
+        def one_tree(path: str) -> None:
+            copy = transfer.pull_tree(
+                link, path, new, exclude=sorted(p for p in skip if p.startswith(path + "/")),
+                progress=lambda done, total: ctx.bytes("data", path, done, total),
+            )
+            copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
+            ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
+
+        run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases]
+                + [lambda p=p: one_tree(p) for p in trees(ctx)])
+    listings = {path: transfer.tree_listing(old, path, exclude=skip) for path in trees(ctx)}
+    ctx.save_artifact("source-listings.json", listings)
+    return {"source": "live", "source_fingerprints": fingerprints, "dumps": dumps, "trees_copied": copies,
+            "rpo_seconds": 0, "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
+
+
+def data_backup(ctx: RunContext) -> dict[str, Any]:
+    """Have the new host fetch a backup from the off-host store and check it against its manifest."""
+    new = ctx.new_conn()
+    work = workdir(ctx)
+    new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
+    with store_access(ctx, new) as repo:
+        wanted = ctx.options.get("backup_id") or ctx.state.get("backup_id")
+        if not wanted:
+            found = sorted((s for s in offsite.snapshots(new, repo) if s.get("id")), key=lambda s: s["id"])
+            if not found:
+                raise RelaunchError(f"the off-host store {ctx.inv.backups.offsite.repository} holds no backup of "  # type: ignore[union-attr]
+                                    f"site {ctx.inv.site!r}; nothing to rebuild from")
+            wanted = found[-1]["id"]
+        ctx.say("data", f"fetching backup {wanted} from the off-host store onto the new host")
+        directory = offsite.fetch(new, wanted, posixpath.join(work, "backup"), repo)
+    check = offsite.verify_remote_dir(new, directory)
+    if not check.ok:
+        raise RelaunchError(f"backup {wanted} fetched onto {new.host} does not match its manifest: {check.describe()}")
+    manifest = parse(new.run(f"cat {shlex.quote(posixpath.join(directory, MANIFEST))}", hide=True,
+                             in_stream=False, timeout=60).stdout)
+    fingerprints = {a.name: json.dumps(a.extra["fingerprint"]) for a in manifest.artifacts
+                    if a.kind == "database" and a.extra.get("fingerprint")}
+    dumps = {a.name: {"file": posixpath.join(directory, a.file), "bytes": a.size, "sha256": a.sha256}
+             for a in manifest.artifacts if a.kind == "database"}
+    archives = {a.name: {"file": posixpath.join(directory, a.file), "paths": list(a.extra.get("paths") or []),
+                         "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
+    age = ctx.started() - manifest.finished_at
+    images = (manifest.raw.get("deploy") or {}).get("images") or {}
+    return {"source": "backup", "backup_id": manifest.id, "images": images, "backup_dir": directory, "source_fingerprints": fingerprints,
+            "dumps": dumps, "archives": archives, "rpo_seconds": round(age.total_seconds()),
+            "rpo_basis": f"backup {manifest.id} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"}

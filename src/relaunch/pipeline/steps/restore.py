@@ -1,0 +1,113 @@
+"""Restore and verify: fresh empty databases filled from the dumps, trees put in place, then proved equal to the source.
+
+Restore runs with the new host's apps stopped and only its database servers up. Each
+database is dropped, created empty and restored from its dump file (in parallel across
+databases; PostgreSQL also with pg_restore's own jobs). A backup's archives are
+extracted with owners and modes kept (live trees are already in place: the data step
+copied them).
+
+Verify computes each database's fingerprint on the new host and compares it with the
+source's (the final dump's, or the backup manifest's), and each tree's listing (every
+file's type, size, mode, owner and sha256) with the source's: the old host's listing
+taken after its writers stopped, or the backup archive's. Any difference stops the run
+before anything is switched, naming the database and table or the path.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from relaunch import apps, transfer
+from relaunch.databases import Fingerprint, engine
+from relaunch.databases.runner import run as run_command
+from relaunch.errors import RelaunchError
+from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.steps.data import PARALLEL, database_files, run_all, trees
+
+#: pg_restore workers per PostgreSQL database.
+PG_JOBS = 2
+
+
+def restore(ctx: RunContext) -> dict[str, Any]:
+    """Restore every database from its dump file and, for a backup, extract every archive."""
+    new = ctx.new_conn()
+    apps.stop_writers(new, ctx.inv, backup_timer=False)
+    apps.start_databases(new, ctx.inv)
+    compose = apps.compose_command(new)
+    dumps = ctx.state["dumps"]
+
+    def one_db(db: Any) -> None:
+        eng = engine(db.engine)
+        run_command(new, eng.drop_command(db, compose))
+        run_command(new, eng.create_command(db, compose))
+        jobs = PG_JOBS if db.engine == "postgresql" else 1
+        run_command(new, eng.restore_from_file_command(db, compose, dumps[db.name]["file"], jobs=jobs))
+        ctx.say("restore", f"database {db.name} restored")
+
+    def one_archive(app: str, archive: dict[str, Any]) -> None:
+        q = shlex.quote
+        # Each tree is replaced whole: nothing the archive does not hold may survive (the bootstrap's leftovers).
+        script = (
+            f"set -e; for d in {' '.join(q(p) for p in archive['paths'])}; do "
+            f'[ -d "$d" ] && find "$d" -mindepth 1 -delete; done; '
+            f"tar -xzpf {q(archive['file'])} -C / --numeric-owner --same-owner"
+        )
+        run = new.run(script, warn=True, hide=True, in_stream=False, timeout=3600)
+        if not run.ok:
+            raise RelaunchError(f"{new.host}: extracting {archive['file']} for {app} failed: {(run.stdout + run.stderr)[-1200:]}")
+        ctx.say("restore", f"files of {app} restored")
+
+    # Trees first (a SQLite file lives inside one), then the databases.
+    run_all(PARALLEL, [lambda a=a, app=app: one_archive(app, a) for app, a in (ctx.state.get("archives") or {}).items()])
+    run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases])
+    return {}
+
+
+def verify(ctx: RunContext) -> dict[str, Any]:
+    """Compare every database's fingerprint and every tree's listing on the new host with the source's."""
+    new = ctx.new_conn()
+    compose = apps.compose_command(new)
+    source = ctx.state.get("source_fingerprints") or {}
+    databases: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for db in ctx.inv.databases:
+        got = engine(db.engine).fingerprint(new, db, compose)
+        entry: dict[str, Any] = {"name": db.name, "engine": db.engine, "tables": len(got.tables), "rows": got.rows,
+                                 "fingerprint_match": None, "mismatches": []}
+        if db.name in source:
+            diff = Fingerprint.from_json(source[db.name]).diff(got)
+            entry["fingerprint_match"] = not diff
+            entry["mismatches"] = diff
+            problems += [f"database {db.name}: {line}" for line in diff]
+        else:
+            entry["mismatches"] = ["the source has no fingerprint of it (only its presence is checked)"]
+        databases.append(entry)
+    skip = database_files(ctx)
+    expected = _expected_listings(ctx, new)
+    files: list[dict[str, Any]] = []
+    for path in trees(ctx):
+        actual = transfer.tree_listing(new, path, exclude=skip)
+        want = expected.get(path)
+        diff = transfer.compare_listings(want, actual) if want is not None else [f"no source listing of {path}"]
+        size = sum(int(v[1]) for v in actual.values() if v[0] == "f")
+        files.append({"path": path, "files": sum(1 for v in actual.values() if v[0] == "f"), "bytes": size,
+                      "match": not diff, "method": "every file hashed", "mismatches": diff[:20]})
+        problems += [f"{path}: {line}" for line in diff]
+    ctx.journal.record(verify_databases=databases, verify_files=files)
+    if problems:
+        shown = "\n  ".join(problems[:30])
+        raise RelaunchError(f"the restored data differs from its source ({len(problems)} difference(s)); nothing "
+                            f"was switched:\n  {shown}")
+    return {"verified": True}
+
+
+def _expected_listings(ctx: RunContext, new: Any) -> dict[str, Any]:
+    if ctx.state.get("source") == "live":
+        return ctx.load_artifact("source-listings.json") or {}
+    out: dict[str, Any] = {}
+    skip = database_files(ctx)
+    for archive in (ctx.state.get("archives") or {}).values():
+        out.update(transfer.archive_listing(new, archive["file"], archive["paths"], exclude=skip))
+    return out
+

@@ -1,0 +1,69 @@
+"""The switch step: only after every check passed, point the site at the new host, then hand production over.
+
+Through the dns-switch code (records or the Reserved IP, health re-checked, journaled,
+rolled back on failure, verified on the authoritative servers, TTL put back after the
+settle time). Then the new host is production (its record's role, its backup timer on,
+its first backup taken) and the old host's apps and backup timer stay stopped and
+disabled, so a reboot there brings no second writer and no stale "newest" backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from relaunch import apps
+from relaunch.backup.install import install as install_backup
+from relaunch.backup.status import run_now
+from relaunch.dns.switch import switch as dns_switch
+from relaunch.errors import RelaunchError
+from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.store import _sandbox_store
+from relaunch.provision import open_host
+from relaunch.state import set_role
+
+
+def switch(ctx: RunContext) -> dict[str, Any]:
+    inv = ctx.inv
+    via = "reserved-ip" if inv.dns.reserved_ip else "dns"
+    result = dns_switch(ctx.cloud, inv, ctx.state["new_name"], via=via, dns_port=ctx.dns_port,
+                        settle=ctx.options.get("settle"), progress=lambda msg: ctx.say("switch", msg))
+    switched = [{"name": c.name, "type": c.type, "before": c.before_data, "after": c.after_data} for c in result.applied]
+    ctx.journal.record(switched=switched, switch_verified=result.ok)
+    if not result.ok:
+        raise RelaunchError("the records were switched but the authoritative name servers do not answer the new "
+                            "address yet; check with `fab dns-switch --to new --dry-run`, or go back with "
+                            "`fab dns-switch --to old`")
+    old = ctx.state.get("old") or {}
+    set_role(inv.site, ctx.state["new_name"], "production")
+    if old.get("name"):
+        set_role(inv.site, old["name"], "retired")
+    notes = _retire_old(ctx)
+    notes += _backups_on_new(ctx)
+    return {"handover": notes}
+
+
+def _retire_old(ctx: RunContext) -> list[str]:
+    """Keep the old host's apps and backup timer stopped and disabled (when it still answers)."""
+    try:
+        conn = ctx.old_conn(timeout=15)
+        apps.stop_writers(conn, ctx.inv, disable=True)
+        return ["old host: apps and backup timer stopped and disabled"]
+    except (RelaunchError, OSError) as exc:
+        return [f"old host did not answer ({ctx.mask(str(exc))[:200]}): disable its apps and backup timer by hand "
+                "before it ever boots again"]
+
+
+def _backups_on_new(ctx: RunContext) -> list[str]:
+    """Install the backup on the new production host, turn its timer on, take its first backup."""
+    conn = ctx.new_conn()
+    store = _sandbox_store(ctx.inv)
+    store_conn = open_host(store, ctx.key_path, timeout=60) if store is not None else None
+    try:
+        install_backup(conn, ctx.inv, ctx.secrets, store, store_conn)
+    finally:
+        if store_conn is not None:
+            with contextlib.suppress(Exception):
+                store_conn.close()
+    run = run_now(conn)
+    return [f"new host: backup installed and its timer on; first backup {run.id} taken"]

@@ -1,0 +1,124 @@
+"""The pipeline's plan, journal and lock: pure logic on a fake context (no hosts)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from relaunch.errors import RelaunchError
+from relaunch.pipeline import PHASES
+from relaunch.pipeline.events import Event
+from relaunch.pipeline.journal import Journal, holder_pid, run_lock
+from relaunch.pipeline.plan import Plan, Step, execute
+
+SECRET = "hunter2-very-secret"
+
+
+@dataclass
+class FakeContext:
+    journal: Journal
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.journal.state
+
+    def progress(self, event: Event) -> None:
+        self.events.append(event)
+
+    def mask(self, text: str) -> str:
+        return text.replace(SECRET, "***")
+
+
+def _journal() -> Journal:
+    return Journal.new("example", "rebuild", {"source": None}).masking(lambda s: s.replace(SECRET, "***"))
+
+
+def test_step_name_must_be_a_phase():
+    with pytest.raises(ValueError, match="not a phase"):
+        Step("coffee", "make coffee", lambda ctx: None)
+    assert PHASES[0] == "preflight" and PHASES[-1] == "switch"
+
+
+def test_execute_runs_in_order_and_journals_outputs():
+    ctx = FakeContext(_journal())
+    seen = []
+    plan = Plan("rebuild", "example", [
+        Step("preflight", "check", lambda c: seen.append("preflight") or {"source": "live"}),
+        Step("provision", "make", lambda c: seen.append(c.state["source"]) or {"new_id": 7}),
+    ])
+    execute(plan, ctx)
+    assert seen == ["preflight", "live"]
+    data = json.loads(ctx.journal.path.read_text())
+    assert data["state"] == {"source": "live", "new_id": 7}
+    assert data["steps"]["provision"]["status"] == "done"
+    assert stat.S_IMODE(ctx.journal.path.stat().st_mode) == 0o600
+    assert [e.kind for e in ctx.events] == ["start", "done", "start", "done"]
+
+
+def test_failure_pauses_and_resume_skips_what_is_done():
+    ctx = FakeContext(_journal())
+    calls = {"provision": 0, "boot": 0}
+
+    def provision(c):
+        calls["provision"] += 1
+        return {"new_id": 1}
+
+    def boot(c):
+        calls["boot"] += 1
+        if calls["boot"] == 1:
+            raise RelaunchError(f"ssh refused (password {SECRET})")
+        return {}
+
+    plan = Plan("rebuild", "example", [Step("provision", "p", provision), Step("boot", "b", boot)])
+    with pytest.raises(RelaunchError):
+        execute(plan, ctx)
+    text = ctx.journal.path.read_text()
+    assert SECRET not in text and "***" in text
+    saved = Journal.load("example", "rebuild")
+    assert saved is not None and saved.status == "paused" and saved.steps["boot"]["status"] == "failed"
+    resumed = FakeContext(saved.masking(ctx.mask))
+    execute(plan, resumed)
+    assert calls == {"provision": 1, "boot": 2}
+    assert resumed.events[0].kind == "skip"
+
+
+def test_ctrl_c_is_recorded_as_interrupted():
+    ctx = FakeContext(_journal())
+
+    def boom(c):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(Plan("rebuild", "example", [Step("data", "d", boom)]), ctx)
+    assert Journal.load("example", "rebuild").steps["data"]["error"] == "interrupted (Ctrl-C)"
+
+
+def test_close_moves_the_journal_aside():
+    j = _journal()
+    j.record(new_id=3)
+    final = j.close("passed")
+    assert final.name == f"rebuild-{j.id}.json" and Journal.load("example", "rebuild") is None
+
+
+def test_unreadable_journal_is_refused_not_guessed(tmp_path):
+    path = Journal.path_for("example", "drill")
+    path.write_text("{not json")
+    with pytest.raises(RelaunchError, match="unreadable drill journal"):
+        Journal.load("example", "drill")
+    path.unlink()
+
+
+def test_lock_refuses_a_second_run_and_names_the_holder():
+    import os
+
+    with run_lock("example", "rebuild"):
+        assert holder_pid("example", "rebuild") == os.getpid()
+        with pytest.raises(RelaunchError, match=f"pid {os.getpid()}"):
+            with run_lock("example", "rebuild"):
+                pass
+    assert holder_pid("example", "rebuild") is None
