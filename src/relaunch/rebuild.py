@@ -178,26 +178,38 @@ def _describe_old(old: dict[str, Any] | None) -> str:
 # --- running ----------------------------------------------------------------------------
 
 
-def open_site(site: str, root: Path | str | None) -> tuple[Inventory, Any, Cloud, int | None, Path]:
-    """Load the inventory and its secrets, open its cloud; raise before anything is created if any is wrong."""
+@dataclass(frozen=True)
+class Where:
+    """Which cloud a run talks to, its authoritative DNS port (the sandbox's) and the key it logs in with."""
+
+    cloud: Cloud
+    dns_port: int | None
+    key_path: Path
+
+
+def open_site(site: str, root: Path | str | None, where: Where | None = None) -> tuple[Inventory, Any, Where]:
+    """Load the inventory and its secrets, open its cloud (unless given); raise before anything is created if any is wrong."""
     from relaunch.backup.site import login_key
     from relaunch.dns.switch import open_cloud
 
     inv = load_site(site, root)
     secrets = resolve_all(inv)
-    cloud, dns_port = open_cloud(inv)
-    return inv, secrets, cloud, dns_port, login_key(inv)
+    if where is None:
+        cloud, dns_port = open_cloud(inv)
+        where = Where(cloud, dns_port, login_key(inv))
+    return inv, secrets, where
 
 
 def rebuild(site: str, options: RebuildOptions | None = None, *, root: Path | str | None = None,
-            resume: bool = False, dry_run: bool = False, progress: Progress = quiet) -> RebuildResult:
+            resume: bool = False, dry_run: bool = False, progress: Progress = quiet,
+            where: Where | None = None) -> RebuildResult:
     """Run (or with ``dry_run`` only plan) a rebuild of ``site``; return its result with the report's paths.
 
     Raise RelaunchError before anything is created when the inventory, its secrets or the
     cloud are wrong, when another rebuild runs, or when a paused one exists and
     ``resume`` is False (the message says how to resume or abort).
     """
-    inv, secrets, cloud, dns_port, key_path = open_site(site, root)
+    inv, secrets, where = open_site(site, root, where)
     with run_lock(inv.site, KIND):
         existing = Journal.load(inv.site, KIND)
         if resume:
@@ -215,7 +227,8 @@ def rebuild(site: str, options: RebuildOptions | None = None, *, root: Path | st
             journal = Journal.new(inv.site, KIND, (options or RebuildOptions()).to_json())
             journal.state["new_name"] = f"{inv.site}-{journal.id.lower()}"
         journal.masking(secrets.mask)
-        ctx = RunContext(inv, secrets, cloud, key_path, journal, dict(journal.data["options"]), dns_port, progress)
+        ctx = RunContext(inv, secrets, where.cloud, where.key_path, journal, dict(journal.data["options"]),
+                         where.dns_port, progress)
         try:
             if dry_run:
                 return _dry_run(ctx)
@@ -302,13 +315,14 @@ class AbortResult:
     journal: Path | None
 
 
-def abort(site: str, *, root: Path | str | None = None, destroy: bool = False) -> AbortResult:
+def abort(site: str, *, root: Path | str | None = None, destroy: bool = False, where: Where | None = None) -> AbortResult:
     """End a paused rebuild before its switch: start the old host's apps and timer again if they were stopped.
 
     The new Droplet is kept for inspection unless ``destroy``. Raise RelaunchError when there
     is no paused rebuild, or when its switch already happened (then `fab dns-switch --to old`).
     """
-    inv, secrets, cloud, dns_port, key_path = open_site(site, root)
+    inv, secrets, where = open_site(site, root, where)
+    cloud = where.cloud
     with run_lock(inv.site, KIND):
         journal = Journal.load(inv.site, KIND)
         if journal is None:
@@ -317,7 +331,7 @@ def abort(site: str, *, root: Path | str | None = None, destroy: bool = False) -
             raise RelaunchError("this rebuild already switched the records: go back with "
                                 f"`fab dns-switch --to old --site {inv.site}`")
         journal.masking(secrets.mask)
-        ctx = RunContext(inv, secrets, cloud, key_path, journal, dict(journal.data["options"]), dns_port)
+        ctx = RunContext(inv, secrets, cloud, where.key_path, journal, dict(journal.data["options"]), where.dns_port)
         undone: list[str] = []
         try:
             if journal.state.get("old_writers_stopped"):

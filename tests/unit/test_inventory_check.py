@@ -45,6 +45,10 @@ def make_secrets(root: Path) -> None:
         path.chmod(0o600)
     from relaunch.inventory import load_site
     from relaunch.inventory.tls import ensure_sandbox_certificate
+    from relaunch.remote import ensure_client_key
+
+    (root / "secrets/example/offsite").mkdir(mode=0o700, exist_ok=True)
+    ensure_client_key(root / "secrets/example/offsite/id_ed25519")
 
     ensure_sandbox_certificate(load_site("example", root), root / "secrets/example/tls/site.key")
 
@@ -55,6 +59,7 @@ def test_check_site_reports_missing_sandbox_secrets_without_creating_them(root: 
     assert report.missing_sandbox_secrets == [
         root / "secrets/example/tls/site.key", root / "secrets/example/blog-db-password",
         root / "secrets/example/stats-db-password", root / "secrets/example/restic-password",
+        root / "secrets/example/offsite/id_ed25519",
         root / "secrets/example/tls/site.crt", root / "secrets/example/tls/ca.crt",
     ]
     assert report.secrets_resolved == 0
@@ -69,7 +74,7 @@ def test_check_site_reports_missing_sandbox_secrets_without_creating_them(root: 
 def test_check_site_resolves_secrets(root: Path) -> None:
     make_secrets(root)
     report = check_site("example", root)
-    assert report.secrets_resolved == 4 and report.missing_sandbox_secrets == []
+    assert report.secrets_resolved == 5 and report.missing_sandbox_secrets == []
 
 
 def test_check_site_fails_on_other_secret_problems(root: Path) -> None:
@@ -94,7 +99,7 @@ def test_check_task_prints_summary(root: Path, tasks_module: ModuleType, monkeyp
     out = capsys.readouterr().out
     assert "inventory/example.yml" in out and "is valid" in out
     assert "stats.example.test" in out and "postgresql" in out and "RTO" in out
-    assert "secrets: 4 resolved" in out
+    assert "secrets: 5 resolved" in out
     assert "value-of-" not in out
 
 
@@ -115,7 +120,7 @@ def run_fab(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_fab_check_command_line(root: Path) -> None:
     done = run_fab(root, "--site", "example")
     assert done.returncode == 0, done.stderr
-    assert "6 sandbox secret file(s) do not exist yet" in done.stdout
+    assert "7 sandbox secret file(s) do not exist yet" in done.stdout
     assert "fab sandbox-up --site example" in done.stdout
     assert not (root / "secrets").exists()
 

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from relaunch.inventory import InventoryError, Secret, Secrets, ensure_sandbox_secrets, load, load_text, masked, resolve_all
+from relaunch.inventory import InventoryError, Secret, Secrets, ensure_sandbox_secrets, load, load_site, load_text, masked, resolve_all
 from relaunch.inventory.secrets import missing_sandbox_secrets, references
 
 REPO = Path(__file__).resolve().parents[2]
 # The example without its TLS section (those secrets are tested in test_tls.py).
 _FULL = (REPO / "inventory" / "example.yml").read_text()
 EXAMPLE_TEXT = (_FULL[: _FULL.index("  # HTTPS on 443")] + _FULL[_FULL.index("\napps:") + 1:]).replace("scheme: https", "scheme: http")
+# ... and without the store's login key for rebuilds (tested below on its own).
+EXAMPLE_TEXT = "\n".join(line for line in EXAMPLE_TEXT.splitlines()
+                         if not line.strip().startswith(("ssh_key: file:../secrets/example/offsite", "known_hosts:")))
 BLOG = "file:../secrets/example/blog-db-password"
 STATS = "file:../secrets/example/stats-db-password"
 RESTIC = "file:../secrets/example/restic-password"  # backups.offsite.password
@@ -193,3 +196,14 @@ def test_ensure_sandbox_secrets_keeps_existing_files(site: Path) -> None:
     created = ensure_sandbox_secrets(load(site))
     assert [p.name for p in created] == ["stats-db-password", "restic-password"]
     assert existing.read_text() == "mine"
+
+
+def test_ensure_sandbox_secrets_makes_the_store_login_key_an_ssh_key(tmp_path: Path) -> None:
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "example.yml").write_text(_FULL)
+    inv = load_site("example", tmp_path)
+    created = ensure_sandbox_secrets(inv)
+    key = tmp_path / "secrets/example/offsite/id_ed25519"
+    assert key in created
+    assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert (key.stat().st_mode & 0o777) == 0o600 and (key.parent.stat().st_mode & 0o777) == 0o700

@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import posixpath
 import shlex
+from pathlib import Path
 
-from relaunch.backup.install import parse_sftp
+from relaunch.backup.install import authorize_store_key, parse_sftp
 from relaunch.bootstrap import wait_for_cloud_init
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
+from relaunch.inventory.secrets import file_reference_path
 from relaunch.provision import create_host, find_droplet, known_host, open_host
 from relaunch.remote import ensure_client_key
 from relaunch.render import RenderContext, render_user_data
-from relaunch.state import HostRecord, load_hosts
+from relaunch.state import HostRecord, load_hosts, make_private_dirs, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,21 @@ def ensure_backup_host(target, inv: Inventory) -> HostRecord | None:
         run = conn.run(script, warn=True, hide=True, in_stream=False, timeout=900)
         if not run.ok:
             raise RelaunchError(f"backup host {name}: preparing it failed: {(run.stdout + run.stderr).strip()[-1500:]}")
+        _operator_access(conn, inv, repo.user, repo.host, record)
     finally:
         conn.close()
     log.info("backup host %s ready at %s (repository %s)", name, record.ipv4, off.repository)
     return record
+
+
+def _operator_access(conn, inv: Inventory, user: str, alias: str, record: HostRecord) -> None:
+    """Authorize the inventory's ``backups.offsite.ssh_key`` on the store (SFTP only) and pin the store in its
+    ``known_hosts`` file: what a rebuild from backup needs on a machine with no state of relaunch's."""
+    off = inv.backups.offsite
+    if off is None or not off.ssh_key or not off.ssh_key.startswith("file:") or not off.known_hosts:
+        return
+    key_path = file_reference_path(inv, off.ssh_key)
+    authorize_store_key(conn, user, ensure_client_key(key_path))
+    known = Path(off.known_hosts)
+    make_private_dirs(known.parent)
+    write_atomic(known, f"{alias},{record.ipv4} {record.host_key}\n".encode(), 0o644)

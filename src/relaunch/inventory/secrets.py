@@ -245,6 +245,11 @@ def resolve_all(inv: Inventory, base_dir: Path | str | None = None) -> Secrets:
     return secrets
 
 
+def file_reference_path(inv: Inventory, ref: str, base_dir: Path | str | None = None) -> Path:
+    """The file a ``file:`` reference of ``inv`` names (relative paths start at the inventory's directory)."""
+    return _file_path(ref, _base_dir(inv, base_dir))
+
+
 def missing_sandbox_secrets(inv: Inventory, base_dir: Path | str | None = None) -> list[Path]:
     """The ``file:`` secrets of a sandbox site that do not exist yet (what ensure_sandbox_secrets would create).
 
@@ -281,6 +286,16 @@ def ensure_sandbox_secrets(inv: Inventory, base_dir: Path | str | None = None) -
             raise InventoryError(Problem(src.file, src.line_of(("proxy", "tls", "key")), "proxy.tls.key",
                                          "a sandbox site's TLS key must be a file: reference (relaunch makes it)"))
         created += ensure_sandbox_certificate(inv, _file_path(tls.key, _base_dir(inv, base_dir)))
+    off = inv.backups.offsite
+    if inv.provider.kind == "sandbox" and off is not None and off.ssh_key and off.ssh_key.startswith("file:"):
+        # The store's login key is an SSH key, not a password (the sandbox authorizes it on its backup Droplet).
+        key_path = _file_path(off.ssh_key, _base_dir(inv, base_dir))
+        if not os.path.lexists(key_path):
+            from relaunch.remote import ensure_client_key
+
+            make_private_dirs(key_path.parent)
+            ensure_client_key(key_path)
+            created.append(key_path)
     for path in missing_sandbox_secrets(inv, base_dir):
         make_private_dirs(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

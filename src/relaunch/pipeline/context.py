@@ -41,6 +41,8 @@ class RunContext:
     options: dict[str, Any]
     dns_port: int | None = None
     progress: Progress = quiet
+    #: In-process results of steps for the caller (a bootstrap's result, a health report): not journaled.
+    results: dict[str, Any] = field(default_factory=dict)
     _conns: dict[str, Connection] = field(default_factory=dict)
 
     @property

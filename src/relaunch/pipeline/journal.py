@@ -45,7 +45,7 @@ def runs_dir(site: str) -> Path:
 class Journal:
     """An open run's journal (see the module docstring). ``state`` merges every finished step's outputs."""
 
-    def __init__(self, path: Path, data: dict[str, Any], mask: Callable[[str], str] = lambda s: s) -> None:
+    def __init__(self, path: Path | None, data: dict[str, Any], mask: Callable[[str], str] = lambda s: s) -> None:
         self.path = path
         self.data = data
         self._mask = mask
@@ -78,6 +78,13 @@ class Journal:
             "started_at": now_iso(), "finished_at": None, "options": options, "steps": {}, "state": {}, "attempts": 1,
         }
         return cls(cls.path_for(site, kind), data)
+
+    @classmethod
+    def ephemeral(cls, site: str, kind: str, options: dict[str, Any]) -> Journal:
+        """A journal kept in memory only (a run that needs no resume, e.g. ``sandbox-up``, which is idempotent)."""
+        journal = cls.new(site, kind, options)
+        journal.path = None
+        return journal
 
     def masking(self, mask: Callable[[str], str]) -> Journal:
         self._mask = mask
@@ -136,7 +143,8 @@ class Journal:
 
     def save(self) -> None:
         self.data = mask_tree(self.data, self._mask)
-        write_json_atomic(self.path, self.data)
+        if self.path is not None:
+            write_json_atomic(self.path, self.data)
 
     def close(self, status: str) -> Path:
         """End the run (passed, failed, aborted): move the journal aside; return where it went."""

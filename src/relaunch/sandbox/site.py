@@ -20,16 +20,19 @@ import docker
 
 from relaunch import example_site
 from relaunch.backup.sandbox_store import ensure_backup_host
-from relaunch.bootstrap import BootstrapResult, bootstrap
+from relaunch.bootstrap import BootstrapResult
 from relaunch.cloud import Cloud, DnsRecord
 from relaunch.errors import RelaunchError
-from relaunch.health import HealthReport, wait_healthy
+from relaunch.health import HealthReport
 from relaunch.inventory import load_site
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import Secrets, ensure_sandbox_secrets, resolve_all
-from relaunch.provision import create_host, find_droplet, host_addresses, known_host, open_host
-from relaunch.remote import HostKey, ensure_client_key
-from relaunch.render import RenderContext, render_user_data
+from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.events import Event
+from relaunch.pipeline.journal import Journal
+from relaunch.pipeline.plan import Plan, Step, execute
+from relaunch.pipeline.steps import apps as app_steps
+from relaunch.pipeline.steps import host
 from relaunch.sandbox import manage
 from relaunch.sandbox import state_dir as sandbox_state_dir
 from relaunch.sandbox.docker_backend import NETWORK
@@ -118,50 +121,45 @@ def _bring_up(
     inv: Inventory, data_mb: float, target: Target, secrets: Secrets, result: SiteUp, clock: Callable[[str], ContextManager[None]],
     say: Callable[[str], None], spare: str | None,
 ) -> SiteUp:
+    """The pipeline's provision, boot, bootstrap and health steps, with what only a sandbox adds in between."""
     with clock("images"):
         images = _images(inv, target.network)
-    public = ensure_client_key(target.key_path)
     name = spare or inv.production.droplet_name
     assert name is not None  # checked by bring_up
+    journal = Journal.ephemeral(inv.site, "sandbox-up", {"role": "spare" if spare else "production"})
+    journal.state.update(new_name=name, images=images)
 
-    def context(host_key: HostKey | None = None) -> RenderContext:
-        return RenderContext(
-            inventory=inv, secrets=secrets, images=images, sandbox=True,
-            host_key=host_key, authorized_keys=[public], hostname=name,
-        )
+    def progress(event: Event) -> None:
+        if event.kind == "done" and event.seconds is not None:
+            result.phases[event.step] = event.seconds
+        elif event.kind in ("start", "info"):
+            say(f"{event.step}: {event.message}")
 
-    with clock("provision"):
-        droplet = find_droplet(target.cloud, inv, name)
-        if droplet is not None:
-            record = known_host(inv, droplet)
-        else:
-            say(f"creating Droplet {name}")
-            record = create_host(
-                target.cloud, inv, name, "spare" if spare else "production", public,
-                lambda hk: render_user_data(context(hk)),
-            )
-            result.created = True
-        result.host = record
-        conn = open_host(record, target.key_path)
+    ctx = RunContext(inv, secrets, target.cloud, target.key_path, journal, dict(journal.data["options"]),
+                     progress=progress)
     try:
-        with clock("bootstrap"):
-            result.bootstrap = bootstrap(
-                conn, context(), progress=lambda step, done: say(f"step {step.name}" + (" done" if done else ""))
-            )
+        execute(Plan("sandbox-up", inv.site, [
+            Step("provision", f"create (or find) Droplet {name}", host.provision),
+            Step("boot", "wait for SSH and cloud-init", host.boot),
+            Step("bootstrap", "upload the rendered templates, run the runbooks", host.bootstrap_host),
+        ]), ctx)
+        result.created = bool(journal.state.get("created"))
+        result.host = ctx.new_record()
+        result.bootstrap = ctx.results["bootstrap"]
         with clock("seed"):
-            result.seeded_mb = _seed(conn, inv, data_mb, say)
+            result.seeded_mb = _seed(ctx.new_conn(), inv, data_mb, say)
+        if not spare:
+            with clock("backup host"):
+                ensure_backup_host(target, inv)  # the off-host store (relaunch.backup.sandbox_store)
+            with clock("dns"):
+                result.dns = point_records(target.cloud, inv, result.host)
+        try:
+            execute(Plan("sandbox-up", inv.site, [Step("health", "every health check", app_steps.health)]), ctx)
+        except RelaunchError as exc:
+            raise RelaunchError(f"site {inv.site!r} is up on {result.host.ipv4} but {exc}") from None
+        result.health = ctx.results["health"]
     finally:
-        conn.close()
-    if not spare:
-        with clock("backup host"):
-            ensure_backup_host(target, inv)  # the off-host store (relaunch.backup.sandbox_store)
-        with clock("dns"):
-            result.dns = point_records(target.cloud, inv, record)
-    with clock("health"):
-        result.health = wait_healthy(inv, host_addresses(inv, record), timeout=180)
-    if not result.health.ok:
-        failed = "; ".join(r.describe() for r in result.health.failures())
-        raise RelaunchError(f"site {inv.site!r} is up on {record.ipv4} but health checks fail: {failed}")
+        ctx.close()
     return result
 
 

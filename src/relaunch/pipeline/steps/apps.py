@@ -27,6 +27,7 @@ def health(ctx: RunContext) -> dict[str, Any]:
     checks = [{"name": f"{r.app} {r.scheme}://{r.host}{r.path}", "address": r.address, "passed": r.ok,
                "detail": r.describe()} for r in report.results]
     ctx.journal.record(health_checks=checks)
+    ctx.results["health"] = report
     if not report.ok:
         failed = "; ".join(r.describe() for r in report.failures()) or "the site has no health checks"
         raise RelaunchError(f"health checks fail on the new host {', '.join(addresses)}: {failed}")

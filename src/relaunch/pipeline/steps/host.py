@@ -29,9 +29,10 @@ def provision(ctx: RunContext) -> dict[str, Any]:
     """Create the run's Droplet (or find the one an interrupted attempt made); journal its id and addresses."""
     name = ctx.state["new_name"]
     droplet = find_droplet(ctx.cloud, ctx.inv, name)
+    created = droplet is None
     if droplet is not None:
         record = known_host(ctx.inv, droplet)
-        ctx.say("provision", f"found Droplet {name} ({droplet.id}) from an earlier attempt")
+        ctx.say("provision", f"found Droplet {name} ({droplet.id})")
     else:
         region, size = ctx.options.get("region") or ctx.inv.provider.region, ctx.options.get("size") or ctx.inv.provider.size
         ctx.say("provision", f"creating Droplet {name} ({size} in {region}, {ctx.inv.provider.image})")
@@ -43,7 +44,8 @@ def provision(ctx: RunContext) -> dict[str, Any]:
             ctx.cloud, inv, name, ctx.options.get("role", "rebuild"), public,
             lambda hk: render_user_data(render_context(ctx, hk)), ssh_timeout=None,
         )
-    return {"new_id": record.droplet_id, "new_ipv4": record.ipv4, "new_ipv6": record.ipv6 if wants_ipv6(ctx.inv) else None}
+    return {"new_id": record.droplet_id, "new_ipv4": record.ipv4, "new_ipv6": record.ipv6 if wants_ipv6(ctx.inv) else None,
+            "created": created}
 
 
 def boot(ctx: RunContext) -> dict[str, Any]:
@@ -58,4 +60,5 @@ def bootstrap_host(ctx: RunContext) -> dict[str, Any]:
     conn = ctx.new_conn()
     result = bootstrap(conn, render_context(ctx),
                        progress=lambda step, done: ctx.say("bootstrap", f"{step.name}{' done' if done else ''}"))
+    ctx.results["bootstrap"] = result
     return {"bootstrap_changed": result.runbook.changed, "files_written": len(result.files_written)}
