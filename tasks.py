@@ -482,4 +482,62 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
     console.print(f"[green]rebuilt[/] {site} on {escape(str(result.journal.state.get('new_name')))}")
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild)
+@task(
+    help={
+        "site": SITE_HELP,
+        "fingerprint": "the SHA256:... fingerprint you checked on the server's console (ssh-keygen -lf "
+                       "/etc/ssh/ssh_host_ed25519_key.pub); without it, you are shown the key and asked",
+        "verbose": "log what the library does",
+    }
+)
+def adopt(c, site=DEFAULT_SITE, fingerprint=None, verbose=False):
+    """Pin the host key of a production server relaunch did not build (production.address), after you confirm it."""
+    from relaunch import adopt as adopt_
+    from relaunch.backup.site import login_key
+    from relaunch.inventory import load_site
+
+    _setup_logging(verbose)
+    try:
+        inv = load_site(site)
+        if inv.production.address is None:
+            raise Exit(f"adopt: inventory/{site}.yml has no production.address (the server to adopt)", code=2)
+        scanned = adopt_.scan(str(inv.production.address))
+        console.print(f"{escape(scanned.address)} shows the host key {escape(scanned.public_line.split()[0])} "
+                      f"[bold]{escape(scanned.fingerprint)}[/]")
+        if fingerprint is None:
+            console.print("Check it on the server itself: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+            fingerprint = console.input("Type the fingerprint you saw there to pin it (anything else: nothing is pinned): ")
+        record = adopt_.pin(inv, scanned, fingerprint, login_key(inv))
+    except RelaunchError as exc:
+        raise Exit(f"adopt failed: {exc}", code=1) from exc
+    console.print(f"[green]pinned[/] {escape(record.name)} at {escape(record.ipv4)}: every command now reaches it "
+                  "with this key only")
+
+
+@task(help={"site": SITE_HELP, "json": "print the list as JSON"})
+def reports(c, site=DEFAULT_SITE, json=False):
+    """List the site's rebuild and drill reports, newest first."""
+    import json as jsonlib
+
+    from relaunch.pipeline.report import list_reports
+
+    found = list_reports(site)
+    if json:
+        print(jsonlib.dumps(found, indent=2, default=str))
+        return
+    if not found:
+        console.print(f"no reports yet for {escape(site)}")
+        return
+    table = Table(title=f"reports of {site}")
+    for col in ("kind", "id", "status", "RTO s", "RPO s", "report"):
+        table.add_column(col)
+    for r in found:
+        rto, rpo = r.get("rto_seconds"), r.get("rpo_seconds")
+        table.add_row(escape(str(r.get("kind"))), escape(str(r.get("id"))), escape(str(r.get("status"))),
+                      "-" if rto is None else f"{rto:.0f}", "-" if rpo is None else f"{rpo:.0f}",
+                      escape(str(r.get("path_md"))))
+    console.print(table)
+
+
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild, adopt,
+                reports)

@@ -82,7 +82,7 @@ def create_host(
 def known_host(inv: Inventory, droplet: Droplet) -> HostRecord:
     """Return the saved record of an existing Droplet; raise if relaunch did not build it."""
     record = load_hosts(inv.site).get(droplet.name)
-    if record is not None and record.droplet_id == 0 and droplet.ipv4:
+    if record is not None and record.droplet_id == 0 and not record.ipv4 and droplet.ipv4:
         # made by a run that stopped between asking for the Droplet and recording it: its key is ours
         record = dataclasses.replace(record, droplet_id=droplet.id, ipv4=droplet.ipv4, ipv6=droplet.ipv6)
         save_host(inv.site, record)

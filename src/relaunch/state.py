@@ -30,12 +30,13 @@ class HostRecord:
     """A host relaunch built, and the host key it pinned for it."""
 
     name: str
-    role: str  # production, rebuild, drill
+    role: str  # production, rebuild, spare, backup, drill, retired; droplet_id 0 and no ipv4: pending creation
     droplet_id: int
     ipv4: str
     host_key: str  # public line, "ssh-ed25519 AAAA..."
     created_at: str
     ipv6: str | None = None  # when the site has AAAA records (the Droplet is made with IPv6)
+    adopted: bool = False  # a host relaunch did not build, pinned by `fab adopt` after the user confirmed its key
 
 
 def load_hosts(site: str) -> dict[str, HostRecord]:

@@ -7,13 +7,16 @@ Droplet instead of making a second one.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from relaunch.bootstrap import bootstrap, wait_for_cloud_init
 from relaunch.pipeline.context import RunContext
 from relaunch.provision import create_host, find_droplet, known_host, wants_ipv6
-from relaunch.remote import HostKey, ensure_client_key
+from relaunch.errors import RelaunchError
+from relaunch.remote import HostKey, HostKeyMismatch, ensure_client_key
 from relaunch.render import RenderContext, render_user_data
+from relaunch.state import save_host
 
 
 def render_context(ctx: RunContext, host_key: HostKey | None = None) -> RenderContext:
@@ -49,10 +52,52 @@ def provision(ctx: RunContext) -> dict[str, Any]:
 
 
 def boot(ctx: RunContext) -> dict[str, Any]:
-    """Wait until the new host answers SSH with its pinned key and cloud-init has finished."""
-    conn = ctx.new_conn(timeout=300)
+    """Wait until the new host answers SSH with its pinned key and cloud-init has finished; rotate its host key.
+
+    The key that travelled in user-data stays readable from the metadata service for the
+    Droplet's whole life, so after the first verified connection the host gets a new one,
+    made here and sent over that connection, and the new one is pinned. The new public key
+    is journaled before the host uses it, so a run stopped in between still knows it.
+    """
+    try:
+        conn = ctx.new_conn(timeout=300)
+    except HostKeyMismatch:
+        pending = ctx.state.get("rotating_host_key")
+        if not pending:
+            raise
+        _pin(ctx, pending)  # an earlier attempt rotated the key and stopped before pinning it
+        conn = ctx.new_conn(timeout=60)
     wait_for_cloud_init(conn)
-    return {}
+    stamp = "/var/lib/relaunch/host-key-rotated"
+    if ctx.state.get("host_key_rotated") or conn.run(f"test -e {stamp}", warn=True, hide=True, in_stream=False,
+                                                     timeout=30).ok:
+        return {"host_key_rotated": True}
+    key = HostKey.generate()
+    ctx.journal.record(rotating_host_key=key.public_line)
+    sftp = conn.sftp()
+    for name, content, mode in (("ssh_host_ed25519_key.relaunch-new", key.private_openssh, 0o600),
+                                ("ssh_host_ed25519_key.pub.relaunch-new", key.public_line + "\n", 0o644)):
+        with sftp.open(f"/etc/ssh/{name}", "w") as fh:
+            fh.chmod(mode)
+            fh.write(content.encode())
+    run = conn.run(
+        "set -e; cd /etc/ssh; mv -f ssh_host_ed25519_key.relaunch-new ssh_host_ed25519_key; "
+        "mv -f ssh_host_ed25519_key.pub.relaunch-new ssh_host_ed25519_key.pub; "
+        "systemctl reload ssh 2>/dev/null || systemctl reload sshd; "
+        "install -d /var/lib/relaunch; touch /var/lib/relaunch/host-key-rotated",
+        warn=True, hide=True, in_stream=False, timeout=60)
+    if not run.ok:
+        raise RelaunchError(f"{conn.host}: rotating the host key failed: {(run.stdout + run.stderr).strip()[-800:]}")
+    _pin(ctx, key.public_line)
+    ctx.drop_conn("new")
+    ctx.new_conn(timeout=60)  # the new key answers
+    return {"host_key_rotated": True}
+
+
+def _pin(ctx: RunContext, public_line: str) -> None:
+    record = ctx.new_record()
+    save_host(ctx.inv.site, dataclasses.replace(record, host_key=public_line))
+    ctx.drop_conn("new")
 
 
 def bootstrap_host(ctx: RunContext) -> dict[str, Any]:
