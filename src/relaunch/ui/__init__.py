@@ -1,0 +1,1 @@
+"""What the task layer shows (only tasks.py imports this package; the library never prints)."""
