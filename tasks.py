@@ -427,6 +427,7 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
     import json as jsonlib
 
     from relaunch import rebuild as rebuild_
+    from relaunch.pipeline import PHASES
     from relaunch.ui.progress import RunView
 
     _setup_logging(verbose)
@@ -450,8 +451,8 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
         options = rebuild_.RebuildOptions(source=source or ("backup" if backup else None), backup_id=backup,
                                           region=region, size=size, switch=not no_switch, settle=settle_s)
         out = Console(stderr=True) if json else console
-        with RunView(out) as view:
-            result = rebuild_.rebuild(site, options, resume=resume, dry_run=dry_run, progress=view.event)
+        with RunView(out, PHASES, title=f"rebuild of {site}") as view:
+            result = rebuild_.rebuild(site, options, resume=resume, dry_run=dry_run, progress=view)
     except RelaunchError as exc:
         raise Exit(f"rebuild failed: {exc}", code=1) from exc
     if dry_run:
@@ -514,30 +515,33 @@ def adopt(c, site=DEFAULT_SITE, fingerprint=None, verbose=False):
                   "with this key only")
 
 
-@task(help={"site": SITE_HELP, "json": "print the list as JSON"})
+@task(help={"site": SITE_HELP, "json": "print the list as JSON (newest first) instead of a table"})
 def reports(c, site=DEFAULT_SITE, json=False):
-    """List the site's rebuild and drill reports, newest first."""
+    """The site's rebuild and drill reports, newest first (fab rebuild and fab drill write them)."""
     import json as jsonlib
+    from pathlib import Path
 
-    from relaunch.pipeline.report import list_reports
+    from rich import box
+
+    from relaunch.pipeline.report import human_duration, list_reports
 
     found = list_reports(site)
     if json:
-        print(jsonlib.dumps(found, indent=2, default=str))
+        print(jsonlib.dumps(found, indent=2))
         return
     if not found:
-        console.print(f"no reports yet for {escape(site)}")
+        console.print(f"no reports for {escape(site)} yet: fab rebuild and fab drill write them")
         return
-    table = Table(title=f"reports of {site}")
-    for col in ("kind", "id", "status", "RTO s", "RPO s", "report"):
-        table.add_column(col)
+    table = Table(title=f"reports of {escape(site)}, newest first", box=box.SIMPLE, show_edge=False, pad_edge=False)
+    for col in ("report", "finished (UTC)", "status", "RTO", "RPO"):
+        table.add_column(col, no_wrap=True)
     for r in found:
-        rto, rpo = r.get("rto_seconds"), r.get("rpo_seconds")
-        table.add_row(escape(str(r.get("kind"))), escape(str(r.get("id"))), escape(str(r.get("status"))),
-                      "-" if rto is None else f"{rto:.0f}", "-" if rpo is None else f"{rpo:.0f}",
-                      escape(str(r.get("path_md"))))
+        status = "[green]passed[/]" if r["status"] == "passed" else f"[red]{escape(str(r['status'] or '?'))}[/]"
+        rto, rpo = (human_duration(r[k]) if isinstance(r[k], int | float) else "-" for k in ("rto_seconds", "rpo_seconds"))
+        finished = str(r["finished_at"] or "-").replace("T", " ")[:16]
+        table.add_row(escape(Path(r["path_json"]).stem), escape(finished), status, rto, rpo)
     console.print(table)
-
+    console.print(f"in {escape(str(Path(found[0]['path_json']).parent))} (.md to read, .json for tools)")
 
 ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild, adopt,
                 reports)
