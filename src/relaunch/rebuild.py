@@ -138,11 +138,14 @@ def plan_rebuild(ctx: RunContext) -> Plan:
     if source == "backup":
         which = opts.get("backup_id") or "the newest backup"
         dat = Step("data", f"the new host fetches {which} from the off-host store and checks it against its manifest",
-                   data.data_backup)
-        middle = [dat, boot_strap]
+                   data.data_any)
+        # the backup's manifest says which images production ran: fetched before the bootstrap (unless a live
+        # attempt already bootstrapped this host)
+        middle = [boot_strap, dat] if ctx.journal.done("bootstrap") else [dat, boot_strap]
     else:
         dat = Step("data", "stop the old host's writers, final dump of every database and copy of every tree, "
-                   "pulled host to host by the new host", data.data_live)
+                   "pulled host to host by the new host" + (" (the newest backup if the old host is lost on the way)"
+                                                           if opts.get("fallback_to_backup") else ""), data.data_any)
         middle = [boot_strap, dat]
     steps = [pre, prov, boot, *middle,
              Step("restore", "fresh empty databases restored from the dumps; trees put in place", restore.restore),
@@ -218,6 +221,11 @@ def rebuild(site: str, options: RebuildOptions | None = None, *, root: Path | st
             journal = existing
             journal.data["attempts"] = int(journal.data.get("attempts", 1)) + 1
             journal.data["status"] = "running"
+            if options is not None and options.source == "backup" and journal.state.get("source") != "backup":
+                # the old host was lost part-way: go on from the newest backup (the data step runs again)
+                journal.data["options"].update(source="backup", backup_id=options.backup_id)
+                journal.state.update(source="backup", source_reason="asked for on resume (--source backup)")
+                journal.steps.pop("data", None)
         else:
             if existing is not None and not dry_run:
                 raise RelaunchError(

@@ -104,6 +104,27 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             "rpo_seconds": 0, "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
 
 
+def data_any(ctx: RunContext) -> dict[str, Any]:
+    """The data step as the run's source says; a live sync that loses the old host falls back to the newest
+    backup when the run allows it (``fallback_to_backup``), else stops saying how to go on."""
+    if ctx.state.get("source") == "backup":
+        return data_backup(ctx)
+    try:
+        return data_live(ctx)
+    except (RelaunchError, OSError, EOFError) as exc:
+        site = ctx.inv.site
+        if not ctx.options.get("fallback_to_backup"):
+            raise RelaunchError(
+                f"the final sync from the old host failed: {ctx.mask(str(exc))}\nNothing was switched. When the old "
+                f"host answers again: `fab rebuild --resume --site {site}`; to go on from the newest backup instead: "
+                f"`fab rebuild --resume --source backup --site {site}`") from exc
+        ctx.say("data", f"the final sync failed ({ctx.mask(str(exc))[:200]}); falling back to the newest backup")
+        ctx.drop_conn("old")
+        out = data_backup(ctx)
+        out["source_reason"] = f"fell back to the newest backup: the final sync failed ({ctx.mask(str(exc))[:160]})"
+        return out
+
+
 def data_backup(ctx: RunContext) -> dict[str, Any]:
     """Have the new host fetch a backup from the off-host store and check it against its manifest."""
     new = ctx.new_conn()
