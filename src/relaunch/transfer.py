@@ -731,6 +731,10 @@ def rsync_argv(ln: Link, path: str, bwlimit: int | None = None) -> list[str]:
     """Return the rsync argv the new host runs to pull ``path`` from the old host into the same path."""
     argv = [
         "rsync", "-aHAX", "--numeric-ids", "--delete", f"--partial-dir={PARTIAL_DIR}",
+        # rsync skips a file whose size and mtime match; at its default whole-second precision a
+        # file the new host already holds, written in the same second as the source with the same
+        # size but other content, would be kept: compare nanoseconds (receiver rsync >= 3.1.3)
+        "--modify-window=-1",
         "--info=progress2", "--stats", "--no-human-readable",
         "-e", shlex.join(ln.ssh_options()),
     ]  # fmt: skip
@@ -785,8 +789,9 @@ def pull_tree(ln: Link, path: str, dst: Connection, progress: Progress | None = 
     if rc == 24:
         log.warning("%s: some files vanished on the old host while copying (it is still being written)", where)
     elif rc != 0 or res.status not in (0, 24):
-        hint = " (interrupted: run again to continue where it stopped)" if rc in (20, 30, 35) else ""
-        raise RelaunchError(f"{where}: rsync failed (exit {rc}){hint}: {res.err or '-'}")
+        if rc in (20, 30, 35, -1):  # a signal, a timeout, or the script itself ended (the link closed)
+            raise RelaunchError(f"{where}: interrupted (run it again: it continues where it stopped): {res.err or '-'}")
+        raise RelaunchError(f"{where}: rsync failed (exit {rc}): {res.err or '-'}")
     stats = parse_rsync_stats(res.out.decode("utf-8", "replace"))
     copy = TreeCopy(path=path, seconds=seconds, **stats)
     log.info("%s: %s: %d files (%d sent), %d bytes (%d new, %d reused) in %.1f s", dst.host, path, copy.files,

@@ -132,7 +132,7 @@ def test_link_refuses_values_that_would_read_as_options(field: str, value: str) 
 def test_rsync_argv_preserves_everything_and_resumes() -> None:
     argv = rsync_argv(LINK, "/srv/blog/uploads", bwlimit=5000)
     assert argv[:5] == ["rsync", "-aHAX", "--numeric-ids", "--delete", "--partial-dir=.rsync-partial"]
-    assert "--bwlimit=5000" in argv
+    assert "--bwlimit=5000" in argv and "--modify-window=-1" in argv
     assert argv[-2:] == ["root@203.0.113.7:/srv/blog/uploads/", "/srv/blog/uploads/"]
     # rsync splits -e at spaces (honouring quotes): it must give back exactly the link's options
     assert shlex.split(argv[argv.index("-e") + 1]) == LINK.ssh_options()
