@@ -267,6 +267,28 @@ def test_archive_listing_verifies_a_tree_restored_from_a_backup_archive(hosts, o
     ]
 
 
+def test_a_sudoer_on_the_old_host_is_enough(hosts, odd, client_key) -> None:
+    """Logged in as a passwordless sudoer, not root: rsync and dumps run through ``sudo -n`` there."""
+    old, new = hosts["old"], hosts["new"]
+    sh(old, "id admin >/dev/null 2>&1 || useradd -m -s /bin/bash admin; install -d -m 700 -o admin -g admin ~admin/.ssh; "
+            "install -m 600 -o admin -g admin ~/.ssh/authorized_keys ~admin/.ssh/authorized_keys; "
+            "echo 'admin ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/admin; chmod 440 /etc/sudoers.d/admin")
+    admin = connect(old.host, hosts["old_key"], client_key[0], user="admin")
+    wait_for_ssh(admin, timeout=60)
+    sh(new, f"rm -rf {TREE}")
+    try:
+        with transfer.link(admin, hosts["old_key"], new) as ln:
+            assert ln.sudo and ln.token in sh(old, "cat ~admin/.ssh/authorized_keys")
+            assert ln.token not in sh(old, "cat ~/.ssh/authorized_keys")
+            transfer.pull_tree(ln, TREE, new)
+            got = transfer.pull_dump(ln, RemoteCommand(("cat", f"{TREE}/sub dir/secret")), new, "/var/tmp/secret.copy")
+        assert ln.token not in sh(old, "cat ~admin/.ssh/authorized_keys")
+    finally:
+        admin.close()
+    assert transfer.verify_tree(old, new, TREE) == []  # root-only files and owners too
+    assert (got.bytes, sh(new, "cat /var/tmp/secret.copy")) == (7, "secret")
+
+
 def test_missing_source_tree_is_a_clear_error(hosts) -> None:
     with transfer.link(hosts["old"], hosts["old_key"], hosts["new"]) as ln:
         with pytest.raises(RelaunchError, match="/srv/not-there is not a directory on the old host"):
