@@ -84,22 +84,20 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             eng = engine(db.engine)
             fingerprints[db.name] = eng.fingerprint(old, db, compose_old).to_json()
             path = posixpath.join(work, f"{db.name}.dump")
-            size, sha = transfer.pull_dump(link, eng.dump_command(db, compose_old), new, path)
-            dumps[db.name] = {"file": path, "bytes": size, "sha256": sha}
-            ctx.say("data", f"database {db.name}: {size} bytes")
+            pulled = transfer.pull_dump(link, eng.dump_command(db, compose_old), new, path,
+                                        progress=lambda done, total: ctx.bytes("data", db.name, done, total))
+            dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
+            ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
 
         def one_tree(path: str) -> None:
-            copy = transfer.pull_tree(
-                link, path, new, exclude=sorted(p for p in skip if p.startswith(path + "/")),
-                progress=lambda done, total: ctx.bytes("data", path, done, total),
-            )
+            copy = transfer.pull_tree(link, path, new, progress=lambda done, total: ctx.bytes("data", path, done, total))
             copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
             ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
 
         run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases]
                 + [lambda p=p: one_tree(p) for p in trees(ctx)])
-    listings = {path: transfer.tree_listing(old, path, exclude=skip) for path in trees(ctx)}
-    ctx.save_artifact("source-listings.json", listings)
+    listings = {path: transfer.tree_listing(old, path, exclude=sorted(skip)) for path in trees(ctx)}
+    ctx.save_artifact("source-listings.json", {path: {p: list(e) for p, e in lst.items()} for path, lst in listings.items()})
     return {"source": "live", "source_fingerprints": fingerprints, "dumps": dumps, "trees_copied": copies,
             "rpo_seconds": 0, "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
 

@@ -87,11 +87,11 @@ def verify(ctx: RunContext) -> dict[str, Any]:
     expected = _expected_listings(ctx, new)
     files: list[dict[str, Any]] = []
     for path in trees(ctx):
-        actual = transfer.tree_listing(new, path, exclude=skip)
+        actual = transfer.tree_listing(new, path, exclude=sorted(skip))
         want = expected.get(path)
         diff = transfer.compare_listings(want, actual) if want is not None else [f"no source listing of {path}"]
-        size = sum(int(v[1]) for v in actual.values() if v[0] == "f")
-        files.append({"path": path, "files": sum(1 for v in actual.values() if v[0] == "f"), "bytes": size,
+        size = sum(e.size for e in actual.values() if e.type == "f")
+        files.append({"path": path, "files": sum(1 for e in actual.values() if e.type == "f"), "bytes": size,
                       "match": not diff, "method": "every file hashed", "mismatches": diff[:20]})
         problems += [f"{path}: {line}" for line in diff]
     ctx.journal.record(verify_databases=databases, verify_files=files)
@@ -104,10 +104,10 @@ def verify(ctx: RunContext) -> dict[str, Any]:
 
 def _expected_listings(ctx: RunContext, new: Any) -> dict[str, Any]:
     if ctx.state.get("source") == "live":
-        return ctx.load_artifact("source-listings.json") or {}
+        saved = ctx.load_artifact("source-listings.json") or {}
+        return {path: {p: transfer.Entry(*e) for p, e in lst.items()} for path, lst in saved.items()}
     out: dict[str, Any] = {}
-    skip = database_files(ctx)
     for archive in (ctx.state.get("archives") or {}).values():
-        out.update(transfer.archive_listing(new, archive["file"], archive["paths"], exclude=skip))
+        out.update(transfer.archive_listing(new, archive["file"], archive["paths"]))
     return out
 
