@@ -9,6 +9,7 @@ touch a host are ``fingerprint`` and ``snapshot``, which must read answers back.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -231,3 +232,15 @@ def fingerprint_driver(engine: str, mode: str, database: str, sql: str, client: 
                        env: tuple[str, ...] = ()) -> RemoteCommand:
     """Return the host command that runs ``client`` with ``sql`` through :data:`FINGERPRINT_DRIVER` (prints Fingerprint JSON)."""
     return RemoteCommand(("python3", "-c", FINGERPRINT_DRIVER, engine, mode, database, sql, *client), what, env)
+
+
+#: The table a drill's canary writes its marker rows into, in each production database.
+CANARY_TABLE = "relaunch_canary"
+_CANARY_VALUE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def canary_value(value: str) -> str:
+    """``value`` if it may be a canary marker (letters, digits, ``._:-``, at most 64); raise RelaunchError otherwise."""
+    if not _CANARY_VALUE.match(value):
+        raise RelaunchError(f"a canary value is letters, digits and ._:- (at most 64), not {value!r}")
+    return value

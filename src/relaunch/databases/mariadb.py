@@ -44,6 +44,8 @@ from fabric import Connection
 
 from relaunch.databases import runner
 from relaunch.databases.base import (
+    CANARY_TABLE,
+    canary_value,
     Fingerprint,
     RemoteCommand,
     Snapshot,
@@ -334,3 +336,24 @@ def snapshot(conn: Connection, db: Database, compose: list[str] | None = None) -
     finally:
         session.close()
         log.info("%s: writes to %s resumed", conn.host, db.name)
+
+
+def canary_write(conn: Connection, db: Database, compose: list[str] | None, value: str) -> None:
+    """Insert the marker ``value`` into the database's canary table (made if missing)."""
+    name, _ = _names(db)
+    v = canary_value(value)
+    sql = (f"USE {_ident(name)};\nCREATE TABLE IF NOT EXISTS {CANARY_TABLE} (value VARCHAR(64) PRIMARY KEY, "
+           f"written_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB;\n"
+           f"INSERT INTO {CANARY_TABLE} (value) VALUES ({_sql_string(v)});\n")
+    runner.run(conn, _query(db, compose), stdin=sql.encode())
+
+
+def canary_read(conn: Connection, db: Database, compose: list[str] | None = None) -> list[str]:
+    """The canary markers the database holds ([] when it has no canary table)."""
+    name, _ = _names(db)
+    exists = runner.run(conn, _query(db, compose), stdin=(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
+        f"{_sql_string(name)} AND table_name = {_sql_string(CANARY_TABLE)};\n").encode())
+    if exists.decode().strip() == "0":
+        return []
+    return runner.run(conn, _query(db, compose), stdin=f"SELECT value FROM {_ident(name)}.{CANARY_TABLE};\n".encode()).decode().split()

@@ -27,6 +27,8 @@ from fabric import Connection
 
 from relaunch.databases import runner
 from relaunch.databases.base import (
+    CANARY_TABLE,
+    canary_value,
     Fingerprint,
     RemoteCommand,
     Snapshot,
@@ -222,3 +224,19 @@ def snapshot(conn: Connection, db: Database, compose: list[str] | None = None) -
         yield Snapshot(dump=dump_command(db, compose, snapshot=snap_id), fingerprint=fp, writes_paused=False)
     finally:
         session.close()
+
+
+def canary_write(conn: Connection, db: Database, compose: list[str] | None, value: str) -> None:
+    """Insert the marker ``value`` into the database's canary table (made if missing), as the app's user."""
+    v = canary_value(value)
+    sql = (f"CREATE TABLE IF NOT EXISTS {CANARY_TABLE} (value text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now());\n"
+           f"INSERT INTO {CANARY_TABLE} (value) VALUES ('{v}');\n")
+    runner.run(conn, session_command(db, compose), stdin=sql.encode())
+
+
+def canary_read(conn: Connection, db: Database, compose: list[str] | None = None) -> list[str]:
+    """The canary markers the database holds ([] when it has no canary table)."""
+    psql = session_command(db, compose)
+    if runner.run(conn, psql, stdin=f"SELECT to_regclass('{CANARY_TABLE}') IS NOT NULL;\n".encode()).decode().strip() != "t":
+        return []
+    return runner.run(conn, psql, stdin=f"SELECT value FROM {CANARY_TABLE};\n".encode()).decode().split()

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from fabric import Connection
 
 from relaunch.databases import runner
-from relaunch.databases.base import Fingerprint, RemoteCommand, Snapshot, require
+from relaunch.databases.base import CANARY_TABLE, Fingerprint, RemoteCommand, Snapshot, canary_value, require
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Database
 
@@ -224,3 +224,35 @@ def snapshot(conn: Connection, db: Database, compose: list[str] | None = None) -
         yield Snapshot(dump=RemoteCommand(("cat", "--", copy), f"sqlite snapshot of {db.name}"), fingerprint=fp)
     finally:
         runner.run(conn, RemoteCommand(("rm", "-f", "--", copy, f"{copy}-wal", f"{copy}-shm"), f"remove snapshot of {db.name}"))
+
+
+_CANARY = r"""
+import sqlite3, sys
+path, table, value = sys.argv[1:4]
+con = sqlite3.connect(path, timeout=30)
+with con:
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (value TEXT PRIMARY KEY, written_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))")
+    if value:
+        con.execute(f"INSERT INTO {table} (value) VALUES (?)", (value,))
+"""
+
+_CANARY_READ = r"""
+import sqlite3, sys
+path, table = sys.argv[1:3]
+con = sqlite3.connect("file:" + path + "?mode=ro", uri=True)
+if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
+    for (value,) in con.execute(f"SELECT value FROM {table}"):
+        print(value)
+"""
+
+
+def canary_write(conn: Connection, db: Database, compose: list[str] | None, value: str) -> None:
+    """Insert the marker ``value`` into the database file's canary table (made if missing), in one transaction."""
+    runner.run(conn, RemoteCommand(("python3", "-c", _CANARY, _path(db), CANARY_TABLE, canary_value(value)),
+                                   f"canary {db.name}"))
+
+
+def canary_read(conn: Connection, db: Database, compose: list[str] | None = None) -> list[str]:
+    """The canary markers the database file holds ([] when it has no canary table)."""
+    return runner.run(conn, RemoteCommand(("python3", "-c", _CANARY_READ, _path(db), CANARY_TABLE),
+                                          f"canary of {db.name}")).decode().split()

@@ -1,0 +1,313 @@
+"""``fab drill``: the rebuild rehearsed into a scratch Droplet from the backups alone, measured, then destroyed.
+
+The same steps and phase names as ``fab rebuild`` (:mod:`relaunch.rebuild`), with the
+backup source always, and what makes a rehearsal safe:
+
+- **a guard** (:class:`GuardedCloud`): the drill's cloud refuses every change to DNS
+  records, domains and Reserved IPs, and the destruction of any Droplet that is not a
+  scratch Droplet of a drill. Production is only read, except for the canary.
+- **a canary**: before anything else, a marker row with a unique value goes into every
+  database of production (each engine's ``canary_write``), then a backup and its off-host
+  copy run there; the restore must hold every marker — proof the data is the data, not
+  counts that happen to match (``canary=False`` for a drill of an older backup).
+- **isolation**: the scratch host gets no backup timer and reads the store with a
+  temporary key (read-only SFTP where relaunch authorizes it); it is tagged
+  ``relaunch-drill`` and with an expiry time, never a ``dns-switch --to new`` candidate.
+- **clean-up**: the scratch Droplet is destroyed at the end, also when the drill fails or
+  is interrupted (``keep`` keeps it); every drill first destroys scratch Droplets left by
+  earlier runs that no running drill holds; :func:`cleanup` does only that.
+- **measured**: RTO in total and per phase; RPO as the age of the backup used, and the
+  largest gap between consecutive good off-host backups within
+  ``backups.retention.keep_within_hours``; the inventory's objectives are the pass mark.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from relaunch import apps
+from relaunch.backup.status import run_now
+from relaunch.cloud import Cloud
+from relaunch.databases import engine
+from relaunch.errors import RelaunchError
+from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.events import Progress, quiet
+from relaunch.pipeline.journal import Journal, holder_pid, run_lock
+from relaunch.pipeline.plan import Plan, Step, execute, sigterm_interrupts
+from relaunch.pipeline.report import write_report
+from relaunch.pipeline.report_record import record_from_run
+from relaunch.pipeline.steps import apps as app_steps
+from relaunch.pipeline.steps import data, host, restore
+from relaunch.pipeline.store import missing_for_backup
+from relaunch.provision import site_droplets
+from relaunch.rebuild import Where, open_site
+from relaunch.state import forget_host, production_record
+
+log = logging.getLogger(__name__)
+
+KIND = "drill"
+DRILL_TAG = "relaunch-drill"
+#: A scratch Droplet older than this is an orphan whatever its tags say.
+EXPIRY = timedelta(hours=6)
+_EXPIRES_PREFIX = "relaunch-expires-"
+
+
+class DrillGuardError(RelaunchError):
+    """A drill tried to change something of production's (DNS, a Reserved IP, a Droplet that is not its own)."""
+
+
+class GuardedCloud:
+    """The drill's view of the cloud: reads pass, production's records, IPs and Droplets cannot change."""
+
+    _REFUSED = ("ensure_domain", "create_record", "update_record", "delete_record", "create_reserved_ip",
+                "assign_reserved_ip", "unassign_reserved_ip", "delete_reserved_ip", "destroy_droplets_by_tag",
+                "power_off", "power_on", "shutdown", "reboot", "snapshot_droplet", "delete_snapshot")
+
+    def __init__(self, cloud: Cloud) -> None:
+        self._cloud = cloud
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._REFUSED:
+            def refused(*args: Any, **kwargs: Any) -> Any:
+                raise DrillGuardError(f"a drill never calls {name}: it would change production (DNS, Reserved IPs "
+                                      "or Droplets that are not the drill's own); refused")
+            return refused
+        return getattr(self._cloud, name)
+
+    def destroy_droplet(self, droplet_id: int) -> bool:
+        droplet = self._cloud.get_droplet(droplet_id)
+        if DRILL_TAG not in droplet.tags:
+            raise DrillGuardError(f"a drill destroys only its own scratch Droplets (tag {DRILL_TAG}); "
+                                  f"{droplet.name} ({droplet_id}) is not one: refused")
+        return self._cloud.destroy_droplet(droplet_id)
+
+
+@dataclass
+class DrillOptions:
+    backup_id: str | None = None
+    source: str = "offsite"  # offsite (the copy that survives a dead host); host: not built yet
+    keep: bool = False
+    canary: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DrillResult:
+    status: str
+    journal: Journal
+    record: dict[str, Any]
+    report_md: Path | None = None
+    report_json: Path | None = None
+    cleaned: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+# --- steps ------------------------------------------------------------------------------
+
+
+def preflight(ctx: RunContext) -> dict[str, Any]:
+    """Check the store can be read from a new host, then write the canary and take the backup that carries it."""
+    inv = ctx.inv
+    ctx.cloud.check_account()
+    problems = missing_for_backup(inv)
+    if problems:
+        raise RelaunchError(f"a drill of {inv.site!r} cannot start: " + "; ".join(problems))
+    out: dict[str, Any] = {"source": "backup", "source_reason": "a drill restores from the backups alone"}
+    if not ctx.options.get("canary", True) or ctx.options.get("backup_id"):
+        out["canary"] = {}
+        return out
+    record = production_record(inv.site, inv.production.droplet_name)
+    if record is None:
+        raise RelaunchError(f"the canary needs the production host of {inv.site!r} and relaunch knows none "
+                            "(`fab adopt`, or run with --no-canary)")
+    ctx.journal.record(old={"name": record.name, "address": record.ipv4, "host_key": record.host_key,
+                            "user": inv.production.user, "droplet_id": record.droplet_id})
+    conn = ctx.old_conn(timeout=30)
+    compose = apps.compose_command(conn)
+    value = f"drill-{ctx.journal.id}-{uuid.uuid4().hex[:8]}"
+    for db in inv.databases:
+        engine(db.engine).canary_write(conn, db, compose, value)
+    ctx.say("preflight", f"canary {value} written into {len(inv.databases)} production database(s); backing up")
+    run = run_now(conn)
+    if run.offsite is not None and not run.offsite.get("ok", True):
+        raise RelaunchError(f"the canary's backup {run.id} did not reach the off-host store: {run.offsite}")
+    ctx.drop_conn("old")
+    out.update(canary={"value": value, "backup_id": run.id})
+    return out
+
+
+def canary_check(ctx: RunContext) -> None:
+    """After verify: every database of the scratch host holds the canary's marker. Raise naming those that do not."""
+    canary = ctx.state.get("canary") or {}
+    value = canary.get("value")
+    if not value:
+        return
+    conn = ctx.new_conn()
+    compose = apps.compose_command(conn)
+    found = {db.name: value in engine(db.engine).canary_read(conn, db, compose) for db in ctx.inv.databases}
+    databases = ctx.state.get("verify_databases") or []
+    for entry in databases:
+        entry["canary"] = found.get(entry["name"])
+    ctx.journal.record(verify_databases=databases)
+    missing = sorted(n for n, ok in found.items() if not ok)
+    if missing:
+        raise RelaunchError(f"the canary {value} written before the backup is missing from the restore of "
+                            f"{', '.join(missing)}: the backup does not hold what production held")
+
+
+def verify_with_canary(ctx: RunContext) -> dict[str, Any]:
+    out = restore.verify(ctx)
+    canary_check(ctx)
+    return out
+
+
+def plan_drill(ctx: RunContext) -> Plan:
+    name = ctx.state.get("new_name")
+    which = ctx.options.get("backup_id") or (ctx.state.get("canary") or {}).get("backup_id") or "the newest backup"
+    steps = [
+        Step("preflight", "check the store; write a canary into production's databases and back it up", preflight),
+        Step("provision", f"create the scratch Droplet {name} (tags {DRILL_TAG}, expiry)", host.provision),
+        Step("boot", "wait until it answers SSH with its pinned key and cloud-init has finished", host.boot),
+        Step("data", f"the scratch host fetches {which} from the off-host store and checks it against its manifest",
+             data.data_backup),
+        Step("bootstrap", "upload the rendered templates, run the runbooks (no backup timer)", host.bootstrap_host),
+        Step("restore", "fresh empty databases restored from the dumps; trees put in place", restore.restore),
+        Step("verify", "fingerprints and tree listings against the manifest; the canary in every database",
+             verify_with_canary),
+        Step("start", "start the apps", app_steps.start),
+        Step("health", "every health check against the scratch host's addresses", app_steps.health),
+    ]
+    return Plan(KIND, ctx.inv.site, steps)
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def drill(site: str, options: DrillOptions | None = None, *, root: Path | str | None = None,
+          progress: Progress = quiet, where: Where | None = None) -> DrillResult:
+    """Run a drill of ``site``; return its result (status passed only when everything passed and every objective held).
+
+    Raise RelaunchError before anything is created when the inventory, secrets or cloud are wrong, or
+    another drill of the site runs.
+    """
+    opts = options or DrillOptions()
+    if opts.source != "offsite":
+        raise RelaunchError(f"drill --from {opts.source}: only the off-host store is built yet (--from offsite)")
+    inv, secrets, where = open_site(site, root, where)
+    guarded = GuardedCloud(where.cloud)
+    with run_lock(inv.site, KIND):
+        cleaned = _cleanup(guarded, inv)  # earlier drills' orphans (we hold the lock: none is running)
+        stale = Journal.load(inv.site, KIND)
+        if stale is not None:
+            stale.close("failed")
+        journal = Journal.new(inv.site, KIND, opts.to_json())
+        journal.state["new_name"] = f"{inv.site}-drill-{journal.id.lower()}"
+        journal.masking(secrets.mask)
+        expires = int((datetime.now(timezone.utc) + EXPIRY).timestamp())
+        scratch_inv = inv.model_copy(update={"provider": inv.provider.model_copy(
+            update={"tags": [*inv.provider.tags, DRILL_TAG, f"{_EXPIRES_PREFIX}{expires}"]})})
+        ctx = RunContext(scratch_inv, secrets, guarded, where.key_path, journal,  # type: ignore[arg-type]
+                         {**opts.to_json(), "role": "drill"}, where.dns_port, progress)
+        error: str | None = None
+        status = "failed"
+        destroyed = False
+        try:
+            with sigterm_interrupts():
+                try:
+                    execute(plan_drill(ctx), ctx)
+                    status = "passed"
+                except RelaunchError as exc:
+                    error = ctx.mask(str(exc))
+                finally:
+                    ctx.close()
+                    if not opts.keep:
+                        destroyed = _destroy_scratch(guarded, ctx)
+        except KeyboardInterrupt:
+            _write(ctx, "failed", "interrupted", destroyed, cleaned)
+            journal.close("failed")
+            raise
+        record, md, js = _write(ctx, status, error, destroyed, cleaned)
+        if record["status"] != "passed" and status == "passed":
+            error = "an objective was missed: " + "; ".join(record["missed"])
+        journal.close(record["status"])
+        return DrillResult(record["status"], journal, record, md, js, cleaned, error)
+
+
+def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,
+           cleaned: list[str]) -> tuple[dict[str, Any], Path, Path]:
+    state = ctx.state
+    extra = {"scratch_destroyed": destroyed, "cleaned_up": cleaned, "canary": (state.get("canary") or {}).get("value"),
+             "largest_gap_seconds": state.get("largest_gap_seconds")}
+    steps = [] if status == "passed" else [f"see what failed above; the report is the place to start",
+                                          *(["the scratch Droplet was kept (--keep): ssh root@" + str(state.get("new_ipv4"))
+                                             + " with relaunch's key; `fab drill --cleanup` removes it"]
+                                            if not destroyed and state.get("new_id") else [])]
+    record = record_from_run(ctx, status, error, steps, extra)
+    missed = []
+    obj = record["objectives"]
+    if obj.get("rto_met") is False:
+        missed.append(f"RTO {record['rto_seconds']:.0f} s > {obj['rto_minutes']} min")
+    if obj.get("rpo_met") is False:
+        missed.append(f"RPO {record['rpo_seconds']:.0f} s > {obj['rpo_minutes']} min")
+    record["missed"] = missed
+    if missed and status == "passed":
+        record["status"] = "failed"
+        record["error"] = "objective missed: " + "; ".join(missed)
+    md, js = write_report(ctx.inv.site, record)
+    return record, md, js
+
+
+def _destroy_scratch(cloud: GuardedCloud, ctx: RunContext) -> bool:
+    droplet_id = ctx.state.get("new_id")
+    if not droplet_id:
+        # never created, or created but not yet journaled: look it up by name
+        found = [d for d in cloud.list_droplets(DRILL_TAG) if d.name == ctx.state.get("new_name")]
+        if not found:
+            return True
+        droplet_id = found[0].id
+    cloud.destroy_droplet(int(droplet_id))
+    forget_host(ctx.inv.site, ctx.state["new_name"])
+    return True
+
+
+def _cleanup(cloud: GuardedCloud, inv: Any) -> list[str]:
+    """Destroy the site's scratch Droplets no running drill holds (call with the drill lock held)."""
+    out = []
+    for d in site_droplets(cloud, inv):  # type: ignore[arg-type]
+        if DRILL_TAG in d.tags:
+            cloud.destroy_droplet(d.id)
+            forget_host(inv.site, d.name)
+            out.append(f"destroyed {d.name} ({d.id}), left by an earlier drill")
+    return out
+
+
+def cleanup(site: str, *, root: Path | str | None = None, where: Where | None = None) -> list[str]:
+    """Destroy scratch Droplets of ``site`` left by earlier drills; refuse while a drill runs."""
+    inv, _secrets, where = open_site(site, root, where)
+    holder = holder_pid(inv.site, KIND)
+    if holder is not None:
+        raise RelaunchError(f"a drill of {inv.site!r} is running (pid {holder}); its scratch Droplet is its own")
+    with run_lock(inv.site, KIND):
+        return _cleanup(GuardedCloud(where.cloud), inv)
+
+
+def largest_gap(times: list[datetime], within: timedelta, now: datetime | None = None) -> float | None:
+    """The largest gap in seconds between consecutive backup times within the window (and from the newest to now)."""
+    now = now or datetime.now(timezone.utc)
+    recent = sorted(t for t in times if now - t <= within)
+    if not recent:
+        return None
+    points = [*recent, now]
+    return max((b - a).total_seconds() for a, b in zip(points, points[1:]))
+
+
+def _now() -> float:
+    return time.time()
