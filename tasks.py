@@ -13,7 +13,14 @@ from rich.table import Table
 from relaunch.errors import RelaunchError
 from relaunch.sandbox import manage
 
-console = Console()
+# Text from inventories, hosts and errors is printed as written: every such value goes through
+# _e (rich would read "[beta]" as markup, and choke on "[/old]"), and no ":name:" becomes an emoji.
+console = Console(emoji=False)
+
+
+def _e(value):
+    """``value`` as text that rich prints as written (markup escaped)."""
+    return escape(str(value))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -40,36 +47,36 @@ def sandbox_up(c, site=None, data_mb=100, droplet=None, verbose=False):
             if droplet is not None:
                 raise Exit("sandbox-up: --droplet goes with --site", code=2)
             with console.status("sandbox") as spinner:
-                svc = manage.up(progress=lambda msg: spinner.update(escape(msg)))
-            console.print(f"[green]sandbox up[/]: API {svc.url} (pid {svc.pid}, log {svc.log_path})")
-            console.print(f"  use it with: export DIGITALOCEAN_END_POINT={svc.url}")
+                svc = manage.up(progress=lambda msg: spinner.update(_e(msg)))
+            console.print(f"[green]sandbox up[/]: API {_e(svc.url)} (pid {svc.pid}, log {_e(svc.log_path)})")
+            console.print(f"  use it with: export DIGITALOCEAN_END_POINT={_e(svc.url)}")
             return
         from relaunch.sandbox import site as sandbox_site
 
-        with console.status(f"bringing {site} up") as spinner:
+        with console.status(f"bringing {_e(site)} up") as spinner:
             up = sandbox_site.bring_up(site, data_mb=float(data_mb), droplet=droplet,
-                                       progress=lambda msg: spinner.update(escape(msg)))
+                                       progress=lambda msg: spinner.update(_e(msg)))
     except RelaunchError as exc:
         raise Exit(f"sandbox-up failed: {exc}", code=1) from exc
     host = up.host
     verb = "created" if up.created else "found"
-    console.print(f"[green]{site} is up[/] on Droplet {host.name} ({host.droplet_id}, {verb}) at {host.ipv4}")
+    console.print(f"[green]{_e(site)} is up[/] on Droplet {_e(host.name)} ({host.droplet_id}, {verb}) at {_e(host.ipv4)}")
     table = Table(title="phases")
     table.add_column("phase")
     table.add_column("seconds", justify="right")
     for name, seconds in up.phases.items():
-        table.add_row(name, f"{seconds:.1f}")
+        table.add_row(_e(name), f"{seconds:.1f}")
     table.add_row("[bold]total[/]", f"{sum(up.phases.values()):.1f}")
     console.print(table)
     changed = up.bootstrap.runbook.changed if up.bootstrap else []
     written = len(up.bootstrap.files_written) if up.bootstrap else 0
-    console.print(f"bootstrap: {written} file(s) written, steps that changed something: {', '.join(changed) or 'none'}")
+    console.print(f"bootstrap: {written} file(s) written, steps that changed something: {_e(', '.join(changed) or 'none')}")
     if up.seeded_mb:
         console.print(f"seeded about {up.seeded_mb:g} MB more data")
     for r in up.health.results:
-        console.print(f"  [green]ok[/] {r.app}: {r.scheme}://{r.host}{r.path} at {escape(r.address)} -> {r.status}")
+        console.print(f"  [green]ok[/] {_e(r.app)}: {_e(f'{r.scheme}://{r.host}{r.path}')} at {_e(r.address)} -> {r.status}")
     for rec in up.dns:
-        console.print(f"  dns {rec.name} {rec.type} {rec.data} (ttl {rec.ttl})")
+        console.print(f"  dns {_e(rec.name)} {_e(rec.type)} {_e(rec.data)} (ttl {rec.ttl})")
 
 
 @task(help={"verbose": "log what the library does"})
@@ -80,18 +87,18 @@ def sandbox_status(c, verbose=False):
         st = manage.status()
     except RelaunchError as exc:
         raise Exit(f"sandbox-status failed: {exc}", code=1) from exc
-    api = f"{st.api.url} (pid {st.api.pid})" if st.api else "[yellow]not running[/] (fab sandbox-up)"
+    api = f"{_e(st.api.url)} (pid {st.api.pid})" if st.api else "[yellow]not running[/] (fab sandbox-up)"
     console.print(f"API: {api}")
-    console.print(f"base image: {st.base_image} ({'present' if st.base_image_present else 'not built'})")
-    console.print(f"package cache: {st.package_cache}")
+    console.print(f"base image: {_e(st.base_image)} ({'present' if st.base_image_present else 'not built'})")
+    console.print(f"package cache: {_e(st.package_cache)}")
     table = Table(title="sandbox Droplets")
     for col in ("id", "name", "status", "ipv4", "ipv6", "tags", "machine"):
         table.add_column(col, overflow="fold")
     for d in st.droplets:
-        table.add_row(str(d.id), d.name, d.status, d.ipv4 or "-", d.ipv6 or "-", ",".join(d.tags), d.machine)
+        table.add_row(*(_e(v) for v in (d.id, d.name, d.status, d.ipv4 or "-", d.ipv6 or "-", ",".join(d.tags), d.machine)))
     console.print(table)
     for name in st.stray_containers:
-        console.print(f"[yellow]container {name} belongs to no Droplet the API knows[/] (fab sandbox-down removes it)")
+        console.print(f"[yellow]container {_e(name)} belongs to no Droplet the API knows[/] (fab sandbox-down removes it)")
 
 
 @task(help={"images": "also remove the base image and package cache image (rebuilt on next sandbox-up)"})
@@ -102,7 +109,7 @@ def sandbox_down(c, images=False):
     except RelaunchError as exc:
         raise Exit(f"sandbox-down failed: {exc}", code=1) from exc
     summary = ", ".join(f"{n} {what}" for what, n in counts.items())
-    console.print(f"[green]sandbox down[/]: removed {summary}")
+    console.print(f"[green]sandbox down[/]: removed {_e(summary)}")
 
 
 @task(help={"site": SITE_HELP, "verbose": "log what the library does"})
@@ -116,21 +123,21 @@ def check(c, site=DEFAULT_SITE, verbose=False):
     except RelaunchError as exc:
         raise Exit(f"check failed: {exc}", code=1) from exc
     inv = report.inventory
-    console.print(f"[green]{report.file}[/]: site {inv.site!r} is valid ({inv.description or 'no description'})")
-    console.print(f"  provider {inv.provider.kind} ({inv.provider.region}, {inv.provider.size}, {inv.provider.image})")
+    console.print(f"[green]{_e(report.file)}[/]: site {_e(repr(inv.site))} is valid ({_e(inv.description or 'no description')})")
+    console.print(f"  provider {_e(inv.provider.kind)} ({_e(inv.provider.region)}, {_e(inv.provider.size)}, {_e(inv.provider.image)})")
     for t in report.tables:
-        table = Table(title=t.title)
+        table = Table(title=_e(t.title))
         for col in t.columns:
-            table.add_column(col)
+            table.add_column(_e(col))
         for row in t.rows:
-            table.add_row(*row)
+            table.add_row(*(_e(cell) for cell in row))
         console.print(table)
     console.print(f"secrets: {report.secrets_resolved} resolved")
     if report.missing_sandbox_secrets:
         console.print(f"[yellow]{len(report.missing_sandbox_secrets)} sandbox secret file(s) do not exist yet[/]:")
         for path in report.missing_sandbox_secrets:
-            console.print(f"  {path}")
-        console.print(f"  `fab sandbox-up --site {site}` creates them (random values, a sandbox CA and certificate; secrets mode 0600)")
+            console.print(f"  {_e(path)}")
+        console.print(f"  `fab sandbox-up --site {_e(site)}` creates them (random values, a sandbox CA and certificate; secrets mode 0600)")
 
 
 @task(help={"site": SITE_HELP, "out": "directory to write into (mirrors the host's paths)", "verbose": "log what the library does"})
@@ -147,10 +154,10 @@ def render(c, out, site=DEFAULT_SITE, verbose=False):
         result = render_site_locally(inv, resolve_all(inv), Path(out))
     except RelaunchError as exc:
         raise Exit(f"render failed: {exc}", code=1) from exc
-    console.print(f"[green]rendered[/] {len(result.files)} files for site {site!r} under {result.out_dir}")
+    console.print(f"[green]rendered[/] {len(result.files)} files for site {_e(repr(site))} under {_e(result.out_dir)}")
     for path in result.files:
         mark = " [yellow](secret, 0600)[/]" if path in result.secret_files else ""
-        console.print(f"  {path.relative_to(result.out_dir)}{mark}")
+        console.print(f"  {_e(path.relative_to(result.out_dir))}{mark}")
     console.print("  images are named by tag here; a rebuild deploys the digests production runs")
     console.print("  user-data holds a host key made just for this preview")
 
@@ -207,54 +214,54 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
     try:
         inv = load_site(site)
         if install:
-            with console.status(f"installing the backup of {site}"):
+            with console.status(f"installing the backup of {_e(site)}"):
                 done = install_site(inv, interval_minutes=int(interval) if interval else None)
-            console.print(f"[green]backup installed[/] on {inv.production.droplet_name}: "
-                          f"{len(done.files_written)} file(s) written, next run {done.next_run or '?'}")
+            console.print(f"[green]backup installed[/] on {_e(inv.production.droplet_name)}: "
+                          f"{len(done.files_written)} file(s) written, next run {_e(done.next_run or '?')}")
             if done.restic_installed:
                 console.print("  restic installed")
             if done.repository_created:
-                console.print(f"  restic repository created: {inv.backups.offsite.repository}")
+                console.print(f"  restic repository created: {_e(inv.backups.offsite.repository)}")
             return
         conn = connect_production(inv)
         try:
             if status:
                 st = backups.status(conn, inv)
-                table = Table(title=f"backup runs on {inv.production.droplet_name} (newest last)")
+                table = Table(title=f"backup runs on {_e(inv.production.droplet_name)} (newest last)")
                 for col in ("started (UTC)", "id", "result", "seconds", "size", "off-host added"):
                     table.add_column(col)
                 for r in st.runs[-10:]:
-                    result = "[green]ok[/]" if r.ok else f"[red]failed at {r.step}[/]"
+                    result = "[green]ok[/]" if r.ok else f"[red]failed at {_e(r.step)}[/]"
                     added = _size((r.offsite or {}).get("data_added")) if r.offsite else "-"
-                    table.add_row(f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.id or "-", result,
+                    table.add_row(f"{r.started_at:%Y-%m-%d %H:%M:%S}", _e(r.id or "-"), result,
                                   f"{r.seconds:.1f}" if r.seconds is not None else "-", _size(r.size), added)
                 console.print(table)
                 age = st.age
                 if age is not None:
-                    console.print(f"newest good backup: {st.newest_good.id}, {age.total_seconds() / 60:.0f} min old "
-                                  f"(RPO objective {st.rpo_minutes} min); timer {'active' if st.timer_active else 'inactive'}, next {st.next_run or '?'}")
+                    console.print(f"newest good backup: {_e(st.newest_good.id)}, {age.total_seconds() / 60:.0f} min old "
+                                  f"(RPO objective {st.rpo_minutes} min); timer {'active' if st.timer_active else 'inactive'}, next {_e(st.next_run or '?')}")
                 for w in st.warnings:
-                    console.print(f"[yellow]warning[/]: {w}")
+                    console.print(f"[yellow]warning[/]: {_e(w)}")
                 if not st.healthy:
                     raise Exit("backups need attention (see the warnings)", code=1)
             elif list_:
                 found = backups.list_backups(conn)
-                table = Table(title=f"on the host ({inv.production.droplet_name})")
+                table = Table(title=f"on the host ({_e(inv.production.droplet_name)})")
                 for col in ("id", "started (UTC)", "size", "verified"):
                     table.add_column(col)
                 for b in found["local"]:
                     v = b.get("verified")
-                    mark = "-" if not v else ("[green]ok[/] " + v["at"] if v["ok"] else "[red]FAILED[/] " + v["at"])
-                    table.add_row(b["id"], b["started_at"] or "-", _size(b["size"]), mark)
+                    mark = "-" if not v else ("[green]ok[/] " + _e(v["at"]) if v["ok"] else "[red]FAILED[/] " + _e(v["at"]))
+                    table.add_row(_e(b["id"]), _e(b["started_at"] or "-"), _size(b["size"]), mark)
                 console.print(table)
                 if found.get("offsite_error"):
-                    console.print(f"[red]off-host store unreadable[/]: {found['offsite_error']}")
+                    console.print(f"[red]off-host store unreadable[/]: {_e(found['offsite_error'])}")
                 elif found.get("offsite") is not None:
-                    table = Table(title=f"off-host ({inv.backups.offsite.repository})")
+                    table = Table(title=f"off-host ({_e(inv.backups.offsite.repository)})")
                     for col in ("snapshot", "backup id", "time"):
                         table.add_column(col)
                     for s in found["offsite"]:
-                        table.add_row(s["snapshot"] or "-", s["id"] or "-", s["time"] or "-")
+                        table.add_row(_e(s["snapshot"] or "-"), _e(s["id"] or "-"), _e(s["time"] or "-"))
                     console.print(table)
                 else:
                     console.print("[yellow]no off-host store configured[/] (backups.offsite)")
@@ -262,20 +269,20 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 with console.status("verifying"):
                     result = backups.verify_backup(conn, None if verify is True else str(verify))
                 for a in result.get("artifacts", []):
-                    console.print(f"  {'[green]ok[/]' if a['ok'] else '[red]BAD[/]'} {a['file']}")
+                    console.print(f"  {'[green]ok[/]' if a['ok'] else '[red]BAD[/]'} {_e(a['file'])}")
                 off = result.get("offsite")
                 if off is not None:
                     console.print(f"  {'[green]ok[/]' if off['ok'] else '[red]BAD[/]'} off-host repository (restic check)")
                 for p in result.get("problems", []):
-                    console.print(f"[red]problem[/]: {p}")
+                    console.print(f"[red]problem[/]: {_e(p)}")
                 if not result["ok"]:
                     raise Exit(f"backup {result.get('id') or ''} did not verify", code=1)
-                console.print(f"[green]backup {result['id']} verified[/]")
+                console.print(f"[green]backup {_e(result['id'])} verified[/]")
             else:
-                with console.status(f"backing up {site} on {inv.production.droplet_name}"):
+                with console.status(f"backing up {_e(site)} on {_e(inv.production.droplet_name)}"):
                     run = backups.run_now(conn)
                 added = (run.offsite or {}).get("data_added")
-                console.print(f"[green]backup {run.id}[/]: {_size(run.size)} in {run.seconds:.1f} s"
+                console.print(f"[green]backup {_e(run.id)}[/]: {_size(run.size)} in {run.seconds:.1f} s"
                               + (f"; off-host copy added {_size(added)}" if run.offsite else ""))
         finally:
             conn.close()
@@ -284,7 +291,7 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
 
 
 def _dns_changes_table(title, changes, applied_ids, dry_run):
-    table = Table(title=title)
+    table = Table(title=_e(title))
     for col in ("record", "type", "before", "ttl", "after", "ttl ", ""):
         # addresses are shown whole (folded onto a second line if the terminal is narrow), never cut
         table.add_column(col, overflow="fold" if col in ("before", "after") else "ellipsis")
@@ -295,7 +302,7 @@ def _dns_changes_table(title, changes, applied_ids, dry_run):
             mark = "unchanged"
         else:
             mark = "[green]changed[/]" if ch.id in applied_ids else "[red]not changed[/]"
-        table.add_row(ch.name, ch.type, ch.before_data, str(ch.before_ttl), ch.after_data, str(ch.after_ttl), mark)
+        table.add_row(*(_e(v) for v in (ch.name, ch.type, ch.before_data, ch.before_ttl, ch.after_data, ch.after_ttl)), mark)
     return table
 
 
@@ -336,7 +343,7 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         raise Exit(f"dns-switch: --settle expects seconds (a number), got {settle!r}", code=2) from None
     if settle_s is not None and not 0 <= settle_s <= 86400:
         raise Exit(f"dns-switch: --settle expects 0 to 86400 seconds, got {settle}", code=2)
-    out = Console(stderr=True) if json else console
+    out = Console(stderr=True, emoji=False) if json else console
     try:
         inv = load_site(site)
         cloud, dns_port = dns_switch_.open_cloud(inv)
@@ -359,11 +366,11 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
                 elif not dry_run:
                     console.print("[green]TTL restored[/]")
                 return
-            with out.status(f"switching {site} to {to}") as spinner:
+            with out.status(f"switching {_e(site)} to {_e(to)}") as spinner:
                 result = dns_switch_.switch(
                     cloud, inv, str(to), via=via, force=force, dry_run=dry_run, wait_ttl=wait_ttl,
                     max_wait_ttl=float(max_wait), dns_port=dns_port, settle=settle_s,
-                    progress=lambda msg: spinner.update(escape(msg)),
+                    progress=lambda msg: spinner.update(_e(msg)),
                 )
     except RelaunchError as exc:
         if json:
@@ -375,20 +382,20 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         print(jsonlib.dumps(summary, indent=2))
     else:
         for w in result.plan.warnings + result.warnings:
-            console.print(f"[bold red]{escape(w)}[/]" if w.startswith("FORCED") else f"[yellow]warning[/]: {escape(w)}")
+            console.print(f"[bold red]{_e(w)}[/]" if w.startswith("FORCED") else f"[yellow]warning[/]: {_e(w)}")
         plan = result.plan
         if plan.via == "reserved-ip":
             rip = plan.reserved_ip
-            console.print(f"Reserved IP {rip.ip} ({rip.region}): Droplet {rip.before_droplet} -> {rip.after_droplet}"
+            console.print(f"Reserved IP {_e(rip.ip)} ({_e(rip.region)}): Droplet {_e(rip.before_droplet)} -> {_e(rip.after_droplet)}"
                           + (" [cyan](dry run)[/]" if dry_run else ""))
         else:
             console.print(_dns_changes_table(f"{plan.zone} -> {plan.target}", plan.changes,
                                              {ch.id for ch in result.applied}, dry_run))
         timing = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
-        console.print(f"timing: {timing}")
+        console.print(f"timing: {_e(timing)}")
         if verification is not None:
             if verification.skipped:
-                console.print(f"[yellow]not verified[/]: {verification.skipped}")
+                console.print(f"[yellow]not verified[/]: {_e(verification.skipped)}")
             elif verification.ok:
                 console.print(f"authoritative servers answer the new address after {verification.seconds:.1f} s")
         if result.ttl_restored is not None and result.ttl_restored.changes:
@@ -402,7 +409,7 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         if dry_run:
             console.print("[cyan]dry run[/]: nothing changed")
         else:
-            console.print(f"[green]switched[/] {site} to {to}" + (" [bold red](FORCED)[/]" if result.forced else ""))
+            console.print(f"[green]switched[/] {_e(site)} to {_e(to)}" + (" [bold red](FORCED)[/]" if result.forced else ""))
 
 
 @task(

@@ -10,6 +10,10 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# The tests read rendered env and compose files back with Compose v1 itself (`docker-compose config`)
+# and option files with MariaDB's own parser (`my_print_defaults`).
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v my_print_defaults >/dev/null || need_apt+=(mariadb-client-core)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]}"
     apt-get update -q

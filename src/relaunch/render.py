@@ -12,6 +12,12 @@ Secrets reach exactly two kinds of file: the per-app env file
 (``/etc/relaunch/secrets/tls.key``, 0600) — plus the cloud-init user-data, which holds
 the host's private key. App templates never see a
 secret value: they are given the env file's path instead.
+
+Every value is written for the language of the file it lands in (``relaunch.formats``):
+env files quoted for systemd and Compose v1/v2 alike, compose files through the
+``compose`` filter (YAML, ``$`` doubled for Compose's interpolation; ``tojson`` is refused
+there), JSON through ``tojson``. A template states what it needs with ``fail("...")``.
+Any error inside a template, whatever its kind, is a RenderError naming the template and line.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
 import shlex
 import stat
 import traceback
@@ -31,6 +36,7 @@ from typing import Any, Protocol
 import jinja2
 import yaml
 
+from relaunch import formats
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import App, Inventory
 from relaunch.inventory.tls import CertificateError, read_certificate
@@ -52,9 +58,6 @@ USER_DATA_TEMPLATE = "cloud-init/user-data.yml.j2"
 NGINX_TEMPLATE = "nginx/site.conf.j2"
 NGINX_DEFAULT_TEMPLATE = "nginx/default.conf.j2"
 
-# Values an env file can hold unquoted, for systemd (EnvironmentFile=) and Compose alike.
-_ENV_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+,=%-]*$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SKIP_PARTS = {"__pycache__", ".git"}
 
 
@@ -121,9 +124,59 @@ def environment(templates_dir: Path, *, finalize: Any = None, **options: Any) ->
         finalize=finalize,
         **options,
     )
-    env.filters["quote"] = lambda value: shlex.quote(str(value))
-    env.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.filters["quote"] = lambda value: shlex.quote(str(_defined(value)))
+    env.filters["tojson"] = _tojson
+    env.filters["compose"] = _compose
+    env.globals["fail"] = _template_fail
     return env
+
+
+class TemplateFailed(Exception):
+    """Raised by ``fail("message")`` in a template: what the template needs and did not get."""
+
+
+def _template_fail(message: str) -> None:
+    raise TemplateFailed(str(message))
+
+
+def _defined(value: Any) -> Any:
+    """``value`` itself; for an undefined one, StrictUndefined's own error (the name that is missing)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return value
+
+
+def _tojson(value: Any) -> str:
+    return json.dumps(_defined(value), ensure_ascii=False)
+
+
+def _compose(value: Any) -> str:
+    """A value for a compose file: a number or boolean as it is, anything else a compose string."""
+    value = _defined(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return formats.compose_string(str(value))
+
+
+def _no_tojson(value: Any) -> str:
+    raise TemplateFailed("use '| compose' in a compose file, not '| tojson' (Compose expands '$' in it)")
+
+
+def compose_environment(templates_dir: Path) -> jinja2.Environment:
+    """The environment of compose file templates: ``tojson`` refused (it leaves ``$`` to Compose's interpolation)."""
+    env = environment(templates_dir)
+    env.filters["tojson"] = _no_tojson
+    return env
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, jinja2.TemplateError):
+        return exc.message or exc.__class__.__name__
+    if isinstance(exc, TemplateFailed | formats.Unrepresentable):
+        return str(exc)
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 def error_line(exc: BaseException, filename: str) -> int | None:
@@ -144,10 +197,10 @@ def render_source(env: jinja2.Environment, source: str, name: str, values: Mappi
         code = env.compile(source, name=name, filename=name)
         template = env.template_class.from_code(env, code, env.make_globals(None), None)
         return template.render(**values)
-    except jinja2.TemplateError as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a template raises is that template's error
         line = error_line(exc, name)
         where = f"{name}:{line + first_line - 1}" if line else name
-        raise RenderError(f"{where}: {exc.message or exc.__class__.__name__}") from None
+        raise RenderError(f"{where}: {_failure(exc)}") from None
 
 
 def render_template(env: jinja2.Environment, name: str, values: Mapping[str, Any]) -> str:
@@ -160,11 +213,11 @@ def render_template(env: jinja2.Environment, name: str, values: Mapping[str, Any
         return template.render(**values)
     except jinja2.TemplateNotFound as exc:
         raise RenderError(f"template not found: {exc.name} (under {env.loader.searchpath[0]})") from None  # type: ignore[union-attr]
-    except jinja2.TemplateError as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a template raises is that template's error
         filename = getattr(exc, "filename", None) or _template_filename(env, name)
         line = error_line(exc, filename)
         where = f"{name}:{line}" if line else name
-        raise RenderError(f"{where}: {exc.message or exc.__class__.__name__}") from None
+        raise RenderError(f"{where}: {_failure(exc)}") from None
 
 
 def _template_filename(env: jinja2.Environment, name: str) -> str:
@@ -289,6 +342,7 @@ def render_host(ctx: RenderContext) -> list[RenderedFile]:
     value, a missing template or an unresolved secret reference.
     """
     env = environment(ctx.templates_dir)
+    compose_env = compose_environment(ctx.templates_dir)
     inv = ctx.inventory
     files: list[RenderedFile] = []
     proxy_values = {
@@ -301,7 +355,8 @@ def render_host(ctx: RenderContext) -> list[RenderedFile]:
             executable = bool(source.stat().st_mode & stat.S_IXUSR)
             if source.name.endswith(".j2"):
                 name = source.resolve().relative_to(ctx.templates_dir.resolve()).as_posix()
-                content = render_template(env, name, values).encode()
+                is_compose = app.compose is not None and dest == f"/srv/{app.name}/compose.yml"
+                content = render_template(compose_env if is_compose else env, name, values).encode()
             else:
                 content = source.read_bytes()
             files.append(RenderedFile(dest, content, 0o755 if executable else 0o644, secret=False))
@@ -372,24 +427,15 @@ def _secret(ctx: RenderContext, ref: str, what: str) -> str:
 
 
 def _env_file(ctx: RenderContext, app: App) -> bytes:
-    """KEY=value lines readable by systemd's EnvironmentFile= and Compose's --env-file alike."""
+    """KEY=value lines that systemd's EnvironmentFile=, Compose v1 and v2 read alike (``formats.env_assignment``)."""
     lines = [f"# relaunch: environment of {app.name} (generated; do not edit on the host)"]
-    items = [(k, v, False) for k, v in app.env.items()]
-    items += [(k, _secret(ctx, ref, f"apps[{app.name}].secret_env.{k}"), True) for k, ref in app.secret_env.items()]
-    for key, value, secret in items:
-        if not _ENV_KEY.match(key):
-            raise RenderError(f"apps[{app.name}]: {key!r} is not a valid environment variable name")
-        if _ENV_PLAIN.match(value):
-            lines.append(f"{key}={value}")
-        elif "'" not in value and "\n" not in value:
-            # single quotes: literal for systemd, python-dotenv (Compose v1) and Compose v2 ($ not expanded)
-            lines.append(f"{key}='{value}'")
-        else:
-            shown = "(secret)" if secret else repr(value)
-            raise RenderError(
-                f"apps[{app.name}].{'secret_env' if secret else 'env'}.{key}: value {shown} has a single quote or "
-                "newline, which an env file cannot carry unambiguously"
-            )
+    items = [(k, v, "env") for k, v in app.env.items()]
+    items += [(k, _secret(ctx, ref, f"apps[{app.name}].secret_env.{k}"), "secret_env") for k, ref in app.secret_env.items()]
+    for key, value, section in items:
+        try:
+            lines.append(formats.env_assignment(key, value))
+        except formats.Unrepresentable as exc:  # the message never holds the value
+            raise RenderError(f"apps[{app.name}].{section}.{key}: {exc}") from None
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -10,7 +10,8 @@ may wrap whole sections (``{% if %}``). Every ``{{ value }}`` is shell-quoted
 (``shlex.quote``; plain names, paths and numbers come out unchanged) unless it went
 through a filter that produces shell-ready text (``quote``, ``words`` for a list,
 ``verbatim`` for prose). The SQL filters (``mysql_ident``, ``mysql_string``,
-``pg_ident``, ``pg_string``) give SQL text, then shell-quoted like any value. Jinja
+``pg_ident``, ``pg_string``) give SQL text, ``mysql_option`` a MariaDB option-file
+value (double-quoted, escaped), then shell-quoted like any value. Jinja
 comments are ``{## ... ##}`` here (``{#`` is bash's ``${#array[@]}``). Runbooks never see a secret value:
 they read secrets on the host, from the 0600 files under /etc/relaunch/.
 
@@ -34,7 +35,7 @@ import jinja2
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
-from relaunch import render
+from relaunch import formats, render
 from relaunch.errors import RelaunchError
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,8 @@ def _environment(ctx: render.RenderContext) -> jinja2.Environment:
         ctx.templates_dir, finalize=_shell_finalize, comment_start_string="{##", comment_end_string="##}"
     )
     env.filters.update(quote=lambda v: ShellText(shlex.quote(str(v))), words=_words, verbatim=ShellText)
-    env.filters.update(mysql_ident=_mysql_ident, mysql_string=_mysql_string, pg_ident=_pg_ident, pg_string=_pg_string)
+    env.filters.update(mysql_ident=_mysql_ident, mysql_string=_mysql_string, pg_ident=_pg_ident, pg_string=_pg_string,
+                       mysql_option=formats.option_file_value)
     return env
 
 

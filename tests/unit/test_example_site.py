@@ -7,13 +7,13 @@ import json
 import sqlite3
 from pathlib import Path
 
-import jinja2
 import pytest
 import yaml
 
 from relaunch.errors import RelaunchError
 from relaunch.example_site import SHARES, parse_compose_command, seed_commands, split_mb
 from relaunch.inventory.model import Inventory
+from relaunch.render import compose_environment, environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
@@ -24,7 +24,8 @@ def example() -> Inventory:
 
 
 def render(name: str, app: str) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"), undefined=jinja2.StrictUndefined)
+    # the environments render_host uses (compose files have their own: `| compose`, no `| tojson`)
+    env = (compose_environment if name.endswith("compose.yml.j2") else environment)(ROOT / "templates")
     inv = example()
     images = {"web": f"relaunch-sandbox-registry:5000/example/blog@{DIGEST}", "db": f"relaunch-sandbox-registry:5000/example/postgres@{DIGEST}"}
     values = {"inventory": inv, "app": inv.app(app), "images": images if app == "blog" else {}, "env_file": f"/etc/relaunch/{app}.env", "sandbox": True}

@@ -8,13 +8,20 @@ The token is never part of any message this module produces.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import stat
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from relaunch.errors import RelaunchError
+
+if TYPE_CHECKING:
+    from relaunch.cloud.client import Cloud
+    from relaunch.inventory.model import Inventory
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
 ENDPOINT_ENV = "DIGITALOCEAN_END_POINT"
@@ -79,9 +86,14 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     """
     p = Path(path)
     try:
-        st = p.stat()
+        st = p.lstat()
     except OSError as exc:
         raise RelaunchError(f"cannot read DigitalOcean token file {str(p)!r}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        # its mode would be the target's, and a chmod hint would change the target: name the file itself
+        raise RelaunchError(
+            f"DigitalOcean token file {str(p)!r} is a symlink (to {os.path.realpath(p)}); name the file itself"
+        )
     if not stat.S_ISREG(st.st_mode):
         raise RelaunchError(f"DigitalOcean token file {str(p)!r} is not a regular file")
     if st.st_mode & 0o077:
@@ -90,7 +102,9 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {p}"
         )
     try:
-        text = p.read_text(encoding="utf-8")
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            text = fh.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RelaunchError(f"cannot read DigitalOcean token file {str(p)!r}: {type(exc).__name__}") from None
     return _check_token_text(text, f"file {str(p)!r}")
@@ -119,3 +133,38 @@ def endpoint_from_env(environ: Mapping[str, str] | None = None) -> str:
     """Return $DIGITALOCEAN_END_POINT validated, or the public API when unset or empty."""
     env = os.environ if environ is None else environ
     return validate_endpoint(env.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT)
+
+
+def site_token(inv: Inventory, environ: Mapping[str, str] | None = None) -> str:
+    """Return the API token a DigitalOcean site names in ``provider.token``, through the secrets resolver.
+
+    The inventory's reference is how the user names their token, so it wins: when
+    $DIGITALOCEAN_ACCESS_TOKEN holds a different token, say so in the log (never either
+    value) and use the inventory's. Raise RelaunchError (an InventoryError naming file,
+    line and key) if the site is not a DigitalOcean site or the reference cannot be resolved.
+    """
+    from relaunch.inventory.secrets import resolve_one
+
+    if inv.provider.kind != "digitalocean" or inv.provider.token is None:
+        raise RelaunchError(f"site {inv.site!r} is not a DigitalOcean site with provider.token (provider.kind is {inv.provider.kind!r})")
+    secret = resolve_one(inv, ("provider", "token"))
+    token = _check_token_text(secret.reveal(), f"{secret.ref} (provider.token)")
+    env = os.environ if environ is None else environ
+    other = (env.get(TOKEN_ENV) or "").strip()
+    if other and other != token:
+        log.warning(
+            "$%s holds a different token than provider.token (%s) of site %s; using the inventory's",
+            TOKEN_ENV, secret.ref, inv.site,
+        )
+    return token
+
+
+def open_site_cloud(inv: Inventory, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Cloud:
+    """Return a Cloud for a DigitalOcean site: its ``provider.token`` (see :func:`site_token`), the
+    endpoint from $DIGITALOCEAN_END_POINT (default: the public API). Other keyword arguments go to
+    the Cloud. A sandbox site's cloud is the running sandbox (its own token), not this.
+    Raise RelaunchError when the token cannot be had.
+    """
+    from relaunch.cloud.client import Cloud
+
+    return Cloud(token=site_token(inv, environ), endpoint=endpoint_from_env(environ), **kwargs)

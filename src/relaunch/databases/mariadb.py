@@ -82,7 +82,7 @@ fi
 umask 077
 f=$(mktemp) || exit 1
 {
-  printf '[client]\nuser="%s"\n' "$3"
+  printf '[client]\nuser="%s"\n' "$(printf '%s' "$3" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
   printf 'password="%s"\n' "$(printf '%s' "$pw" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
 } > "$f" || { rm -f -- "$f"; exit 1; }
 unset pw

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from relaunch.cloud import Cloud, DnsRecord, Droplet
+from relaunch.cloud import Cloud, DnsRecord, Droplet, open_site_cloud
 from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport, check_site
 from relaunch.inventory.model import Inventory
@@ -777,8 +777,8 @@ def restore_ttl(cloud: Cloud, inv: Inventory, *, dry_run: bool = False) -> TtlRe
 def open_cloud(inv: Inventory) -> tuple[Cloud, int | None]:
     """Return the Cloud for the site's provider and the port of its authoritative DNS (sandbox) or None.
 
-    A sandbox site uses the running sandbox (`fab sandbox-up`); DigitalOcean uses
-    $DIGITALOCEAN_ACCESS_TOKEN (and $DIGITALOCEAN_END_POINT if set). Raise RelaunchError if the
+    A sandbox site uses the running sandbox (`fab sandbox-up`); DigitalOcean uses the
+    inventory's provider.token (`relaunch.cloud.open_site_cloud`; $DIGITALOCEAN_END_POINT if set). Raise RelaunchError if the
     sandbox is not running.
     """
     if inv.provider.kind == "sandbox":
@@ -788,4 +788,4 @@ def open_cloud(inv: Inventory) -> tuple[Cloud, int | None]:
         if svc is None:
             raise RelaunchError(f"site {inv.site!r} lives in the sandbox, which is not running (fab sandbox-up)")
         return manage.sandbox_cloud(svc), getattr(svc, "dns_port", None)
-    return Cloud.from_env(), None
+    return open_site_cloud(inv), None

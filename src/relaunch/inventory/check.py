@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets as _random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from relaunch.inventory import tls
-from relaunch.inventory.errors import InventoryError
+from relaunch.inventory.errors import InventoryError, Problem
 from relaunch.inventory.loader import load_site, source_of
 from relaunch.inventory.model import ComposeService, Inventory
 from relaunch.inventory.secrets import missing_sandbox_secrets, resolve
@@ -50,12 +53,54 @@ def check_site(site: str, root: Path | str | None = None) -> CheckReport:
     if inv.proxy.tls is not None:
         key = secrets.get(inv.proxy.tls.key)
         others += tls.site_problems(inv, key.reveal() if key else None)
+    if not others:
+        # what check accepts, render accepts: render everything once, in memory
+        others += render_problems(inv, secrets)
     if others:
         raise InventoryError(others, file=source_of(inv).file)
     missing = missing_sandbox_secrets(inv) if pending else []
     if inv.provider.kind == "sandbox" and inv.proxy.tls is not None:
         missing += [Path(f) for f in (inv.proxy.tls.certificate, inv.proxy.tls.ca) if f and not Path(f).exists()]
     return CheckReport(inv, source_of(inv).file, len(secrets), missing, summary(inv))
+
+
+def render_problems(inv: Inventory, secrets: Mapping[str, Any]) -> list[Problem]:
+    """Render the site's host files, user-data and runbooks in memory; return why that fails (empty: it works).
+
+    So ``fab check`` refuses every inventory that ``fab render`` or ``fab runbook`` would
+    (a template's requirement, say), pointing at the app whose template failed when it can.
+    Secret files a sandbox site has yet to make stand in as random text, as
+    ``ensure_sandbox_secrets`` will make them; a sandbox certificate not made yet is left out.
+    """
+    from relaunch import render, runbooks
+    from relaunch.inventory.secrets import Secret, references
+    from relaunch.remote import HostKey
+
+    values: dict[str, Any] = dict(secrets)
+    for _, ref in references(inv):
+        if ref not in values and ref.startswith("file:"):
+            values[ref] = Secret(_random.token_urlsafe(24), ref)
+    trial = inv
+    sandbox = inv.provider.kind == "sandbox"
+    if sandbox and inv.proxy.tls is not None and not Path(inv.proxy.tls.certificate).exists():
+        trial = inv.model_copy(update={"proxy": inv.proxy.model_copy(update={"tls": None})})
+    ctx = render.RenderContext(
+        inventory=trial, secrets=values, images=render.preview_images(inv, sandbox), sandbox=sandbox,
+        host_key=HostKey.generate(),
+    )
+    src = source_of(inv)
+    try:
+        render.render_host(ctx)
+        render.render_user_data(ctx)
+        runbooks.render_runbook(render.RenderContext(inventory=trial, images=ctx.images, sandbox=sandbox))
+    except (render.RenderError, runbooks.RunbookError) as exc:
+        message = str(exc)
+        for i, app in enumerate(inv.apps):
+            templates = [t for t in (app.compose and app.compose.template, app.systemd and app.systemd.unit_template) if t]
+            if f"apps[{app.name}]" in message or f"apps/{app.name}/" in message or any(t in message for t in templates):
+                return [Problem(src.file, src.line_of(("apps", i)), src.describe(("apps", i)), f"cannot be rendered: {message}", "render")]
+        return [Problem(src.file, None, "", f"cannot be rendered: {message}", "render")]
+    return []
 
 
 def summary(inv: Inventory) -> list[Table]:

@@ -16,11 +16,19 @@ from typing import Annotated, Literal, NoReturn
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from relaunch import formats
 from relaunch.inventory.errors import Problem, UnknownNameError
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 _SECRET = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
+# Docker's reference grammar (distribution/reference): path components, an optional registry host[:port]
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+_IMAGE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_IMAGE_PATH}$")
+_REGISTRY = re.compile(rf"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?(?:/{_IMAGE_PATH})?$")
+_SERVICE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_URL_PATH = re.compile(r"^/[\x21-\x7e]{0,2000}$")
+_RECORD = re.compile(r"^(@|\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*)$")
 
 
 def _slug(value: str) -> str:
@@ -44,16 +52,70 @@ def _secret(value: str) -> str:
     return value
 
 
+def _text(value: str) -> str:
+    problem = formats.text_problem(value)
+    if problem:
+        raise ValueError(f"printable text (this {problem})")
+    return value
+
+
 def _abs_path(value: str) -> str:
-    if not value.startswith("/") or "/../" in value + "/" or value.rstrip("/") == "":
-        raise ValueError("an absolute path on the host, not '/' itself (e.g. '/srv/blog/uploads')")
+    expected = "an absolute path on the host, not '/' itself, with no '.', '..' or empty parts (e.g. '/srv/blog/uploads')"
+    parts = value.rstrip("/").split("/")
+    if not value.startswith("/") or len(parts) < 2 or any(p in ("", ".", "..") for p in parts[1:]):
+        raise ValueError(expected)
+    problem = formats.text_problem(value)
+    if problem:
+        raise ValueError(f"{expected}; this {problem}")
+    if ":" in value:
+        # Compose's volume syntax (SOURCE:TARGET[:MODE]) splits at ':'
+        raise ValueError(f"{expected}, without ':' (Compose's volume separator)")
     return value.rstrip("/")
+
+
+def _image(value: str) -> str:
+    if not _IMAGE.match(value):
+        raise ValueError("an image repository without tag or digest (e.g. 'example/blog' or 'registry.example.test:5000/blog')")
+    return value
+
+
+def _registry(value: str) -> str:
+    if not _REGISTRY.match(value):
+        raise ValueError("a registry host[:port][/path] (e.g. 'registry.digitalocean.com/mysite')")
+    return value
+
+
+def _service(value: str) -> str:
+    if not _SERVICE.match(value):
+        raise ValueError("a Compose service name: letters, digits, '_', '.' and '-', starting with a letter or digit")
+    return value
+
+
+def _url_path(value: str) -> str:
+    if not _URL_PATH.match(value):
+        raise ValueError("a URL path: '/' then printable ASCII without spaces (percent-encode the rest), e.g. '/health'")
+    return value
+
+
+def _package(value: str) -> str:
+    if not re.match(r"^[a-z0-9][a-z0-9+.-]+$", value):
+        raise ValueError("a Debian package name (lowercase letters, digits, '+', '-', '.'; e.g. 'python3-pymysql')")
+    return value
+
+
+def _record(value: str) -> str:
+    if not _RECORD.match(value):
+        raise ValueError("a record name in the zone: '@' for the apex, or lowercase labels (e.g. 'blog', 'www')")
+    return value
 
 
 Slug = Annotated[str, AfterValidator(_slug)]
 Hostname = Annotated[str, AfterValidator(_hostname)]
 SecretRef = Annotated[str, AfterValidator(_secret)]
 AbsPath = Annotated[str, AfterValidator(_abs_path)]
+Text = Annotated[str, AfterValidator(_text)]
+Image = Annotated[str, AfterValidator(_image)]
+ServiceName = Annotated[str, AfterValidator(_service)]
 
 
 class Strict(BaseModel):
@@ -81,16 +143,16 @@ class Provider(Strict):
     kind: Literal["sandbox", "digitalocean"] = Field(
         description="'sandbox' (the local sandbox cloud) or 'digitalocean'", examples=["digitalocean"]
     )
-    region: str = Field(description="DigitalOcean region slug", examples=["fra1"])
-    size: str = Field(description="Droplet size slug", examples=["s-2vcpu-4gb"])
-    image: str = Field("debian-12-x64", description="image slug of new Droplets", examples=["debian-12-x64"])
+    region: Text = Field(description="DigitalOcean region slug", examples=["fra1"])
+    size: Text = Field(description="Droplet size slug", examples=["s-2vcpu-4gb"])
+    image: Text = Field("debian-12-x64", description="image slug of new Droplets", examples=["debian-12-x64"])
     tags: list[Slug] = Field(default_factory=list, description="tags put on every Droplet relaunch makes")
     token: SecretRef | None = Field(
         None,
         description="API token reference; required for digitalocean (the sandbox uses its own token)",
         examples=["env:DIGITALOCEAN_ACCESS_TOKEN"],
     )
-    ssh_key: str | None = Field(
+    ssh_key: Text | None = Field(
         None,
         description="path of the private SSH key relaunch logs in with (null: the sandbox's own key)",
         examples=["~/.ssh/id_ed25519"],
@@ -111,9 +173,9 @@ class Provider(Strict):
 class Production(Strict):
     """The host that serves the site today."""
 
-    droplet_name: str | None = Field(None, description="name of the production Droplet", examples=["example-prod"])
+    droplet_name: Text | None = Field(None, description="name of the production Droplet", examples=["example-prod"])
     address: IPv4Address | None = Field(None, description="its public IPv4, when not found by name", examples=["203.0.113.10"])
-    user: str = Field("root", description="SSH user")
+    user: Text = Field("root", description="SSH user")
 
     @model_validator(mode="after")
     def _one_way_to_find_it(self) -> Production:
@@ -128,18 +190,18 @@ class HealthCheck(Strict):
     scheme: Literal["http", "https"] = Field(
         "http", description="https: TLS with the Host name as SNI, certificate verified (needs proxy.tls)"
     )
-    path: str = Field("/", description="URL path", examples=["/health"])
+    path: Annotated[str, AfterValidator(_url_path)] = Field("/", description="URL path", examples=["/health"])
     status: int = Field(200, ge=100, le=599, description="expected HTTP status")
-    contains: str | None = Field(None, description="text the body must contain", examples=['"posts":'])
+    contains: Text | None = Field(None, description="text the body must contain", examples=['"posts":'])
     host: Hostname | None = Field(None, description="Host header (default: the app's domain)")
-    timeout: float = Field(5.0, gt=0, le=120, description="seconds to wait for the answer")
+    timeout: float = Field(5.0, gt=0, le=120, allow_inf_nan=False, description="seconds to wait for the answer")
 
 
 class ComposeApp(Strict):
     """How a Docker Compose app is deployed."""
 
-    template: str = Field(description="compose file template, relative to templates/", examples=["apps/blog/compose.yml.j2"])
-    images: dict[str, str] = Field(
+    template: Text = Field(description="compose file template, relative to templates/", examples=["apps/blog/compose.yml.j2"])
+    images: dict[ServiceName, Image] = Field(
         default_factory=dict,
         description="service name -> image repository; deployed by digest (what production ran)",
         examples=[{"web": "example/blog"}],
@@ -149,8 +211,8 @@ class ComposeApp(Strict):
 class SystemdApp(Strict):
     """How a native app runs under systemd."""
 
-    unit_template: str = Field(description="unit file template, relative to templates/", examples=["apps/stats/stats.service.j2"])
-    packages: list[str] = Field(default_factory=list, description="Debian packages it needs", examples=[["python3-pymysql"]])
+    unit_template: Text = Field(description="unit file template, relative to templates/", examples=["apps/stats/stats.service.j2"])
+    packages: list[Annotated[str, AfterValidator(_package)]] = Field(default_factory=list, description="Debian packages it needs", examples=[["python3-pymysql"]])
 
 
 class App(Strict):
@@ -181,6 +243,18 @@ class App(Strict):
             problems.append((("systemd",), "an app of kind 'compose' takes no 'systemd' section"))
         if self.kind == "systemd" and self.compose is not None:
             problems.append((("compose",), "an app of kind 'systemd' takes no 'compose' section"))
+        # the env file (/etc/relaunch/<app>.env) is read by systemd, Compose v1 and v2: see relaunch.formats
+        for section in ("env", "secret_env"):
+            for key, value in getattr(self, section).items():
+                problem = formats.env_key_problem(key)
+                if problem:
+                    problems.append(((section, key), f"{key!r} {problem}"))
+                elif section == "env":
+                    problem = formats.env_value_problem(value)
+                    if problem:
+                        problems.append(((section, key), f"the value of {key} {problem}"))
+        for key in sorted(set(self.env) & set(self.secret_env)):
+            problems.append((("secret_env", key), f"{key} is set in env too; give each variable once"))
         if problems:
             _fail(*problems)
         return self
@@ -190,7 +264,7 @@ class ComposeService(Strict):
     """A database that is a service of an app's Compose project."""
 
     app: Slug = Field(description="the compose app", examples=["blog"])
-    service: str = Field(description="the service name in its compose file", examples=["db"])
+    service: ServiceName = Field(description="the service name in its compose file", examples=["db"])
 
 
 class Database(Strict):
@@ -223,6 +297,11 @@ class Database(Strict):
                 problems.append((("engine",), f"a {self.engine} database needs {', '.join(missing)}"))
             if self.path is not None:
                 problems.append((("path",), f"'path' is for sqlite only, not {self.engine}"))
+            for key in ("database", "user"):
+                value = getattr(self, key)
+                problem = None if value is None else formats.sql_name_problem(value, self.engine, key)
+                if problem:
+                    problems.append(((key,), f"the {key} name {problem}"))
         if problems:
             _fail(*problems)
         return self
@@ -231,13 +310,13 @@ class Database(Strict):
 class Tls(Strict):
     """The certificate the proxy serves on port 443 for every app's domain."""
 
-    certificate: str = Field(
+    certificate: Text = Field(
         description="PEM file, leaf first then its chain, covering every app's domain; a path relative to the "
         "inventory file (not secret)",
         examples=["../certs/example/fullchain.pem"],
     )
     key: SecretRef = Field(description="its private key (PEM), by reference", examples=["file:../secrets/example/tls.key"])
-    ca: str | None = Field(
+    ca: Text | None = Field(
         None,
         description="CA certificates (PEM) the health checks trust, relative to the inventory file "
         "(default: the system's; the sandbox makes its own CA)",
@@ -262,7 +341,9 @@ class Proxy(Strict):
 
 
 class DnsRecordSpec(Strict):
-    name: str = Field(description="record name in the zone, '@' for the apex", examples=["@", "blog"])
+    name: Annotated[str, AfterValidator(_record)] = Field(
+        description="record name in the zone, '@' for the apex", examples=["@", "blog"]
+    )
     type: Literal["A", "AAAA"] = "A"
 
 
@@ -277,16 +358,16 @@ class Dns(Strict):
 
 
 class Retention(Strict):
-    keep_within_hours: int = Field(24, ge=1, description="keep every backup this recent")
-    daily: int = Field(14, ge=0, description="then one a day for this many days")
-    weekly: int = Field(8, ge=0, description="then one a week for this many weeks")
+    keep_within_hours: int = Field(24, ge=1, le=8784, description="keep every backup this recent (at most a year)")
+    daily: int = Field(14, ge=0, le=3660, description="then one a day for this many days (at most ten years)")
+    weekly: int = Field(8, ge=0, le=520, description="then one a week for this many weeks (at most ten years)")
 
 
 class Offsite(Strict):
     """The store that survives the host (restic repository)."""
 
     kind: Literal["sftp", "s3"] = Field(description="sftp (a backup host; the sandbox's) or s3 (e.g. Spaces)")
-    repository: str = Field(description="restic repository", examples=["sftp:backup@backup.example.test:/srv/restic/example"])
+    repository: Text = Field(description="restic repository", examples=["sftp:backup@backup.example.test:/srv/restic/example"])
     password: SecretRef = Field(description="restic repository password, by reference")
     access_key: SecretRef | None = Field(None, description="s3 access key id, by reference")
     secret_key: SecretRef | None = Field(None, description="s3 secret key, by reference")
@@ -325,8 +406,8 @@ class Backups(Strict):
 
 
 class Objectives(Strict):
-    rto_minutes: int = Field(30, ge=1, description="longest acceptable time to be back up")
-    rpo_minutes: int = Field(15, ge=1, description="most recent data one may lose, in minutes")
+    rto_minutes: int = Field(30, ge=1, le=10080, description="longest acceptable time to be back up (at most a week)")
+    rpo_minutes: int = Field(15, ge=1, le=10080, description="most recent data one may lose, in minutes (at most a week)")
 
 
 class DockerSettings(Strict):
@@ -336,7 +417,7 @@ class DockerSettings(Strict):
     packages: Literal["debian", "docker"] = Field(
         "debian", description="Docker from Debian's archive (docker.io) or Docker's own packages (docker-ce)"
     )
-    registry: str | None = Field(
+    registry: Annotated[str, AfterValidator(_registry)] | None = Field(
         None, description="registry the app images come from (null in the sandbox: its own registry)",
         examples=["registry.digitalocean.com/mysite"],
     )
@@ -346,7 +427,7 @@ class Inventory(Strict):
     """One site: its host, apps, databases, DNS, backups and objectives."""
 
     site: Slug = Field(description="the site's short name (the inventory file is inventory/<site>.yml)")
-    description: str = Field("", description="free text")
+    description: Text = Field("", description="free text (one line)")
     provider: Provider
     production: Production
     docker: DockerSettings = Field(default_factory=DockerSettings)

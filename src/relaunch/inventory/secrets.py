@@ -8,6 +8,7 @@ accident. ``masked`` hides secret values in text that is about to be logged.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets as _random
@@ -18,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from relaunch import formats
 from relaunch.inventory.errors import InventoryError, Problem
 from relaunch.inventory.loader import _is_secret_meta, _mentions_secret, source_of
 from relaunch.inventory.model import Inventory
@@ -172,18 +174,30 @@ def _read(ref: str, base_dir: Path) -> str:
             raise _Unresolved(f"environment variable {name} is not set", "secret-missing-env")
         if value == "":
             raise _Unresolved(f"environment variable {name} is empty", "secret-empty")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (os.environ keeps them as surrogates)
+            raise _Unresolved(f"environment variable {name} is not UTF-8 text", "secret-not-text") from None
         return value
     if not ref.startswith("file:"):
         raise _Unresolved(f"{ref!r} is not a secret reference (env:NAME or file:PATH)", "secret-bad-ref")
     written = ref.removeprefix("file:")
     path = _file_path(ref, base_dir)
     shown = f"file {written}" + (f" ({path})" if str(path) != written else "")
+    # The file itself is read, never what a symlink points at: its mode is the one checked and the
+    # one a chmod hint would change (O_NOFOLLOW: a link swapped in after the check is refused too).
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         raise _Unresolved(f"{shown} does not exist", "secret-missing-file") from None
     except OSError as exc:
         raise _Unresolved(f"{shown} cannot be read: {exc.strerror}", "secret-unreadable") from None
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(path)
+        raise _Unresolved(
+            f"{shown} is a symlink (to {target}); relaunch reads only regular files: name the file itself "
+            f"(file:{target}) or put the secret in {path}", "secret-symlink",
+        )
     if not stat.S_ISREG(st.st_mode):
         raise _Unresolved(f"{shown} is not a regular file", "secret-not-file")
     mode = stat.S_IMODE(st.st_mode)
@@ -194,9 +208,21 @@ def _read(ref: str, base_dir: Path) -> str:
     if st.st_size > _MAX_SECRET_BYTES:
         raise _Unresolved(f"{shown} is {st.st_size} bytes; a secret is at most {_MAX_SECRET_BYTES}", "secret-too-large")
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Unresolved(f"{shown} is a symlink; relaunch reads only regular files", "secret-symlink") from None
+        raise _Unresolved(f"{shown} cannot be read: {exc.strerror}", "secret-unreadable") from None
+    try:
+        st2 = os.fstat(fd)
+        if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+            raise _Unresolved(f"{shown} changed while it was read; try again", "secret-unreadable")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(_MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise _Unresolved(f"{shown} cannot be read: {exc.strerror}", "secret-unreadable") from None
+    finally:
+        os.close(fd)
     try:
         value = data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
@@ -221,11 +247,60 @@ def resolve(inv: Inventory, base_dir: Path | str | None = None) -> tuple[Secrets
     problems: list[Problem] = []
     for ref, where in paths.items():
         try:
-            resolved[ref] = Secret(_read(ref, base), ref)
+            value = _read(ref, base)
         except _Unresolved as exc:
             shown = ", ".join(_display(inv, src, p) for p in where)
             problems.append(Problem(src.file, src.line_of(where[0]) if src.lines else None, shown, str(exc), exc.code))
+            continue
+        unusable = [(p, why) for p in where if (why := usage_problem(p, value))]
+        for p, why in unusable:
+            line = src.line_of(p) if src.lines else None
+            problems.append(Problem(src.file, line, _display(inv, src, p), f"the secret {ref} {why}", "secret-unusable"))
+        if not unusable:
+            resolved[ref] = Secret(value, ref)
     return Secrets(resolved), problems
+
+
+def usage_problem(path: KeyPath, value: str) -> str | None:
+    """Why a secret ``value`` cannot serve at key path ``path``, or None (the message never holds the value).
+
+    Where it goes decides what it may hold (``relaunch.formats``): an app's ``secret_env``
+    goes to its env file; the TLS key is PEM (lines); the API token goes into an HTTP
+    header (no whitespace); every other secret (database and store passwords, keys) is
+    read from a file by shell and written into SQL and option files: printable text.
+    """
+    if len(path) == 4 and path[0] == "apps" and path[2] == "secret_env":
+        return formats.env_value_problem(value)
+    if path == ("proxy", "tls", "key"):
+        return None
+    if path == ("provider", "token"):
+        if any(ch.isspace() for ch in value.strip()) or not value.strip().isprintable():
+            return "holds whitespace or control characters, which an API token cannot"
+        return None
+    return formats.text_problem(value)
+
+
+def resolve_one(inv: Inventory, path: KeyPath, base_dir: Path | str | None = None) -> Secret:
+    """Resolve the one reference at key ``path`` (e.g. ``("provider", "token")``) and return its Secret.
+
+    The same rules as :func:`resolve_all` (symlinks, modes, what the place may hold). Raise
+    InventoryError naming the file, line and key if there is no reference there or it
+    cannot be resolved.
+    """
+    src = source_of(inv)
+    ref = dict(references(inv)).get(tuple(path))
+    line = src.line_of(tuple(path)) if src.lines else None
+    shown = _display(inv, src, tuple(path))
+    if ref is None:
+        raise InventoryError(Problem(src.file, line, shown, "no secret reference here", "secret-missing"))
+    try:
+        value = _read(ref, _base_dir(inv, base_dir))
+    except _Unresolved as exc:
+        raise InventoryError(Problem(src.file, line, shown, str(exc), exc.code)) from None
+    why = usage_problem(tuple(path), value)
+    if why:
+        raise InventoryError(Problem(src.file, line, shown, f"the secret {ref} {why}", "secret-unusable"))
+    return Secret(value, ref)
 
 
 def resolve_all(inv: Inventory, base_dir: Path | str | None = None) -> Secrets:
@@ -319,4 +394,5 @@ __all__ = [
     "references",
     "resolve",
     "resolve_all",
+    "resolve_one",
 ]

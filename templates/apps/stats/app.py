@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -84,7 +85,10 @@ def load_env_file(path: str) -> None:
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, value = line.split("=", 1)
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            # relaunch writes \\ and \" inside double quotes (relaunch.formats); systemd decodes those
+            value = re.sub(r'\\(["\\`$])', r"\1", value[1:-1])
+        elif len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1]
         os.environ.setdefault(key.strip(), value)
 
