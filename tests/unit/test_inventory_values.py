@@ -38,6 +38,7 @@ from relaunch.inventory import InventoryError, load_site, resolve_all
 from relaunch.inventory import model as inventory_model
 from relaunch.inventory.check import check_site
 from relaunch.inventory.tls import ensure_sandbox_certificate
+from relaunch.remote import ensure_client_key
 from relaunch.runbooks import render_runbook
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +71,10 @@ def write_site(root: Path, data: dict, secrets: dict[str, str] | None = None) ->
             secret.unlink()
         secret.write_text(value + "\n", encoding="utf-8")
         secret.chmod(0o600)
+    store_key = root / "secrets/example/offsite/id_ed25519"
+    if not store_key.exists():
+        store_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_client_key(store_key)
     key = root / "secrets/example/tls/site.key"
     if not key.exists():
         # for the example's domains (a superset of any variation's)
