@@ -54,7 +54,7 @@ def sandbox_up(c, site=None, data_mb=100, droplet=None, verbose=False):
         from relaunch.sandbox import site as sandbox_site
 
         with console.status(f"bringing {_e(site)} up") as spinner:
-            up = sandbox_site.bring_up(site, data_mb=float(data_mb), droplet=droplet,
+            up = sandbox_site.bring_up(site, data_mb=float(data_mb), droplet=droplet, backups=droplet is None,
                                        progress=lambda msg: spinner.update(_e(msg)))
     except RelaunchError as exc:
         raise Exit(f"sandbox-up failed: {exc}", code=1) from exc
@@ -475,16 +475,7 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
     if json:
         print(jsonlib.dumps(record, indent=2))
     else:
-        table = Table(title=f"rebuild of {site}: {record['status']}")
-        for col in ("phase", "seconds", "status"):
-            table.add_column(col)
-        for phase in record["phases"]:
-            table.add_row(phase["name"], f"{phase['seconds'] or 0:.1f}", phase["status"])
-        console.print(table)
-        console.print(f"RTO {record['rto_seconds']:.0f} s; RPO {record['rpo_seconds']} s ({escape(str(record['rpo_basis']))})")
-        for line in record["next_steps"]:
-            console.print(f"  next: {escape(line)}")
-        console.print(f"report: {escape(str(result.report_md))}")
+        _print_run(record, result.report_md)
     if result.status != "passed":
         raise Exit(f"rebuild failed: {result.error}", code=1)
     console.print(f"[green]rebuilt[/] {site} on {escape(str(result.journal.state.get('new_name')))}")
@@ -550,5 +541,77 @@ def reports(c, site=DEFAULT_SITE, json=False):
     console.print(table)
     console.print(f"in {escape(str(Path(found[0]['path_json']).parent))} (.md to read, .json for tools)")
 
+@task(
+    help={
+        "site": SITE_HELP,
+        "backup": "rehearse with this backup ID (default: the newest, taken right after the canary)",
+        "from_": "offsite (default: the copy that survives a dead host)",
+        "keep": "keep the scratch Droplet afterwards and print how to reach it",
+        "no_canary": "write no canary into production (e.g. a drill of an older backup)",
+        "cleanup": "only destroy scratch Droplets left by earlier drills",
+        "json": "print the report's JSON instead of the summary",
+        "verbose": "log what the library does",
+    }
+)
+def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_canary=False, cleanup=False, json=False,
+          verbose=False):
+    """Rehearse the rebuild into a scratch Droplet from the backups alone: verify, measure, destroy, report."""
+    import json as jsonlib
+
+    from relaunch import drill as drill_
+    from relaunch.pipeline import PHASES
+    from relaunch.ui.progress import RunView
+
+    _setup_logging(verbose)
+    try:
+        if cleanup:
+            done = drill_.cleanup(site)
+            for line in done:
+                console.print(f"  {_e(line)}")
+            console.print(f"[green]clean[/]: {len(done)} scratch Droplet(s) destroyed")
+            return
+        options = drill_.DrillOptions(backup_id=backup, source=from_, keep=keep, canary=not no_canary)
+        out = Console(stderr=True) if json else console
+        with RunView(out, PHASES[:-1], title=f"drill of {site}") as view:
+            result = drill_.drill(site, options, progress=view)
+    except RelaunchError as exc:
+        raise Exit(f"drill failed: {exc}", code=1) from exc
+    record = result.record
+    if json:
+        print(jsonlib.dumps(record, indent=2))
+    else:
+        _print_run(record, result.report_md)
+        for line in result.cleaned:
+            console.print(f"  cleaned up: {_e(line)}")
+        console.print(f"scratch Droplet destroyed: {record.get('scratch_destroyed')}; canary: {_e(str(record.get('canary')))}")
+    if result.status != "passed":
+        raise Exit(f"drill failed: {result.error}", code=1)
+    console.print(f"[green]drill passed[/] for {_e(site)}")
+
+
+def _print_run(record, report_md):
+    """The summary of a rebuild's or drill's report: phases, RTO and RPO, databases, trees, what to do next."""
+    table = Table(title=f"{_e(record['kind'])} of {_e(record['site'])}: {_e(record['status'])}")
+    for col in ("phase", "seconds", "status"):
+        table.add_column(col)
+    for phase in record["phases"]:
+        table.add_row(_e(phase["name"]), f"{phase['seconds'] or 0:.1f}", _e(phase["status"]))
+    console.print(table)
+    rpo = record.get("rpo_seconds")
+    console.print(f"RTO {record['rto_seconds']:.0f} s; RPO {'-' if rpo is None else f'{rpo:.0f} s'} "
+                  f"({_e(str(record.get('rpo_basis')))})")
+    for db in record.get("databases") or []:
+        console.print(f"  database {_e(db['name'])} ({_e(db['engine'])}): {db['tables']} tables, {db['rows']} rows, "
+                      f"fingerprint {'matches' if db['fingerprint_match'] else 'DIFFERS'}"
+                      + (f", canary {'present' if db['canary'] else 'MISSING'}" if db.get("canary") is not None else ""))
+    for tree in record.get("files") or []:
+        console.print(f"  files {_e(tree['path'])}: {tree['files']} files, {'match' if tree['match'] else 'DIFFER'}")
+    if record.get("error"):
+        console.print(f"[red]error[/]: {_e(record['error'])}")
+    for line in record["next_steps"]:
+        console.print(f"  next: {_e(line)}")
+    console.print(f"report: {_e(str(report_md))}")
+
+
 ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild, adopt,
-                reports)
+                reports, drill)

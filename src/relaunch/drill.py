@@ -24,7 +24,6 @@ backup source always, and what makes a rehearsal safe:
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -140,7 +139,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     if run.offsite is not None and not run.offsite.get("ok", True):
         raise RelaunchError(f"the canary's backup {run.id} did not reach the off-host store: {run.offsite}")
     ctx.drop_conn("old")
-    out.update(canary={"value": value, "backup_id": run.id})
+    out.update(canary={"value": value, "backup_id": run.id}, backup_id=run.id)
     return out
 
 
@@ -244,8 +243,11 @@ def drill(site: str, options: DrillOptions | None = None, *, root: Path | str | 
 def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,
            cleaned: list[str]) -> tuple[dict[str, Any], Path, Path]:
     state = ctx.state
+    times = [datetime.fromisoformat(str(b["time"]).replace("Z", "+00:00")) for b in state.get("store_backups") or []
+             if b.get("time")]
+    gap = largest_gap(times, timedelta(hours=ctx.inv.backups.retention.keep_within_hours))
     extra = {"scratch_destroyed": destroyed, "cleaned_up": cleaned, "canary": (state.get("canary") or {}).get("value"),
-             "largest_gap_seconds": state.get("largest_gap_seconds")}
+             "largest_gap_seconds": None if gap is None else round(gap), "backups_in_store": len(times)}
     steps = [] if status == "passed" else [f"see what failed above; the report is the place to start",
                                           *(["the scratch Droplet was kept (--keep): ssh root@" + str(state.get("new_ipv4"))
                                              + " with relaunch's key; `fab drill --cleanup` removes it"]
@@ -257,6 +259,8 @@ def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,
         missed.append(f"RTO {record['rto_seconds']:.0f} s > {obj['rto_minutes']} min")
     if obj.get("rpo_met") is False:
         missed.append(f"RPO {record['rpo_seconds']:.0f} s > {obj['rpo_minutes']} min")
+    if gap is not None and gap > obj["rpo_minutes"] * 60:
+        missed.append(f"largest gap between off-host backups {gap:.0f} s > RPO {obj['rpo_minutes']} min")
     record["missed"] = missed
     if missed and status == "passed":
         record["status"] = "failed"
@@ -308,6 +312,3 @@ def largest_gap(times: list[datetime], within: timedelta, now: datetime | None =
     points = [*recent, now]
     return max((b - a).total_seconds() for a, b in zip(points, points[1:]))
 
-
-def _now() -> float:
-    return time.time()

@@ -20,6 +20,8 @@ import docker
 
 from relaunch import example_site
 from relaunch.backup.sandbox_store import ensure_backup_host
+from relaunch.backup.site import install_site
+from relaunch.backup.status import read_runs, run_now
 from relaunch.bootstrap import BootstrapResult
 from relaunch.cloud import Cloud, DnsRecord
 from relaunch.errors import RelaunchError
@@ -81,11 +83,14 @@ def bring_up(
     progress: Callable[[str], None] | None = None,
     target: Target | None = None,
     droplet: str | None = None,
+    backups: bool = False,
 ) -> SiteUp:
     """Create (or find) the site's production Droplet in the sandbox, bootstrap it, seed it, point DNS at it.
 
     ``target`` defaults to the user's sandbox (started if needed). Idempotent: a second
-    call finds the Droplet, changes nothing on it, seeds nothing twice. Raise
+    call finds the Droplet, changes nothing on it, seeds nothing twice. ``backups``: also
+    install the backup on the production host (``fab backup --install``) and take one
+    backup if it has none yet (what ``fab drill`` needs). Raise
     RelaunchError (with what failed) at the first failure; the last phase is the health
     checks, which must all pass.
 
@@ -113,13 +118,13 @@ def bring_up(
             svc = manage.up(progress=say)
         with manage.sandbox_cloud(svc) as cloud:
             return _bring_up(inv, data_mb, Target(cloud, NETWORK, client_key_path()), secrets, result, clock, say,
-                             droplet)
-    return _bring_up(inv, data_mb, target, secrets, result, clock, say, droplet)
+                             droplet, backups)
+    return _bring_up(inv, data_mb, target, secrets, result, clock, say, droplet, backups)
 
 
 def _bring_up(
     inv: Inventory, data_mb: float, target: Target, secrets: Secrets, result: SiteUp, clock: Callable[[str], ContextManager[None]],
-    say: Callable[[str], None], spare: str | None,
+    say: Callable[[str], None], spare: str | None, backups: bool = False,
 ) -> SiteUp:
     """The pipeline's provision, boot, bootstrap and health steps, with what only a sandbox adds in between."""
     with clock("images"):
@@ -158,6 +163,13 @@ def _bring_up(
         except RelaunchError as exc:
             raise RelaunchError(f"site {inv.site!r} is up on {result.host.ipv4} but {exc}") from None
         result.health = ctx.results["health"]
+        if backups and not spare:
+            with clock("backups"):
+                install_site(inv, target.key_path)
+                conn = ctx.new_conn()
+                if not any(run.ok for run in read_runs(conn)):
+                    say("taking the first backup")
+                    run_now(conn)
     finally:
         ctx.close()
     return result

@@ -129,13 +129,16 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
     work = workdir(ctx)
     new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
     with store_access(ctx, new) as repo:
+        found = sorted((s for s in offsite.snapshots(new, repo) if s.get("id")), key=lambda s: s["id"])
         wanted = ctx.options.get("backup_id") or ctx.state.get("backup_id")
         if not wanted:
-            found = sorted((s for s in offsite.snapshots(new, repo) if s.get("id")), key=lambda s: s["id"])
             if not found:
                 raise RelaunchError(f"the off-host store {ctx.inv.backups.offsite.repository} holds no backup of "  # type: ignore[union-attr]
                                     f"site {ctx.inv.site!r}; nothing to rebuild from")
             wanted = found[-1]["id"]
+        elif wanted not in {s["id"] for s in found}:
+            raise RelaunchError(f"the off-host store holds no backup {wanted!r} of site {ctx.inv.site!r} "
+                                f"(it holds {', '.join(s['id'] for s in found[-5:]) or 'none'}{' ...' if len(found) > 5 else ''})")
         ctx.say("data", f"fetching backup {wanted} from the off-host store onto the new host")
         directory = offsite.fetch(new, wanted, posixpath.join(work, "backup"), repo)
     check = offsite.verify_remote_dir(new, directory)
@@ -151,6 +154,7 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
                          "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
     age = ctx.started() - manifest.finished_at
     images = (manifest.raw.get("deploy") or {}).get("images") or {}
-    return {"source": "backup", "backup_id": manifest.id, "images": images, "backup_dir": directory, "source_fingerprints": fingerprints,
+    return {"source": "backup", "backup_id": manifest.id, "images": images,
+            "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found], "backup_dir": directory, "source_fingerprints": fingerprints,
             "dumps": dumps, "archives": archives, "rpo_seconds": round(age.total_seconds()),
             "rpo_basis": f"backup {manifest.id} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"}

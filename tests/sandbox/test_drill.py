@@ -1,0 +1,64 @@
+"""Sandbox: `fab drill` of the example site (the session's production, backups installed).
+
+A drill rehearses the rebuild into a scratch Droplet from the off-host store alone; it
+must prove the data with a canary in every database, leave production's DNS, Droplets
+and records as they were, and destroy its scratch Droplet whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from relaunch.backup.site import install_site
+from relaunch.drill import DRILL_TAG, DrillOptions, cleanup, drill
+from relaunch.inventory import load_site
+from relaunch.pipeline.report import list_reports
+from relaunch.rebuild import Where
+from relaunch.state import load_hosts
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.heavy]
+
+
+@pytest.fixture(scope="module")
+def with_backups(up, site_root, target):
+    install_site(load_site("example", site_root), target.key_path)
+    return up
+
+
+def zone(cloud, zone_name: str) -> dict:
+    return {r.id: (r.type, r.name, r.data, r.ttl) for r in cloud.list_records(zone_name)}
+
+
+def test_drill_restores_verifies_measures_and_destroys_its_scratch_droplet(with_backups, site_root, target,
+                                                                           sandbox_api) -> None:
+    cloud = target.cloud
+    inv = load_site("example", site_root)
+    where = Where(cloud, sandbox_api.dns_port, target.key_path)
+    records_before = zone(cloud, inv.dns.zone)
+    droplets_before = {d.id for d in cloud.list_droplets()}
+    hosts_before = {n: h for n, h in load_hosts("example").items()}
+
+    result = drill("example", DrillOptions(), root=site_root, where=where)
+
+    assert result.status == "passed", result.error
+    record = json.loads(Path(result.report_json).read_text())
+    assert record["status"] == "passed" and record["kind"] == "drill"
+    assert record["scratch_destroyed"] is True and record["backup_id"]
+    assert record["rto_seconds"] > 0 and record["rpo_seconds"] is not None and record["rpo_seconds"] >= 0
+    assert [p["name"] for p in record["phases"]] == [
+        "preflight", "provision", "boot", "data", "bootstrap", "restore", "verify", "start", "health"]
+    assert {d["name"]: (d["engine"], d["fingerprint_match"], d["canary"]) for d in record["databases"]} == {
+        "blog": ("postgresql", True, True), "stats": ("mariadb", True, True), "notes": ("sqlite", True, True)}
+    assert record["files"] and all(f["match"] for f in record["files"])
+    assert record["health_checks"] and all(h["passed"] for h in record["health_checks"])
+    assert "gantt" in Path(result.report_md).read_text()
+    # production untouched: records, Droplets, hosts; the scratch Droplet gone
+    assert zone(cloud, inv.dns.zone) == records_before
+    assert {d.id for d in cloud.list_droplets()} == droplets_before
+    assert not [d for d in cloud.list_droplets(DRILL_TAG)]
+    assert load_hosts("example") == hosts_before
+    assert list_reports("example")[0]["kind"] == "drill"
+    assert cleanup("example", root=site_root, where=where) == []

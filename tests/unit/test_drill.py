@@ -1,0 +1,55 @@
+"""The drill's pure parts: the guard around the cloud, the largest gap between backups."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from relaunch.cloud import Droplet
+from relaunch.drill import DRILL_TAG, DrillGuardError, GuardedCloud, largest_gap
+
+
+class FakeCloud:
+    def __init__(self) -> None:
+        self.destroyed: list[int] = []
+        self.droplets = {1: Droplet(1, "example-prod", "active", "10.0.0.1", "fra1", ("relaunch-example",), None),
+                         2: Droplet(2, "example-drill-x", "active", "10.0.0.2", "fra1",
+                                    ("relaunch-example", DRILL_TAG), None)}
+
+    def get_droplet(self, droplet_id: int) -> Droplet:
+        return self.droplets[droplet_id]
+
+    def destroy_droplet(self, droplet_id: int) -> bool:
+        self.destroyed.append(droplet_id)
+        return True
+
+    def list_records(self, zone: str) -> list:
+        return ["read is fine"]
+
+    def update_record(self, *args, **kwargs):  # pragma: no cover - the guard must stop it first
+        raise AssertionError("reached the cloud")
+
+
+@pytest.mark.parametrize("method", ["update_record", "create_record", "delete_record", "ensure_domain",
+                                    "assign_reserved_ip", "unassign_reserved_ip", "destroy_droplets_by_tag"])
+def test_guard_refuses_every_change_to_production(method: str) -> None:
+    with pytest.raises(DrillGuardError, match="never calls"):
+        getattr(GuardedCloud(FakeCloud()), method)("example.test", 1, data="10.0.0.9")
+
+
+def test_guard_lets_reads_through_and_destroys_only_scratch_droplets() -> None:
+    cloud = FakeCloud()
+    guarded = GuardedCloud(cloud)
+    assert guarded.list_records("example.test") == ["read is fine"]
+    with pytest.raises(DrillGuardError, match="example-prod"):
+        guarded.destroy_droplet(1)
+    assert guarded.destroy_droplet(2) and cloud.destroyed == [2]
+
+
+def test_largest_gap_within_the_window_counts_up_to_now() -> None:
+    now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    times = [now - timedelta(hours=30), now - timedelta(hours=3), now - timedelta(hours=2, minutes=45),
+             now - timedelta(minutes=10)]
+    assert largest_gap(times, timedelta(hours=24), now) == timedelta(hours=2, minutes=35).total_seconds()
+    assert largest_gap([], timedelta(hours=24), now) is None
