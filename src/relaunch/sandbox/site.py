@@ -30,7 +30,7 @@ from relaunch.inventory.secrets import Secrets, ensure_sandbox_secrets, resolve_
 from relaunch.provision import create_host, find_droplet, host_addresses, known_host, open_host
 from relaunch.remote import HostKey, ensure_client_key
 from relaunch.render import RenderContext, render_user_data
-from relaunch.sandbox import manage
+from relaunch.sandbox import manage, ownership
 from relaunch.sandbox import state_dir as sandbox_state_dir
 from relaunch.sandbox.docker_backend import NETWORK
 from relaunch.sandbox.image import ensure_image
@@ -105,6 +105,7 @@ def bring_up(
         for path in ensure_sandbox_secrets(inv):
             say(f"made secret file {path}")
         secrets = resolve_all(inv)
+    ownership.claim(inv, secrets)  # another checkout's site (other passwords) stops here, nothing touched
     if target is None:
         with clock("sandbox"):
             svc = manage.up(progress=say)
