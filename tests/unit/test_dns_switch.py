@@ -615,3 +615,16 @@ def test_switch_refuses_when_the_target_moved_after_the_health_checks() -> None:
     with pytest.raises(RelaunchError, match="now 10.0.0.2, not 10.0.0.3 that the health checks passed"):
         run(cloud, "new", inv=V4_ONLY, health=health)
     assert checked == ["10.0.0.3"] and cloud.updates == 0
+
+
+def test_switch_of_a_sandbox_site_without_the_sandbox_dns_port_asks_no_resolver_and_changes_nothing(monkeypatch) -> None:
+    from relaunch.dns import authoritative
+
+    def resolver(zone, port):
+        raise AssertionError("the system resolver was asked about a sandbox zone")
+
+    monkeypatch.setattr(authoritative, "authoritative_servers_for", resolver)
+    cloud = FakeCloud()
+    with pytest.raises(RelaunchError, match="lives in the sandbox: its switch is verified on the sandbox's DNS server"):
+        sw.switch(cloud, V4_ONLY, "10.0.0.2", health=healthy)
+    assert cloud.updates == 0 and sw.load_journal("t")["switches"] == []

@@ -646,7 +646,7 @@ def _switch_locked(
             # Who verifies is known before anything changes: a lookup failing after the change
             # would leave the records switched and unverified.
             t = time.monotonic()
-            verify, servers, skipped = _verifier_and_servers(plan.zone, verify, servers, dns_port)
+            verify, servers, skipped = _verifier_and_servers(inv, verify, servers, dns_port)
             phases["name servers"] = time.monotonic() - t
 
         if wait_ttl and plan.via == "dns":
@@ -692,15 +692,21 @@ def _switch_locked(
         return result
 
 
-def _verifier_and_servers(zone: str, verify: Verifier | None, servers: Any,
+def _verifier_and_servers(inv: Inventory, verify: Verifier | None, servers: Any,
                           dns_port: int | None) -> tuple[Verifier | None, Any, str | None]:
     """Return (verifier, the zone's authoritative servers, why there is no verifier).
 
     Raise RelaunchError when the servers cannot be found (or there are none): before any change.
+    A sandbox site's servers are the sandbox's own DNS server: without its port, refuse rather
+    than ask the system's resolver about a sandbox zone (the sandbox's traffic stays on loopback).
     """
+    zone = inv.dns.zone
     skipped = None
     if verify is None:
         verify, servers_for, skipped = _default_verifier(dns_port)
+        if verify is not None and servers is None and dns_port is None and inv.provider.kind == "sandbox":
+            raise RelaunchError(f"site {inv.site!r} lives in the sandbox: its switch is verified on the sandbox's "
+                                "DNS server, whose port was not given (open_cloud returns it); nothing was changed")
         if verify is not None and servers is None:
             try:
                 servers = servers_for(zone, dns_port)
