@@ -5,15 +5,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-# A docker client alone (no daemon) is not Docker: decide by dockerd.
-command -v dockerd >/dev/null || need_apt+=(docker.io)
-command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-# The tests read rendered env and compose files back with Compose v1 itself (`docker-compose config`)
-# and option files with MariaDB's own parser (`my_print_defaults`).
-command -v docker-compose >/dev/null || need_apt+=(docker-compose)
-command -v my_print_defaults >/dev/null || need_apt+=(mariadb-client-core)
+# The Debian packages this machine still needs, one per line. Decided by what each
+# package really provides, not by a look-alike: a docker client alone (no daemon) is
+# not Docker, and Debian's python3 imports venv without python3-venv (ensurepip is in it).
+missing_packages() {
+    { command -v dockerd && command -v docker; } >/dev/null || echo docker.io
+    command -v debootstrap >/dev/null || echo debootstrap
+    python3 -c 'import venv, ensurepip' 2>/dev/null || echo python3-venv
+    # The tests read rendered env and compose files back with Compose v1 itself (`docker-compose config`)
+    # and option files with MariaDB's own parser (`my_print_defaults`).
+    command -v docker-compose >/dev/null || echo docker-compose
+    command -v my_print_defaults >/dev/null || echo mariadb-client-core
+}
+
+# --print-missing: say what would be installed and change nothing (the tests run this).
+if [ "${1:-}" = "--print-missing" ]; then
+    missing_packages
+    exit 0
+fi
+
+mapfile -t need_apt < <(missing_packages)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]}"
     apt-get update -q

@@ -25,6 +25,14 @@ def site_dir(site: str) -> Path:
     return path
 
 
+#: Roles of hosts built to serve the site (what ``dns-switch --to new`` may pick). The others:
+#: ``production``, ``backup`` (the sandbox's off-host store) and ``drill`` (a drill's scratch host).
+SERVING_ROLES = ("rebuild", "spare")
+DRILL_ROLE = "drill"
+#: The tag a drill's scratch Droplets carry: they answer health checks with a backup's (stale) data.
+DRILL_TAG = "relaunch-drill"
+
+
 @dataclass(frozen=True)
 class HostRecord:
     """A host relaunch built, and the host key it pinned for it."""

@@ -7,6 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+# These tests are about the answers' shapes: without the spec they would check nothing of it.
+pytestmark = pytest.mark.usefixtures("do_spec")
+
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl contract"
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import pytest
 import requests
+
+# These tests are about the answers' shapes: without the spec they would check nothing of it.
+pytestmark = pytest.mark.usefixtures("do_spec")
 
 
 def test_missing_or_wrong_token_is_401(client: Any) -> None:

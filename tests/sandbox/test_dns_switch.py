@@ -177,11 +177,11 @@ class FailingSecondUpdate:
         return getattr(self._cloud, name)
 
 
-def test_switch_failure_after_first_record_rolls_back(target, inv, bare, zone_kept) -> None:
+def test_switch_failure_after_first_record_rolls_back(target, inv, bare, zone_kept, sandbox_api) -> None:
     assert len(inv.dns.records) >= 3
     failing = FailingSecondUpdate(target.cloud)
     with pytest.raises(RelaunchError, match=r"injected.*already changed were put back"):
-        sw.switch(failing, inv, "example-bare", force=True)  # type: ignore[arg-type]
+        sw.switch(failing, inv, "example-bare", force=True, **verify_kwargs(sandbox_api))  # type: ignore[arg-type]
     assert zone_state(target.cloud, inv) == zone_kept
     assert sw.load_journal(inv.site)["switches"][-1]["status"] == "rolled-back"
 

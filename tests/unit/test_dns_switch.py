@@ -516,3 +516,115 @@ def test_switch_refuses_an_address_outside_the_sandbox_before_any_health_check()
         run(cloud, "10.0.0.99,fd00::99", health=health)
     assert checked == []
     assert cloud.zone()[1] == ("10.0.0.1", 1800)
+
+
+def _hosts(*rows) -> FakeCloud:
+    """Record hosts (name, role, id, IPv4, created_at) and give the cloud a Droplet for each."""
+    cloud = FakeCloud()
+    cloud.droplets = [droplet(11, "t-prod", "10.0.0.1", ipv6="fd00::1")]
+    for name, role, did, ip, at, *tags in rows:
+        save_host("t", HostRecord(name, role, did, ip, "ssh-ed25519 A", at))
+        if did != 11:
+            cloud.droplets.append(replace(droplet(did, name, ip), tags=("relaunch-t", *tags)))
+    return cloud
+
+
+@pytest.mark.parametrize("newest", [("t-backup", "backup", 14, "10.0.0.4", "2026-01-05"),
+                                    ("t-scratch", "drill", 15, "10.0.0.5", "2026-01-05"),
+                                    ("t-scratch", "rebuild", 15, "10.0.0.5", "2026-01-05", "relaunch-drill"),
+                                    ("t-later", "someday", 16, "10.0.0.6", "2026-01-05")],
+                         ids=["backup", "drill-role", "drill-tag", "unknown-role"])
+def test_plan_switch_new_takes_only_hosts_built_to_serve_the_site(newest) -> None:
+    cloud = _hosts(("t-prod", "production", 11, "10.0.0.1", "2026-01-06"),
+                   ("t-spare", "spare", 12, "10.0.0.2", "2026-01-02"),
+                   ("t-rebuilt", "rebuild", 13, "10.0.0.3", "2026-01-03"),
+                   newest)
+    assert sw.plan_switch(cloud, V4_ONLY, "new").droplet.name == "t-rebuilt"
+
+
+def test_plan_switch_new_refuses_when_only_backup_and_drill_hosts_were_built() -> None:
+    cloud = _hosts(("t-prod", "production", 11, "10.0.0.1", "2026-01-01"),
+                   ("t-backup", "backup", 14, "10.0.0.4", "2026-01-05"),
+                   ("t-scratch", "drill", 15, "10.0.0.5", "2026-01-06"))
+    with pytest.raises(RelaunchError, match="no Droplet to serve site 't'.*name the target instead"):
+        sw.plan_switch(cloud, V4_ONLY, "new")
+
+
+@pytest.mark.parametrize("target", ["t-backup", "t-scratch", "t-tagged", "10.0.0.4", "10.0.0.5", "10.0.0.7"])
+def test_switch_refuses_a_backup_or_drill_host_however_named_and_changes_nothing(target) -> None:
+    cloud = _hosts(("t-backup", "backup", 14, "10.0.0.4", "2026-01-05"),
+                   ("t-scratch", "drill", 15, "10.0.0.5", "2026-01-06"),
+                   ("t-tagged", "spare", 17, "10.0.0.7", "2026-01-06", "relaunch-drill"))
+    before = cloud.zone()
+    with pytest.raises(RelaunchError, match="traffic never goes there"):
+        run(cloud, target, inv=V4_ONLY)
+    assert cloud.zone() == before and cloud.updates == 0
+
+
+def test_switch_finds_the_name_servers_before_the_first_change(monkeypatch) -> None:
+    from relaunch.dns import authoritative
+
+    def no_servers(zone, port):
+        raise RelaunchError(f"could not find the name servers of {zone}: SERVFAIL")
+
+    verified = []
+    monkeypatch.setattr(authoritative, "authoritative_servers_for", no_servers)
+    monkeypatch.setattr(authoritative, "wait_until_answers", verifier(verified))
+    cloud = FakeCloud()
+    before = cloud.zone()
+    slept: list[float] = []
+    sw.prepare(cloud, V4_ONLY)
+    lowered = cloud.zone()
+    with pytest.raises(RelaunchError, match="name servers of t.test: SERVFAIL; nothing was changed"):
+        sw.switch(cloud, V4_ONLY, "10.0.0.2", health=healthy, dns_port=5353, wait_ttl=True, sleep=slept.append)
+    assert cloud.zone() == lowered and lowered != before and verified == []
+    assert slept == []  # not after waiting out the TTL either
+    assert sw.load_journal("t")["switches"] == []
+
+
+def test_switch_journals_the_records_as_they_are_right_before_the_change() -> None:
+    cloud = FakeCloud()
+    sw.prepare(cloud, V4_ONLY)
+    journal = sw.load_journal("t")
+    journal["ttl"]["prepared_at"] = (datetime.now(timezone.utc) - timedelta(seconds=1780)).isoformat()
+    sw.save_journal("t", journal)
+
+    def sleep(seconds: float) -> None:  # during --wait-ttl, someone points www elsewhere by hand
+        cloud.records[2] = replace(cloud.records[2], data="10.0.0.9", ttl=90)
+
+    result = run(cloud, "10.0.0.2", inv=V4_ONLY, wait_ttl=True, sleep=sleep)
+    assert result.waited_ttl > 0
+    entry = sw.load_journal("t")["switches"][-1]
+    assert [(r["id"], r["data"], r["ttl"]) for r in entry["records"]] == [(1, "10.0.0.1", 60), (2, "10.0.0.9", 90)]
+    assert {(c.id, c.before_data) for c in result.plan.changes} == {(1, "10.0.0.1"), (2, "10.0.0.9")}
+    assert cloud.zone()[2] == ("10.0.0.2", 90)  # the TTL kept is the one there at the change
+    run(cloud, "old", inv=V4_ONLY)
+    assert cloud.zone()[1] == ("10.0.0.1", 60) and cloud.zone()[2] == ("10.0.0.9", 90)
+
+
+def test_switch_refuses_when_the_target_moved_after_the_health_checks() -> None:
+    cloud = _hosts(("t-rebuilt", "rebuild", 13, "10.0.0.3", "2026-01-03"))
+    checked: list[str] = []
+
+    def health(inv, address):  # while the checks run, a newer rebuild is recorded
+        checked.append(address)
+        save_host("t", HostRecord("t-newer", "rebuild", 12, "10.0.0.2", "ssh-ed25519 A", "2026-01-04"))
+        cloud.droplets.append(droplet(12, "t-newer", "10.0.0.2"))
+        return healthy(inv, address)
+
+    with pytest.raises(RelaunchError, match="now 10.0.0.2, not 10.0.0.3 that the health checks passed"):
+        run(cloud, "new", inv=V4_ONLY, health=health)
+    assert checked == ["10.0.0.3"] and cloud.updates == 0
+
+
+def test_switch_of_a_sandbox_site_without_the_sandbox_dns_port_asks_no_resolver_and_changes_nothing(monkeypatch) -> None:
+    from relaunch.dns import authoritative
+
+    def resolver(zone, port):
+        raise AssertionError("the system resolver was asked about a sandbox zone")
+
+    monkeypatch.setattr(authoritative, "authoritative_servers_for", resolver)
+    cloud = FakeCloud()
+    with pytest.raises(RelaunchError, match="lives in the sandbox: its switch is verified on the sandbox's DNS server"):
+        sw.switch(cloud, V4_ONLY, "10.0.0.2", health=healthy)
+    assert cloud.updates == 0 and sw.load_journal("t")["switches"] == []

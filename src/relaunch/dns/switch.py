@@ -5,7 +5,8 @@ The steps, in order, each one a function a caller (``fab dns-switch``, ``fab reb
 - ``plan_switch`` resolves a TARGET (``new``, ``old``, a Droplet name, addresses) and returns the
   exact record changes (id, name, type, data and TTL before → after), changing nothing;
 - ``switch`` takes the site's lock, runs every health check against the target (refusing on a
-  failure unless forced), journals the previous state of every record in
+  failure unless forced), finds the zone's authoritative servers, journals the previous state
+  (read right before the change) of every record in
   ``site_dir(site)/dns-journal.json`` *before* the first change, applies the changes with a
   rollback (any exception or Ctrl-C puts back the records already changed, then re-raises), and
   verifies the zone's authoritative servers answer the new addresses within a bounded wait;
@@ -35,7 +36,7 @@ from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport, check_site
 from relaunch.inventory.model import Inventory
 from relaunch.provision import site_droplets
-from relaunch.state import load_hosts, site_dir, write_json_atomic
+from relaunch.state import DRILL_ROLE, DRILL_TAG, SERVING_ROLES, load_hosts, site_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -297,18 +298,39 @@ def _parse_addresses(target: str) -> dict[str, str] | None:
 
 
 def _newest_built(cloud: Cloud, inv: Inventory) -> Droplet:
-    """The newest Droplet relaunch built for this site that is not its production host."""
+    """The newest Droplet relaunch built to serve this site (role rebuild or spare), never a drill's.
+
+    Production, the backup host and a drill's scratch host (role ``drill`` or tag ``relaunch-drill``:
+    it answers health checks with a backup's stale data) are never candidates.
+    """
     prod = inv.production.droplet_name
-    hosts = [h for h in load_hosts(inv.site).values() if h.role != "production" and h.name != prod]
-    if not hosts:
-        raise RelaunchError(f"relaunch has built no Droplet for site {inv.site!r} besides production "
-                            f"(none in {site_dir(inv.site) / 'hosts.json'}); name the target instead")
-    newest = max(hosts, key=lambda h: h.created_at)
-    droplet = cloud.get_droplet(newest.droplet_id)
-    if droplet.ipv4 != newest.ipv4:
-        raise RelaunchError(f"Droplet {newest.name} ({newest.droplet_id}) was built at {newest.ipv4} and is now at "
-                            f"{droplet.ipv4}; refusing to guess")
-    return droplet
+    hosts = [h for h in load_hosts(inv.site).values() if h.role in SERVING_ROLES and h.name != prod]
+    for newest in sorted(hosts, key=lambda h: h.created_at, reverse=True):
+        droplet = cloud.get_droplet(newest.droplet_id)
+        if DRILL_TAG in droplet.tags:
+            log.info("not a candidate for new: %s carries the drill tag %s", droplet.name, DRILL_TAG)
+            continue
+        if droplet.ipv4 != newest.ipv4:
+            raise RelaunchError(f"Droplet {newest.name} ({newest.droplet_id}) was built at {newest.ipv4} and is now "
+                                f"at {droplet.ipv4}; refusing to guess")
+        return droplet
+    roles = " or ".join(SERVING_ROLES)
+    raise RelaunchError(f"relaunch has built no Droplet to serve site {inv.site!r} (role {roles} in "
+                        f"{site_dir(inv.site) / 'hosts.json'}; production, backup and drill hosts never count); "
+                        "name the target instead")
+
+
+def _refuse_non_serving(inv: Inventory, droplet: Droplet) -> None:
+    """Refuse a target that is a drill's scratch host or the site's backup host, however it was named."""
+    record = load_hosts(inv.site).get(droplet.name)
+    if record is not None and record.droplet_id != droplet.id:
+        record = None  # a namesake: the record is about a Droplet since deleted
+    if DRILL_TAG in droplet.tags or (record is not None and record.role == DRILL_ROLE):
+        raise RelaunchError(f"Droplet {droplet.name} is a drill's scratch host (it serves a backup's data, not "
+                            "the site's); traffic never goes there")
+    if record is not None and record.role not in (*SERVING_ROLES, "production"):
+        raise RelaunchError(f"Droplet {droplet.name} is the site's {record.role} host, not one built to serve it; "
+                            "traffic never goes there")
 
 
 def _resolve(cloud: Cloud, inv: Inventory, target: str) -> tuple[dict[str, str], Droplet | None]:
@@ -316,8 +338,13 @@ def _resolve(cloud: Cloud, inv: Inventory, target: str) -> tuple[dict[str, str],
     addresses = _parse_addresses(target)
     if addresses is not None:
         droplet = None
-        if "A" in addresses:
-            droplet = next((d for d in site_droplets(cloud, inv) if d.ipv4 == addresses["A"]), None)
+        for kind, attr in (("A", "ipv4"), ("AAAA", "ipv6")):
+            if droplet is None and kind in addresses:
+                droplet = next((d for d in site_droplets(cloud, inv)
+                                if getattr(d, attr) and ipaddress.ip_address(getattr(d, attr))
+                                == ipaddress.ip_address(addresses[kind])), None)
+        if droplet is not None:
+            _refuse_non_serving(inv, droplet)
         return addresses, droplet
     if target == "new":
         droplet = _newest_built(cloud, inv)
@@ -329,6 +356,7 @@ def _resolve(cloud: Cloud, inv: Inventory, target: str) -> tuple[dict[str, str],
             raise RelaunchError(f"no Droplet of site {inv.site!r} is called {target!r} "
                                 "(TARGET is new, old, a Droplet name or an IPv4/IPv6 address)")
         droplet = named[0]
+    _refuse_non_serving(inv, droplet)
     if not droplet.ipv4:
         raise RelaunchError(f"Droplet {droplet.name} ({droplet.id}) has no public IPv4")
     return {"A": droplet.ipv4, **({"AAAA": droplet.ipv6} if droplet.ipv6 else {})}, droplet
@@ -337,12 +365,14 @@ def _resolve(cloud: Cloud, inv: Inventory, target: str) -> tuple[dict[str, str],
 def plan_switch(cloud: Cloud, inv: Inventory, target: str, via: Via = "dns") -> SwitchPlan:
     """Given a TARGET, return the exact changes a switch would make; change nothing.
 
-    TARGET is ``new`` (the newest Droplet relaunch built for the site that is not production),
+    TARGET is ``new`` (the newest Droplet relaunch built to serve the site: role rebuild or spare,
+    never production, the backup host or a drill's scratch host),
     ``old`` (the state before the last switch, from the journal), a Droplet name, or addresses
     (IPv4, IPv6, or both comma-separated; A records take the IPv4, AAAA the IPv6). Records keep
     their TTL (``old``: the journaled data and TTL come back exactly). Raise RelaunchError if a
     record is missing, the target lacks an address a record needs, or (reserved-ip) the Reserved
-    IP cannot move to the target.
+    IP cannot move to the target, or the target is a drill's scratch host or the backup host
+    (however named: they never take traffic).
     """
     zone = inv.dns.zone
     if via not in ("dns", "reserved-ip"):
@@ -557,8 +587,11 @@ def switch(
     ``wait_ttl`` waits (at most ``max_wait_ttl`` s, with progress) until the TTL remembered by
     ``prepare`` has run out since it was lowered. Verification: ``verify(names, rdtype, expected,
     servers, timeout)``, by default relaunch.dns.authoritative's ``wait_until_answers`` against
-    ``authoritative_servers_for(zone, dns_port)``; a failed verification leaves the records
-    switched and makes ``result.ok`` False. ``dry_run`` plans and runs the health checks only.
+    ``authoritative_servers_for(zone, dns_port)``, looked up before any change (failing to find
+    them refuses the switch); a failed verification leaves the records switched and makes
+    ``result.ok`` False. The records' previous state is read again right before the change (after
+    the health checks and any TTL wait): that is what the journal keeps and a rollback restores.
+    ``dry_run`` plans and runs the health checks only.
     ``settle``: after a verified DNS switch, wait that many seconds (with progress), then put
     back the TTLs ``prepare`` lowered (``result.ttl_restored``): how a rebuild ends.
     """
@@ -608,11 +641,23 @@ def _switch_locked(
         if dry_run:
             return result
 
+        skipped = None
+        if plan.via == "dns":
+            # Who verifies is known before anything changes: a lookup failing after the change
+            # would leave the records switched and unverified.
+            t = time.monotonic()
+            verify, servers, skipped = _verifier_and_servers(inv, verify, servers, dns_port)
+            phases["name servers"] = time.monotonic() - t
+
         if wait_ttl and plan.via == "dns":
             t = time.monotonic()
             result.waited_ttl = _wait_out_ttl(inv, max_wait_ttl, say, sleep, result.warnings)
             phases["wait ttl"] = time.monotonic() - t
 
+        # The state to journal and to put back is the one right before the change, not the one
+        # planned before the health checks and a wait of up to max_wait_ttl.
+        plan = _replan(cloud, inv, target, via, plan)
+        result.plan = plan
         journal = load_journal(inv.site)
         entry = _journal_entry(plan, result.forced)
         journal["switches"].append(entry)
@@ -638,11 +683,6 @@ def _switch_locked(
         if plan.via == "dns":
             say("verifying the authoritative answers")
             t = time.monotonic()
-            skipped = None
-            if verify is None:
-                verify, servers_for, skipped = _default_verifier(dns_port)
-                if verify is not None and servers is None:
-                    servers = servers_for(plan.zone, dns_port)
             if verify is None:
                 result.verification = Verification(ok=True, seconds=0.0, skipped=skipped)
                 result.warnings.append(f"not verified: {skipped}")
@@ -650,6 +690,42 @@ def _switch_locked(
                 result.verification = verify_records(plan, verify, servers, verify_timeout)
             phases["verify"] = time.monotonic() - t
         return result
+
+
+def _verifier_and_servers(inv: Inventory, verify: Verifier | None, servers: Any,
+                          dns_port: int | None) -> tuple[Verifier | None, Any, str | None]:
+    """Return (verifier, the zone's authoritative servers, why there is no verifier).
+
+    Raise RelaunchError when the servers cannot be found (or there are none): before any change.
+    A sandbox site's servers are the sandbox's own DNS server: without its port, refuse rather
+    than ask the system's resolver about a sandbox zone (the sandbox's traffic stays on loopback).
+    """
+    zone = inv.dns.zone
+    skipped = None
+    if verify is None:
+        verify, servers_for, skipped = _default_verifier(dns_port)
+        if verify is not None and servers is None and dns_port is None and inv.provider.kind == "sandbox":
+            raise RelaunchError(f"site {inv.site!r} lives in the sandbox: its switch is verified on the sandbox's "
+                                "DNS server, whose port was not given (open_cloud returns it); nothing was changed")
+        if verify is not None and servers is None:
+            try:
+                servers = servers_for(zone, dns_port)
+            except RelaunchError as exc:
+                raise RelaunchError(f"{exc}; nothing was changed (the switch is verified on the zone's name servers, "
+                                    "so they must be known first)") from None
+            if not servers:
+                raise RelaunchError(f"no authoritative name servers found for {zone}; nothing was changed")
+    return verify, servers, skipped
+
+
+def _replan(cloud: Cloud, inv: Inventory, target: str, via: Via, checked: SwitchPlan) -> SwitchPlan:
+    """Plan again from the current records; refuse if the target's addresses are not the ones health-checked."""
+    plan = plan_switch(cloud, inv, target, via)
+    if plan.addresses != checked.addresses:
+        now, then = (", ".join(p.addresses.values()) for p in (plan, checked))
+        raise RelaunchError(f"target {target!r} is now {now}, not {then} that the health checks passed "
+                            "against; nothing was changed: run the switch again")
+    return plan
 
 
 def _remember_lowered_ttls(site: str, applied: Sequence[RecordChange], warnings: list[str]) -> None:

@@ -123,7 +123,8 @@ def store_access(ctx: RunContext, conn: Connection) -> Iterator[Repository]:
         temporary = (store_conn, key.public_line.split()[1])
     _install_restic(conn)
     q = shlex.quote
-    config = (f"Host {endpoint.alias}\n  HostName {endpoint.address}\n  User {repo.user}\n  IdentityFile {run_dir}/key\n"
+    config = (f"Host {endpoint.alias}\n  HostName {endpoint.address}\n  HostKeyAlias {endpoint.alias}\n  User {repo.user}\n"
+              f"  IdentityFile {run_dir}/key\n"
               f"  IdentitiesOnly yes\n  UserKnownHostsFile {run_dir}/known_hosts\n  StrictHostKeyChecking yes\n"
               f"  BatchMode yes\n  ServerAliveInterval 15\n")
     known = f"{endpoint.alias} {endpoint.host_key}\n"

@@ -35,7 +35,7 @@ from relaunch.pipeline.journal import Journal
 from relaunch.pipeline.plan import Plan, Step, execute
 from relaunch.pipeline.steps import apps as app_steps
 from relaunch.pipeline.steps import host
-from relaunch.sandbox import manage
+from relaunch.sandbox import manage, ownership
 from relaunch.sandbox import state_dir as sandbox_state_dir
 from relaunch.sandbox.docker_backend import NETWORK
 from relaunch.sandbox.image import ensure_image
@@ -113,6 +113,7 @@ def bring_up(
         for path in ensure_sandbox_secrets(inv):
             say(f"made secret file {path}")
         secrets = resolve_all(inv)
+    ownership.claim(inv, secrets)  # another checkout's site (other passwords) stops here, nothing touched
     if target is None:
         with clock("sandbox"):
             svc = manage.up(progress=say)

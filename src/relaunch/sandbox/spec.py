@@ -2,8 +2,9 @@
 
 Needs the ``test`` extra (openapi-core 0.23). The spec is the split one from
 ``github.com/digitalocean/openapi`` (``specification/DigitalOcean-public.v2.yaml`` and the
-files it references), found in ``RELAUNCH_DO_OPENAPI_DIR`` or in
-``<repo>/../shared/digitalocean-openapi``.
+files it references, at the commit ``SPEC_COMMIT``), found in ``RELAUNCH_DO_OPENAPI_DIR`` or
+in ``<repo>/../shared/digitalocean-openapi``. A user's clone may have neither: whether a
+missing spec is an error is ``spec_required``'s answer, and ``how_to_get`` says where it comes from.
 
 Two things make it load: the few tag ``description:`` values that are themselves
 ``{$ref: ...}`` are replaced by plain strings (openapi-core wants strings there), and
@@ -25,6 +26,11 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 SPEC_ENV = "RELAUNCH_DO_OPENAPI_DIR"
+#: Set to 1 to make a missing spec an error (it already is when the shared copy is beside the clone).
+REQUIRE_ENV = "RELAUNCH_REQUIRE_SPEC"
+#: The official repository, and the commit the sandbox's answers were checked against.
+SPEC_REPOSITORY = "https://github.com/digitalocean/openapi"
+SPEC_COMMIT = "7c1300c479fed9c353cda9fc21cd968619552304"
 ROOT_FILE = Path("specification") / "DigitalOcean-public.v2.yaml"
 #: The spec's own server; answers are checked as if they came from there.
 SPEC_HOST = "https://api.digitalocean.com"
@@ -38,18 +44,47 @@ class ResponseMismatch(AssertionError):
     """An answer does not match the spec; the message says where and why."""
 
 
-def spec_dir() -> Path:
+def _this_clone() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def shared_spec_dir(repo: Path | None = None) -> Path:
+    """Return where the shared copy of the spec lives beside the clone ``repo`` (default: this one).
+
+    ``<repo>/../shared/digitalocean-openapi``, also where CI puts it.
+    """
+    return (repo or _this_clone()).parent / "shared" / "digitalocean-openapi"
+
+
+def spec_dir(repo: Path | None = None) -> Path:
     """Return the directory holding the spec (with ``specification/`` inside).
 
-    ``RELAUNCH_DO_OPENAPI_DIR`` wins; else ``shared/digitalocean-openapi`` beside the
-    repository (``<repo>/../shared``, also where CI clones it). Raise SpecNotFound.
+    ``RELAUNCH_DO_OPENAPI_DIR`` wins; else ``shared_spec_dir(repo)``. Raise SpecNotFound
+    (its message says how to get the spec) when the root file is not there.
     """
     env = os.environ.get(SPEC_ENV)
-    repo = Path(__file__).resolve().parents[3]
-    candidate = Path(env) if env else repo.parent / "shared" / "digitalocean-openapi"
+    candidate = Path(env) if env else shared_spec_dir(repo)
     if not (candidate / ROOT_FILE).is_file():
-        raise SpecNotFound(f"no {ROOT_FILE} in {candidate} (set {SPEC_ENV} to the spec's directory)")
+        raise SpecNotFound(f"no {ROOT_FILE} in {candidate}; {how_to_get(repo)}")
     return candidate
+
+
+def spec_required(repo: Path | None = None) -> bool:
+    """Return True when a missing spec must be an error, not a reason to skip.
+
+    So when ``RELAUNCH_REQUIRE_SPEC=1``, or when the shared copy's directory exists beside
+    the clone ``repo`` (CI has it: there a contract test must never pass by skipping).
+    """
+    if os.environ.get(REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes"}:
+        return True
+    return shared_spec_dir(repo).is_dir()
+
+
+def how_to_get(repo: Path | None = None) -> str:
+    """Say, in one line, how to get the spec where the clone ``repo`` looks for it."""
+    target = shared_spec_dir(repo)
+    return (f"get it with: git clone {SPEC_REPOSITORY} {target} && git -C {target} checkout {SPEC_COMMIT}"
+            f" (or set {SPEC_ENV} to a copy of that commit)")
 
 
 def _yaml12_loader() -> type:
