@@ -86,6 +86,10 @@ def env_value_problem(value: str) -> str | None:
         return problem
     if "${" in value:
         return "holds '${', which Compose v1 expands in env files even inside quotes (and has no escape for)"
+    if value.endswith("\\"):
+        # written "...\\" it ends in an escaped backslash before the closing quote: Compose v1's
+        # python-dotenv then fails to parse the line and every line after it
+        return "ends with a backslash, which Compose v1's env-file reader misreads (with the lines after it)"
     if ("'" in value or "\\" in value) and "$" in value:
         return (
             "holds '$' together with a quote or backslash: no env-file spelling is read alike by systemd, "

@@ -219,3 +219,12 @@ def test_compose_option_file_wrapper_carries_user_and_password(tmp_path_factory:
     subprocess.run(["sh", "-c", _OPTION_FILE, "sh", "MARIADB_PASSWORD", "MYSQL_PASSWORD", user, str(prog)], env=env, check=True, timeout=30)
     out = subprocess.run([MY_PRINT_DEFAULTS, f"--defaults-file={tmp / 'my.cnf'}", "client"], capture_output=True, check=True, timeout=30)
     assert out.stdout.decode() == f"--user={user}\n--password={password}\n"
+
+
+@needs_compose
+def test_a_value_ending_in_a_backslash_is_refused_not_lost_with_the_next_line(tmp_path: Path) -> None:
+    # found by hypothesis: V0="\\" followed by any line made Compose v1 drop the whole env file
+    assert formats.env_value_problem("end\\") and formats.env_value_problem("\\")
+    env_file = formats.env_assignment("V0", "a\\b") + "\n" + formats.env_assignment("V1", "it's") + "\n"
+    compose = 'version: "3.7"\nservices:\n  s:\n    image: busybox\n    env_file: app.env\n'
+    assert compose_config(tmp_path, compose, env_file)["services"]["s"]["environment"] == {"V0": "a\\b", "V1": "it's"}
