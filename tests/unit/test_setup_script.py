@@ -76,6 +76,8 @@ def test_print_missing_names_debootstrap_and_venv_when_absent(tmp_path: Path) ->
     _fake(bin_dir, "docker")
     _fake(bin_dir, "dockerd")
     _fake(bin_dir, "python3", status=1)  # no ensurepip: Debian's python3-venv is missing
+    _fake(bin_dir, "docker-compose")
+    _fake(bin_dir, "my_print_defaults")
     assert _missing(bin_dir) == ["debootstrap", "python3-venv"]
 
 
