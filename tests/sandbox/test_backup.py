@@ -99,7 +99,7 @@ def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn
     count = "sqlite3 /srv/notes/notes.db 'SELECT count(*) FROM notes'"
     first = int(sh(conn, count))
     started = time.monotonic()
-    run = run_now(conn)
+    run = run_now(conn, inv.site)
     seconds = time.monotonic() - started
     assert run.ok and run.id
     assert int(sh(conn, count)) > first  # the apps kept writing meanwhile
@@ -119,10 +119,14 @@ def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn
     assert notes["fingerprint"]["integrity"] == "ok" and notes["fingerprint"]["tables"]
     assert stats["fingerprint"]["tables"] and stats["fingerprint_method"] == "scratch-restore"
     assert [blog["fingerprint_method"], notes["fingerprint_method"]] == ["shared-snapshot", "dumped-copy"]
-    result = verify_backup(conn, run.id, offsite=True)
+    # what a deploy needs: the image of every service of the compose app, by digest, read from its containers
+    assert set(manifest.images) == {"blog"} and set(manifest.images["blog"]) == {"web", "db"}, manifest.raw["deploy"]
+    assert all("@sha256:" in ref for ref in manifest.images["blog"].values())
+    assert "problems" not in manifest.raw["deploy"]
+    result = verify_backup(conn, inv.site, run.id, offsite=True)
     assert result["ok"], result
     assert result["offsite"]["ok"]
-    listed = list_backups(conn)
+    listed = list_backups(conn, inv.site)
     assert run.id in [b["id"] for b in listed["local"]]
     assert run.id in [s["id"] for s in listed["offsite"]], listed
     st = status(conn, inv)
@@ -153,14 +157,16 @@ def test_a_corrupted_artifact_is_reported_by_name(conn) -> None:
     # flip one byte in the middle, same size
     flip = "import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[len(b) // 2] ^= 1; open(p, 'wb').write(b)"
     sh(conn, shlex.join(["python3", "-c", flip, path]))
-    result = verify_backup(conn, newest, offsite=False)
+    result = verify_backup(conn, "example", newest, offsite=False)
     assert not result["ok"]
     assert [a["file"] for a in result["artifacts"] if not a["ok"]] == ["stats.sql"]
     assert any(p.startswith("stats.sql: sha256") for p in result["problems"])
+    # written over SSH, outside systemd's UMask=: still root's alone (they hold stderr tails)
+    assert sh(conn, f"stat -c %a {inst.STATUS_FILE} {inst.VERIFIED_FILE}").split() == ["600", "600"]
 
 
 def test_the_off_host_copy_restores_on_the_backup_host_alone(conn, inv, site_root: Path, target: Target) -> None:
-    run = run_now(conn)
+    run = run_now(conn, inv.site)
     local = parse(sh(conn, f"cat {inst.BACKUP_ROOT}/{run.id}/manifest.json"))
     record = backup_host_record(inv)
     assert record is not None
@@ -168,7 +174,7 @@ def test_the_off_host_copy_restores_on_the_backup_host_alone(conn, inv, site_roo
     try:
         password = (site_root / "secrets/example/restic-password").read_text().strip()
         repo = Repository("/srv/restic/example", Secret(password, "restic"), ("--no-lock",))
-        directory = fetch(store, run.id, "/var/tmp/relaunch-fetch", repo)
+        directory = fetch(store, run.id, "/var/tmp/relaunch-fetch", repo, site=inv.site)
         check = verify_remote_dir(store, directory)
         assert check.ok, check.problems
         fetched = parse(sh(store, f"cat {directory}/manifest.json"))
