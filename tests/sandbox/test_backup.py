@@ -95,6 +95,25 @@ def test_two_overlapping_runs_make_exactly_one_backup(conn) -> None:
         sh(conn, f"systemctl start {inst.TIMER}")
 
 
+def test_a_run_stopped_by_systemd_records_its_end_and_leaves_nothing_half_done(conn) -> None:
+    sh(conn, f"systemctl stop {inst.TIMER}")
+    try:
+        wait_idle(conn)
+        before = len(read_runs(conn))
+        sh(conn, f"systemctl start --no-block {inst.SERVICE}")
+        deadline = time.monotonic() + 60
+        while not ((runs := read_runs(conn))[before:] and runs[-1].state == "running"):
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        sh(conn, f"systemctl stop {inst.SERVICE}")  # SIGTERM to the runner and its children
+        last = read_runs(conn)[-1]
+        assert last.state == "finished" and not last.ok and last.step == "stopped", last
+        assert "SIGTERM" in (last.error or "")
+        assert sh(conn, f"ls -A {inst.BACKUP_ROOT} | grep '^\\.' || true") == ""  # no .tmp-ID, no .work
+    finally:
+        sh(conn, f"systemctl start {inst.TIMER}")
+
+
 def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn, inv, up) -> None:
     count = "sqlite3 /srv/notes/notes.db 'SELECT count(*) FROM notes'"
     first = int(sh(conn, count))
@@ -143,7 +162,8 @@ def test_the_timer_fires(conn) -> None:
     while True:
         trigger = sh(conn, f"systemctl show -P LastTriggerUSec {inst.TIMER}")
         runs = read_runs(conn)
-        if len(runs) > before and trigger not in ("", "n/a", "0"):
+        # a run is recorded as running when it starts: wait for its end
+        if len(runs) > before and runs[-1].state != "running" and trigger not in ("", "n/a", "0"):
             break
         assert time.monotonic() < deadline, f"the timer did not fire (last trigger {trigger!r})"
         time.sleep(2)

@@ -692,3 +692,14 @@ def test_a_manifest_without_deploy_parses_with_no_images(tmp_path: Path) -> None
     assert raw["deploy"] == {"images": {}}
     del raw["deploy"]
     assert manifest_mod.parse(json.dumps(raw)).images == {}
+
+
+def test_a_corrupt_status_file_is_moved_aside_and_the_run_still_records_itself(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    status = tmp_path / "state" / "status.json"
+    status.parent.mkdir()
+    status.write_text('{"runs": [')  # a write cut short
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr
+    assert "moved to" in res.stderr and (tmp_path / "state" / "status.json.corrupt").exists()
+    assert json.loads(status.read_text())["runs"][-1]["ok"] is True

@@ -984,7 +984,17 @@ def prune_when_due(config: dict, result: dict) -> None:
 
 
 def load_status(config: dict) -> dict:
-    data = read_json(Path(config["status_file"]), {})
+    """The status file's content; one that is not JSON is moved aside (``.corrupt``), said, and started afresh."""
+    path = Path(config["status_file"])
+    try:
+        data = read_json(path, {})
+    except ValueError as exc:
+        aside = path.with_name(f"{path.name}.corrupt")
+        os.replace(path, aside)
+        print(f"the status file {path} was not JSON ({exc}); moved to {aside}, starting a new one", file=sys.stderr, flush=True)
+        data = {}
+    if not isinstance(data, dict) or not isinstance(data.get("runs", []), list):
+        data = {}
     data.setdefault("runs", [])
     return data
 
