@@ -1,0 +1,331 @@
+"""``bench/run``: relaunch's recovery time against a by-hand baseline and the machine's floor (see the README).
+
+Brings the example site up in a sandbox of its own (its own Docker network, removed at the
+end, also on failure and Ctrl-C), on a production host and a spare "new" host, and for
+each data size measures in alternation over several rounds: by hand, floor, relaunch's
+data + restore (+ verify); then a scheduled backup against a plain script and the bytes
+the off-host store adds after a fixed workload; and, at the default size, one end-to-end
+``fab drill`` and ``fab rebuild``. Prints the table and the closing line; writes
+``bench/results/<date>.json`` and ``.svg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = "example"
+TOKEN = "bench-token"
+SPARE = "example-bench-new"
+DEFAULT_SIZES = (100, 500, 2000)
+DEFAULT_SIZE = 100
+
+log = logging.getLogger("bench")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default=str(DEFAULT_SIZE),
+                   help=f"data sizes in MB, comma-separated (default {DEFAULT_SIZE}; the issue's set: "
+                        f"{','.join(map(str, DEFAULT_SIZES))})")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per size (default 3)")
+    p.add_argument("--backup-rounds", type=int, default=2, help="scheduled-vs-plain backup rounds per size (default 2; 0: skip)")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end fab drill and fab rebuild")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="where the JSON and the plot go")
+    p.add_argument("--keep-logs", action="store_true", help="keep the work directory (relaunch logs) after the run")
+    args = p.parse_args(argv)
+    args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    if not args.sizes or min(args.sizes) <= 0:
+        p.error("--sizes: positive MB values")
+    if not 1 <= args.rounds <= 20 or not 0 <= args.backup_rounds <= 10:
+        p.error("--rounds 1..20, --backup-rounds 0..10")
+    return args
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were taken on, and how busy it was (other work shares these cores)."""
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    try:
+        info["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        info["mem_gb"] = round(int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 2**20, 1)
+        info["containers_running"] = len(subprocess.run(["docker", "ps", "-q"], capture_output=True, text=True).stdout.split())
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+class Bench:
+    """One benchmark run: its sandbox, its hosts, its numbers."""
+
+    def __init__(self, args: argparse.Namespace, base: Path) -> None:
+        self.args, self.base = args, base
+        self.site_root = base / "site"
+        self.logs = base / "logs"
+        self.logs.mkdir()
+        self.results: dict[str, Any] = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                        "machine": machine(), "args": {k: v for k, v in vars(args).items()},
+                                        "sizes": {}, "golden_image": "not built: every rebuild and drill bootstraps from the runbooks"}
+        self.loads: list[float] = []
+
+    # --- the sandbox ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from relaunch.cloud import Cloud
+        from relaunch.remote import ensure_client_key
+        from relaunch.sandbox.api import start_server
+        from relaunch.sandbox.docker_backend import DockerBackend
+        from relaunch.sandbox.site import Target
+
+        (self.site_root / "inventory").mkdir(parents=True)
+        data = yaml.safe_load((ROOT / "inventory/example.yml").read_text())
+        (self.site_root / "inventory/example.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+        self.key = self.base / "keys" / "id_ed25519"
+        self.key.parent.mkdir()
+        ensure_client_key(self.key)
+        self.backend = DockerBackend(network=f"relaunch-sandbox-b{os.getpid()}")
+        self.backend.prepare()
+        self.api = start_server(self.base / "cloud", self.backend, TOKEN, per_hour=1_000_000, per_minute=1_000_000)
+        self.cloud = Cloud(token=TOKEN, endpoint=self.api.url, timeout=30, poll_interval=0.5, poll_max_interval=2.0)
+        self.target = Target(cloud=self.cloud, network=self.backend.network, key_path=self.key)
+
+    def stop(self) -> None:
+        from relaunch.sandbox.docker_backend import remove_everything
+
+        for what in ("api",):
+            handle = getattr(self, what, None)
+            if handle is not None:
+                try:
+                    handle.close()
+                except Exception as exc:  # noqa: BLE001 - clean-up goes on
+                    log.warning("closing the sandbox API: %s", exc)
+        if getattr(self, "backend", None) is not None:
+            remove_everything(network=self.backend.network)
+
+    # --- hosts ---------------------------------------------------------------------------------------------
+
+    def hosts(self, size: int) -> tuple[Any, Any, float]:
+        """Production seeded to ``size`` MB (backups installed) and the spare new host; return both records and the setup time."""
+        from relaunch.sandbox.site import bring_up
+        from relaunch.state import load_hosts, production_record
+        from relaunch.inventory import load_site
+
+        started = time.monotonic()
+        say = lambda msg: log.info("bring-up: %s", msg)  # noqa: E731
+        bring_up(SITE, data_mb=size, root=self.site_root, target=self.target, backups=True, progress=say)
+        if SPARE not in load_hosts(SITE):
+            bring_up(SITE, data_mb=0, root=self.site_root, target=self.target, droplet=SPARE, progress=say)
+        inv = load_site(SITE, self.site_root)
+        old = production_record(SITE, inv.production.droplet_name)
+        return old, load_hosts(SITE)[SPARE], time.monotonic() - started
+
+    def child(self, mode: str, old: str = "", new: str = "") -> dict[str, Any]:
+        spec = {"mode": mode, "site": SITE, "root": str(self.site_root), "api": self.api.url, "token": TOKEN,
+                "dns_port": self.api.dns_port, "key": str(self.key), "old": old, "new": new}
+        log_file = self.logs / f"{mode}-{int(time.time())}.log"
+        with open(log_file, "w") as err:
+            proc = subprocess.run([sys.executable, "-m", "bench.child", json.dumps(spec)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=err, text=True, timeout=6 * 3600)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise SystemExit(f"relaunch {mode} failed (exit {proc.returncode}); its log: {log_file}\n"
+                             + log_file.read_text()[-3000:])
+        out = json.loads(lines[-1])
+        out["log"] = str(log_file)
+        return out
+
+    # --- one size ------------------------------------------------------------------------------------------
+
+    def size(self, mb: int) -> dict[str, Any]:
+        from relaunch import apps, transfer
+        from relaunch.inventory import load_site
+        from relaunch.provision import open_host
+        from bench import variants
+
+        log.info("== %d MB: bringing the hosts up", mb)
+        old_rec, new_rec, setup = self.hosts(mb)
+        inv = load_site(SITE, self.site_root)
+        trees = [p for app in inv.apps for p in app.files]
+        old, new = open_host(old_rec, self.key), open_host(new_rec, self.key)
+        out: dict[str, Any] = {"setup_s": round(setup, 1), "old": old_rec.name, "new": new_rec.name, "rounds": []}
+        try:
+            variants.quiesce(old, inv, backup_timer=True)
+            variants.quiesce(new, inv, backup_timer=True)
+            compose_old, compose_new = apps.compose_command(old), apps.compose_command(new)
+            reset = variants.reset_script(inv, compose_new, trees)
+            order = list(report.VARIANTS)
+            for i in range(self.args.rounds):
+                rnd: dict[str, Any] = {"load": os.getloadavg()[0], "steps": {}}
+                for variant in order:
+                    variants.run_script(new, reset, "resetting the new host")
+                    log.info("%d MB round %d: %s", mb, i + 1, variant)
+                    if variant == "relaunch":
+                        res = self.child("data", old_rec.name, new_rec.name)
+                        rnd["relaunch"] = {k: round(v, 3) for k, v in res["phases"].items()}
+                        rnd["relaunch_peak_mb"] = round(res["peak_mb"], 1)
+                    else:
+                        with transfer.link(old, old_rec.host_key, new, src_address=old_rec.ipv4) as ln:
+                            make = variants.by_hand if variant == "by_hand" else variants.floor
+                            timed = variants.run_script(new, make(ln, inv, compose_old, compose_new, trees), variant)
+                        rnd[variant] = round(timed.seconds, 3)
+                        rnd["steps"][variant] = timed.steps
+                    log.info("  -> %s", rnd.get(variant))
+                order = order[1:] + order[:1]  # the next round starts with the next variant
+                out["rounds"].append(rnd)
+            out.update(report.summarize(out["rounds"]))
+            variants.run_script(new, reset, "resetting the new host")
+            if self.args.backup_rounds:
+                out["backups"] = self.backups(mb, old, inv, trees, compose_old)
+        finally:
+            old.close()
+            new.close()
+        return out
+
+    def backups(self, mb: int, old: Any, inv: Any, trees: list[str], compose: list[str]) -> dict[str, Any]:
+        from relaunch.backup.sandbox_store import backup_host_record
+        from relaunch.backup.install import parse_sftp
+        from relaunch.provision import open_host
+        from bench import variants
+
+        config = json.loads(old.run("cat /etc/relaunch/backup.json", hide=True, in_stream=False).stdout)
+        plain = variants.plain_backup_script(inv, compose, trees, config)
+        rounds = []
+        for i in range(self.args.backup_rounds):
+            rnd: dict[str, Any] = {"load": os.getloadavg()[0]}
+            for which in (("scheduled", "plain") if i % 2 == 0 else ("plain", "scheduled")):
+                log.info("%d MB backup round %d: %s", mb, i + 1, which)
+                if which == "scheduled":
+                    got = variants.scheduled_backup(old, SITE)
+                    rnd.update(scheduled=round(got["seconds"], 3), runner_peak_mb=round(got["runner_peak_mb"], 1),
+                               tree_peak_mb=round(got["tree_peak_mb"], 1))
+                else:
+                    timed = variants.run_script(old, plain, "the plain backup script")
+                    rnd.update(plain=round(timed.seconds, 3), plain_steps=timed.steps)
+                log.info("  -> %s", rnd.get(which))
+            rounds.append(rnd)
+        out = report.summarize_backups(rounds)
+        out["rounds_detail"] = rounds
+        # The bytes the store adds for a run after a fixed workload (same rows and files for a given size).
+        record = backup_host_record(inv)
+        repo = parse_sftp(inv.backups.offsite.repository)
+        store = open_host(record, self.key)
+        try:
+            du = lambda: int(store.run(f"du -sb {repo.path}", hide=True, in_stream=False).stdout.split()[0])  # noqa: E731
+            variants.scheduled_backup(old, SITE)  # whatever changed before is in the store now
+            before = du()
+            variants.run_script(old, variants.workload_script(inv, compose, trees, seed=mb), "the fixed workload")
+            got = variants.scheduled_backup(old, SITE)
+            added = du() - before
+        finally:
+            store.close()
+        out.update(store_added_mb=round(added / 2**20, 2), after_workload_s=round(got["seconds"], 2),
+                   workload="20000 rows in each database, 8 files of 512 KiB")
+        return out
+
+    def end_to_end(self) -> dict[str, Any]:
+        """One fab drill, then one fab rebuild (live, switched), of the site as it is; phases, RTO, overhead."""
+        from relaunch.state import load_hosts
+
+        out: dict[str, Any] = {}
+        for mode in ("drill", "rebuild"):
+            log.info("end to end: %s", mode)
+            res = self.child(mode)
+            rec = res.get("record") or {}
+            phases = {p["name"]: p["seconds"] for p in rec.get("phases", [])}
+            out[mode] = {"status": res.get("status"), "error": res.get("error"), "rto_s": rec.get("rto_seconds"),
+                         "phases": phases, "overhead_s": report.overhead(phases),
+                         "overhead_without_bootstrap_s": report.overhead(phases, ("boot", "data", "bootstrap")),
+                         "peak_mb": round(res["peak_mb"], 1), "golden_image": False}
+            log.info("  -> %s", out[mode])
+        # the rebuild retired the old production host: destroy it (one Droplet less on a busy machine)
+        for name, host in load_hosts(SITE).items():
+            if host.role == "retired":
+                self.cloud.destroy_droplet(host.droplet_id)
+        return out
+
+    def run(self) -> int:
+        self.start()
+        default = DEFAULT_SIZE if DEFAULT_SIZE in self.args.sizes else self.args.sizes[0]
+        for mb in self.args.sizes:
+            self.results["sizes"][str(mb)] = self.size(mb)
+            if mb == default and not self.args.no_e2e:
+                self.results["end_to_end"] = self.end_to_end()
+            self.save()  # after every size: a long run that dies keeps what it measured
+        self.results["machine"]["load_after"] = os.getloadavg()
+        sizes = {int(k): v for k, v in self.results["sizes"].items()}
+        self.results["linearity"] = {k: report.linearity([(x, s.get(f"{k}_s")) for x, s in sizes.items()])
+                                     for k in report.SERIES}
+        js, svg = self.save()
+        e2e = self.results.get("end_to_end") or {}
+        rebuild = e2e.get("rebuild") or {}
+        drill = e2e.get("drill") or {}
+        peak = max([v for v in [sizes[default].get("peak_mb"), rebuild.get("peak_mb")] if v is not None] or [0]) or None
+        print(report.table(sizes))
+        print()
+        for mb, s in sorted(sizes.items()):
+            print(f"{mb} MB: relaunch/by-hand={report._num(s.get('relaunch_by_hand'), 2)} "
+                  f"relaunch/floor={report._num(s.get('relaunch_floor'), 2)} "
+                  f"with verify/by-hand={report._num(s.get('verified_by_hand'), 2)} "
+                  f"(per-round medians {report._num(s.get('per_round_by_hand'), 2)} / {report._num(s.get('per_round_floor'), 2)}); "
+                  f"loads {[round(r['load'], 1) for r in s['rounds']]}")
+        for mode, r in e2e.items():
+            print(f"fab {mode} (no golden image): {r['status']}, RTO {report._num(r['rto_s'])} s, overhead "
+                  f"{report._num(r['overhead_s'])} s ({report._num(r['overhead_without_bootstrap_s'])} s without the "
+                  f"bootstrap), peak {report._num(r['peak_mb'], 0)} MB; phases {r['phases']}")
+        lin = self.results["linearity"].get("relaunch")
+        if lin:
+            print(f"relaunch time vs size: {lin['slope_s_per_mb'] * 1000:.1f} s/GB + {lin['intercept_s']:.1f} s, r²={lin['r2']:.3f}")
+        print(f"machine: {self.results['machine']}")
+        print(f"results: {js}\nplot: {svg}")
+        summary = dict(sizes[default])
+        summary["peak_mb"] = peak
+        print(report.final_line(summary, rebuild.get("overhead_s"), rebuild.get("rto_s") or drill.get("rto_s")))
+        return 0
+
+    def save(self) -> tuple[Path, Path]:
+        stamp = self.results["started_at"].replace(":", "").replace("+0000", "Z")
+        return report.write_results(Path(self.args.out), stamp, self.results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    for noisy in ("paramiko", "urllib3", "invoke", "fabric", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    base = Path(tempfile.mkdtemp(prefix="relaunch-bench-"))
+    # the benchmark's own state: never the user's ~/.ssh, relaunch state or sandbox
+    os.environ.update(HOME=str(base / "home"), RELAUNCH_SANDBOX_DIR=str(base / "sandbox-state"),
+                      RELAUNCH_STATE_DIR=str(base / "relaunch-state"))
+    for name in ("SSH_AUTH_SOCK", "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"):
+        os.environ.pop(name, None)
+    (base / "home").mkdir()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    bench = Bench(args, base)
+    try:
+        return bench.run()
+    finally:
+        log.info("removing the benchmark's sandbox")
+        bench.stop()
+        if args.keep_logs:
+            log.info("work directory kept: %s", base)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
