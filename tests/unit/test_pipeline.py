@@ -122,3 +122,27 @@ def test_lock_refuses_a_second_run_and_names_the_holder():
             with run_lock("example", "rebuild"):
                 pass
     assert holder_pid("example", "rebuild") is None
+
+
+def _context(journal: Journal):
+    from relaunch.inventory.secrets import Secrets
+    from relaunch.pipeline.context import RunContext
+
+    return RunContext(inv=None, secrets=Secrets({}), cloud=None, key_path=None, journal=journal, options={})  # type: ignore[arg-type]
+
+
+def test_artifacts_of_an_in_memory_run_stay_in_memory():
+    # rebuild.data_restore_verify (the benchmark's entry point) runs the data step, which saves the source's
+    # listings as an artifact, with a journal kept in memory only: it has no run directory to write them to.
+    ctx = _context(Journal.ephemeral("site", "bench", {}))
+    ctx.save_artifact("source-listings.json", {"/srv/x": {".": ["d", 0, 493, 0, 0, "", ""]}})
+    assert ctx.load_artifact("source-listings.json") == {"/srv/x": {".": ["d", 0, 493, 0, 0, "", ""]}}
+    assert ctx.load_artifact("other.json") is None
+
+
+def test_artifacts_of_a_journaled_run_go_to_its_directory():
+    journal = Journal.new("site", "rebuild", {})
+    ctx = _context(journal)
+    ctx.save_artifact("a.json", [1, 2])
+    assert ctx.load_artifact("a.json") == [1, 2]
+    assert ctx.artifact_path("a.json").parent == journal.path.parent / f"rebuild-{journal.id}.d"

@@ -44,6 +44,8 @@ class RunContext:
     #: In-process results of steps for the caller (a bootstrap's result, a health report): not journaled.
     results: dict[str, Any] = field(default_factory=dict)
     _conns: dict[str, Connection] = field(default_factory=dict)
+    #: Artifacts of a run whose journal is kept in memory only (no run directory to write them to).
+    _artifacts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -66,14 +68,24 @@ class RunContext:
     # --- the run's own files (listings too large for the journal) --------------------
 
     def artifact_path(self, name: str) -> Path:
+        """The artifact's file in the run's directory. Raise RelaunchError for an in-memory journal (it has none)."""
+        if self.journal.path is None:
+            raise RelaunchError(f"run {self.journal.id} keeps its journal in memory: artifact {name!r} has no file")
         directory = self.journal.path.parent / f"{self.journal.kind}-{self.journal.id}.d"
         make_private_dirs(directory)
         return directory / name
 
     def save_artifact(self, name: str, data: Any) -> None:
+        """Keep ``data`` (JSON) for later steps: in the run's directory, or in memory for an in-memory journal."""
+        if self.journal.path is None:
+            self._artifacts[name] = json.loads(json.dumps(data))  # the same JSON round trip a file gives
+            return
         write_json_atomic(self.artifact_path(name), data)
 
     def load_artifact(self, name: str) -> Any:
+        """What :meth:`save_artifact` kept under ``name``, or None."""
+        if self.journal.path is None:
+            return self._artifacts.get(name)
         path = self.artifact_path(name)
         return json.loads(path.read_text()) if path.exists() else None
 
