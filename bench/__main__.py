@@ -126,10 +126,9 @@ class Bench:
         from relaunch.inventory import load_site
 
         started = time.monotonic()
-        say = lambda msg: log.info("bring-up: %s", msg)  # noqa: E731
-        bring_up(SITE, data_mb=size, root=self.site_root, target=self.target, backups=True, progress=say)
+        bring_up(SITE, data_mb=size, root=self.site_root, target=self.target, backups=True)
         if SPARE not in load_hosts(SITE):
-            bring_up(SITE, data_mb=0, root=self.site_root, target=self.target, droplet=SPARE, progress=say)
+            bring_up(SITE, data_mb=0, root=self.site_root, target=self.target, droplet=SPARE)
         inv = load_site(SITE, self.site_root)
         old = production_record(SITE, inv.production.droplet_name)
         return old, load_hosts(SITE)[SPARE], time.monotonic() - started
@@ -143,7 +142,7 @@ class Bench:
                                   stdout=subprocess.PIPE, stderr=err, text=True, timeout=6 * 3600)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
         if proc.returncode != 0 or not lines:
-            raise SystemExit(f"relaunch {mode} failed (exit {proc.returncode}); its log: {log_file}\n"
+            raise RuntimeError(f"relaunch {mode} failed (exit {proc.returncode}); its log: {log_file}\n"
                              + log_file.read_text()[-3000:])
         out = json.loads(lines[-1])
         out["log"] = str(log_file)
@@ -174,27 +173,43 @@ class Bench:
                 for variant in order:
                     variants.run_script(new, reset, "resetting the new host")
                     log.info("%d MB round %d: %s", mb, i + 1, variant)
-                    if variant == "relaunch":
-                        res = self.child("data", old_rec.name, new_rec.name)
-                        rnd["relaunch"] = {k: round(v, 3) for k, v in res["phases"].items()}
-                        rnd["relaunch_peak_mb"] = round(res["peak_mb"], 1)
-                    else:
-                        with transfer.link(old, old_rec.host_key, new, src_address=old_rec.ipv4) as ln:
-                            make = variants.by_hand if variant == "by_hand" else variants.floor
-                            timed = variants.run_script(new, make(ln, inv, compose_old, compose_new, trees), variant)
-                        rnd[variant] = round(timed.seconds, 3)
-                        rnd["steps"][variant] = timed.steps
+                    try:
+                        self.variant(variant, rnd, old, new, old_rec, new_rec, inv, compose_old, compose_new, trees)
+                    except Exception as exc:  # noqa: BLE001 - one failed variant leaves the round's others standing
+                        log.error("%d MB round %d: %s failed: %s", mb, i + 1, variant, exc)
+                        rnd.setdefault("errors", {})[variant] = str(exc)[-2000:]
                     log.info("  -> %s", rnd.get(variant))
                 order = order[1:] + order[:1]  # the next round starts with the next variant
                 out["rounds"].append(rnd)
             out.update(report.summarize(out["rounds"]))
             variants.run_script(new, reset, "resetting the new host")
             if self.args.backup_rounds:
-                out["backups"] = self.backups(mb, old, inv, trees, compose_old)
+                try:
+                    out["backups"] = self.backups(mb, old, inv, trees, compose_old)
+                except Exception as exc:  # noqa: BLE001 - the data-path numbers stand; say what failed
+                    log.error("backups at %d MB failed: %s", mb, exc)
+                    out["backups"] = {"error": str(exc)[-2000:]}
         finally:
             old.close()
             new.close()
         return out
+
+    def variant(self, variant: str, rnd: dict[str, Any], old: Any, new: Any, old_rec: Any, new_rec: Any, inv: Any,
+                compose_old: list[str], compose_new: list[str], trees: list[str]) -> None:
+        """Time one variant on the (reset) new host; put its numbers into the round."""
+        from relaunch import transfer
+        from bench import variants
+
+        if variant == "relaunch":
+            res = self.child("data", old_rec.name, new_rec.name)
+            rnd["relaunch"] = {k: round(v, 3) for k, v in res["phases"].items()}
+            rnd["relaunch_peak_mb"] = round(res["peak_mb"], 1)
+            return
+        with transfer.link(old, old_rec.host_key, new, src_address=old_rec.ipv4) as ln:
+            make = variants.by_hand if variant == "by_hand" else variants.floor
+            timed = variants.run_script(new, make(ln, inv, compose_old, compose_new, trees), variant)
+        rnd[variant] = round(timed.seconds, 3)
+        rnd["steps"][variant] = timed.steps
 
     def backups(self, mb: int, old: Any, inv: Any, trees: list[str], compose: list[str]) -> dict[str, Any]:
         from relaunch.backup.sandbox_store import backup_host_record
@@ -244,7 +259,13 @@ class Bench:
         out: dict[str, Any] = {}
         for mode in ("drill", "rebuild"):
             log.info("end to end: %s", mode)
-            res = self.child(mode)
+            try:
+                res = self.child(mode)
+            except Exception as exc:  # noqa: BLE001 - the other numbers stand; say what failed
+                log.error("end to end %s failed: %s", mode, exc)
+                out[mode] = {"status": "error", "error": str(exc)[-2000:], "rto_s": None, "phases": {},
+                             "overhead_s": None, "overhead_without_bootstrap_s": None, "peak_mb": None}
+                continue
             rec = res.get("record") or {}
             phases = {p["name"]: p["seconds"] for p in rec.get("phases", [])}
             out[mode] = {"status": res.get("status"), "error": res.get("error"), "rto_s": rec.get("rto_seconds"),
@@ -255,7 +276,10 @@ class Bench:
         # the rebuild retired the old production host: destroy it (one Droplet less on a busy machine)
         for name, host in load_hosts(SITE).items():
             if host.role == "retired":
-                self.cloud.destroy_droplet(host.droplet_id)
+                try:
+                    self.cloud.destroy_droplet(host.droplet_id)
+                except Exception as exc:  # noqa: BLE001 - only to spare the machine
+                    log.warning("destroying the retired host %s: %s", name, exc)
         return out
 
     def run(self) -> int:
@@ -274,7 +298,8 @@ class Bench:
         e2e = self.results.get("end_to_end") or {}
         rebuild = e2e.get("rebuild") or {}
         drill = e2e.get("drill") or {}
-        peak = max([v for v in [sizes[default].get("peak_mb"), rebuild.get("peak_mb")] if v is not None] or [0]) or None
+        peak = max([v for v in [sizes[default].get("peak_mb"), rebuild.get("peak_mb"), drill.get("peak_mb")]
+                    if v is not None] or [0]) or None
         print(report.table(sizes))
         print()
         for mb, s in sorted(sizes.items()):

@@ -22,9 +22,10 @@ from fabric import Connection
 
 from relaunch import apps
 from relaunch.databases import engine
+from relaunch.databases.base import RemoteCommand
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
-from relaunch.transfer import Link
+from relaunch.transfer import Link, _exec  # noqa: PLC2701 - the one channel runner
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,15 @@ def run_script(conn: Connection, script: str, what: str, timeout: float = 7200) 
     first). Raise RelaunchError with the output's tail if the script fails.
     """
     started = time.monotonic()
-    res = conn.run("bash -s", in_stream=io.StringIO(script), hide=True, warn=True, timeout=timeout)
+    # the script is an argument, not stdin: `docker-compose exec -T` reads stdin and would eat the rest of it
+    res = _exec(conn, RemoteCommand(("bash", "-c", script, "bench"), what))
     seconds = time.monotonic() - started
-    if not res.ok:
-        raise RelaunchError(f"{conn.host}: {what} failed (exit {res.exited}):\n{(res.stdout + res.stderr)[-2000:]}")
+    stdout = res.out.decode("utf-8", "replace")
+    if res.status != 0:
+        raise RelaunchError(f"{conn.host}: {what} failed (exit {res.status}):\n{(stdout + res.err)[-2000:]}")
     steps: dict[str, float] = {}
     last = None
-    for line in res.stdout.splitlines():
+    for line in stdout.splitlines():
         word, _, rest = line.partition(" ")
         if word == "bench-start":
             last = float(rest)
@@ -116,9 +119,12 @@ def floor(ln: Link, inv: Inventory, compose_old: list[str], compose_new: list[st
         create = shlex.join(eng.create_command(db, compose_new).argv)
         lines.append(f"( {create} && {dump} </dev/null | {restore}; mark db-{db.name} ) & pids+=($!)")
     for tree in trees:
+        # the SQLite files come with their dump, and the restore's temporary file beside them is not --delete's
         excludes = [f"--exclude=/{posixpath.relpath(p, tree)}" for db in inv.databases if db.path
                     and db.path.startswith(tree + "/") for p in (db.path, f"{db.path}-wal", f"{db.path}-shm",
-                                                                f"{db.path}-journal")]
+                                                                f"{db.path}-journal", posixpath.join(
+                                                                    posixpath.dirname(db.path),
+                                                                    f".{posixpath.basename(db.path)}.relaunch-restore-*"))]
         rsync = ["rsync", "-aH", "--numeric-ids", "--delete", *excludes, "-e", shlex.join(ln.ssh_options()),
                  ln.rsync_source(tree), f"{tree}/"]
         lines.append(f"( mkdir -p {q(tree)} && {shlex.join(rsync)} </dev/null; mark rsync-{tree} ) & pids+=($!)")
@@ -245,7 +251,7 @@ def workload_script(inv: Inventory, compose: list[str], trees: list[str], seed: 
                    f"FROM generate_series(1, {rows}) AS i;\n")
             cmd = eng.session_command(db, compose).argv
         elif db.engine in ("mariadb", "mysql"):
-            sql = (f"CREATE TABLE IF NOT EXISTS bench_workload (seed int, i int, v text) ENGINE=InnoDB;\n"
+            sql = (f"USE `{db.database}`;\nCREATE TABLE IF NOT EXISTS bench_workload (seed int, i int, v text) ENGINE=InnoDB;\n"
                    f"INSERT INTO bench_workload SELECT {seed}, seq, REPEAT(MD5(CONCAT({seed}, ':', seq)), 4) "
                    f"FROM seq_1_to_{rows};\n")
             cmd = eng._query(db, compose).argv  # noqa: SLF001 - the engine's own query client
