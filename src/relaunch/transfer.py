@@ -727,8 +727,30 @@ exit "$rc"
 _SOURCE_CHECK = 'test -d "$1" || exit 3; command -v rsync >/dev/null 2>&1 || exit 4'
 
 
-def rsync_argv(ln: Link, path: str, bwlimit: int | None = None) -> list[str]:
-    """Return the rsync argv the new host runs to pull ``path`` from the old host into the same path."""
+def rsync_exclude(path: str, exclude: Sequence[str]) -> list[str]:
+    """Return rsync's ``--exclude`` options for the absolute paths in ``exclude`` that lie inside tree ``path``.
+
+    Each is anchored at the tree's root (``/rel``), so it matches that one path only; rsync's
+    wildcard characters in a name are escaped. Paths outside the tree are ignored.
+    """
+    root = _check_tree_path(path)
+    out = []
+    for p in exclude:
+        if not p.startswith(root + "/"):
+            continue
+        rel = p[len(root):]
+        if re.search(r"[*?\[\\]", rel):  # rsync reads backslashes as escapes only when a wildcard is present
+            rel = re.sub(r"([*?\[\\])", r"\\\1", rel)
+        out.append(f"--exclude={rel}")
+    return out
+
+
+def rsync_argv(ln: Link, path: str, bwlimit: int | None = None, exclude: Sequence[str] = ()) -> list[str]:
+    """Return the rsync argv the new host runs to pull ``path`` from the old host into the same path.
+
+    ``exclude``: absolute paths inside the tree that are not copied (nor deleted on the new
+    host: rsync's ``--delete`` spares excluded paths), e.g. SQLite files that come with their dump.
+    """
     argv = [
         "rsync", "-aHAX", "--numeric-ids", "--delete", f"--partial-dir={PARTIAL_DIR}",
         # rsync skips a file whose size and mtime match; at its default whole-second precision a
@@ -742,11 +764,12 @@ def rsync_argv(ln: Link, path: str, bwlimit: int | None = None) -> list[str]:
         argv.append("--rsync-path=sudo -n rsync")
     if bwlimit:
         argv.append(f"--bwlimit={int(bwlimit)}")
+    argv += rsync_exclude(path, exclude)
     return [*argv, ln.rsync_source(path), f"{path}/"]
 
 
 def pull_tree(ln: Link, path: str, dst: Connection, progress: Progress | None = None,
-              bwlimit: int | None = None) -> TreeCopy:
+              bwlimit: int | None = None, exclude: Sequence[str] = ()) -> TreeCopy:
     """On the new host, make tree ``path`` the same as ``path`` on the old host (rsync through the link).
 
     Owners and groups by number, modes, times, symlinks, hard links, ACLs and xattrs are
@@ -754,14 +777,15 @@ def pull_tree(ln: Link, path: str, dst: Connection, progress: Progress | None = 
     part-way (Ctrl-C, a broken link) continues where it stopped the next time: the
     interrupted file's part waits in ``.rsync-partial`` and is reused. ``progress(bytes
     done, estimated total or None)`` follows rsync's overall progress. ``bwlimit``:
-    KiB/s, to spare the old host's network. rsync exit 24 (files vanished while copying:
+    KiB/s, to spare the old host's network. ``exclude``: absolute paths inside the tree left
+    out (see :func:`rsync_argv`). rsync exit 24 (files vanished while copying:
     the source is still being written) is logged, not raised. Raise RelaunchError if
     ``path`` is not a directory on the old host, rsync is missing there, or rsync fails
     (its exit status and stderr tail).
     """
     path = _check_tree_path(path)
     check = ln.command(["sh", "-c", _SOURCE_CHECK, "sh", path])
-    rsync = rsync_argv(ln, path, bwlimit)
+    rsync = rsync_argv(ln, path, bwlimit, exclude)
     cmd = RemoteCommand(("bash", "-c", _TREE, "pull-tree", path, str(len(check)), *check, *rsync),
                         f"rsync {path} from {ln.address}")
     codes: dict[str, int] = {}

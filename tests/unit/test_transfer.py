@@ -30,6 +30,7 @@ from relaunch.transfer import (
     parse_rsync_progress,
     parse_rsync_stats,
     rsync_argv,
+    rsync_exclude,
 )
 
 LINK = Link(address="203.0.113.7", user="root", port=22, directory="/run/relaunch/link-0123abcd", token="relaunch-link-0123abcd")
@@ -137,6 +138,19 @@ def test_rsync_argv_preserves_everything_and_resumes() -> None:
     # rsync splits -e at spaces (honouring quotes): it must give back exactly the link's options
     assert shlex.split(argv[argv.index("-e") + 1]) == LINK.ssh_options()
     assert not any(a.startswith("--rsync-path") for a in argv)
+
+
+def test_rsync_argv_leaves_out_the_database_files_inside_the_tree() -> None:
+    # SQLite files inside a tree come with their dump: copying them with the tree too moved them twice
+    argv = rsync_argv(LINK, "/srv/notes", exclude=["/srv/notes/notes.db", "/srv/notes/notes.db-wal", "/srv/other.db"])
+    assert [a for a in argv if a.startswith("--exclude")] == ["--exclude=/notes.db", "--exclude=/notes.db-wal"]
+    assert argv[-2:] == ["root@203.0.113.7:/srv/notes/", "/srv/notes/"]
+    assert not any(a.startswith("--delete-excluded") for a in argv)  # the new host's copy is left to the restore
+
+
+def test_rsync_exclude_anchors_each_path_and_escapes_wildcards() -> None:
+    assert rsync_exclude("/srv/x/", ["/srv/x/a/b.db", "/srv/xy/c.db", "/srv/x"]) == ["--exclude=/a/b.db"]
+    assert rsync_exclude("/srv/x", ["/srv/x/we*ird[1].db"]) == [r"--exclude=/we\*ird\[1].db"]
 
 
 def test_rsync_argv_brackets_ipv6_and_sudoes_for_a_sudoer() -> None:
