@@ -80,6 +80,7 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     fingerprints: dict[str, str] = {}
     dumps: dict[str, dict[str, Any]] = {}
     copies: dict[str, dict[str, Any]] = {}
+    listings: dict[str, transfer.Listing] = {}
     with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
         def one_db(db: Any) -> None:
             eng = engine(db.engine)
@@ -91,13 +92,20 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
 
         def one_tree(path: str) -> None:
-            copy = transfer.pull_tree(link, path, new, progress=lambda done, total: ctx.bytes("data", path, done, total))
+            # the SQLite files inside come with their dump: not copied twice
+            copy = transfer.pull_tree(link, path, new, progress=lambda done, total: ctx.bytes("data", path, done, total),
+                                      exclude=sorted(skip))
             copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
             ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
 
+        def one_listing(path: str) -> None:
+            listings[path] = transfer.tree_listing(old, path, exclude=sorted(skip))
+
+        # The source's listings are taken while the copies run (the writers are stopped: the trees hold still),
+        # not after them: hashing every file on the old host is then no longer a phase of its own.
         run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases]
-                + [lambda p=p: one_tree(p) for p in trees(ctx)])
-    listings = {path: transfer.tree_listing(old, path, exclude=sorted(skip)) for path in trees(ctx)}
+                + [lambda p=p: one_tree(p) for p in trees(ctx)]
+                + [lambda p=p: one_listing(p) for p in trees(ctx)])
     ctx.save_artifact("source-listings.json", {path: {p: list(e) for p, e in lst.items()} for path, lst in listings.items()})
     return {"source": "live", "source_fingerprints": fingerprints, "dumps": dumps, "trees_copied": copies,
             "rpo_seconds": 0, "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
