@@ -65,14 +65,30 @@ def restore(ctx: RunContext) -> dict[str, Any]:
 
 
 def verify(ctx: RunContext) -> dict[str, Any]:
-    """Compare every database's fingerprint and every tree's listing on the new host with the source's."""
+    """Compare every database's fingerprint and every tree's listing on the new host with the source's.
+
+    The fingerprints and listings are taken in parallel (each reads its own database or tree).
+    """
     new = ctx.new_conn()
     compose = apps.compose_command(new)
     source = ctx.state.get("source_fingerprints") or {}
+    skip = database_files(ctx)
+    expected = _expected_listings(ctx, new)
+    got_fp: dict[str, Fingerprint] = {}
+    got_listing: dict[str, transfer.Listing] = {}
+
+    def one_db(db: Any) -> None:
+        got_fp[db.name] = engine(db.engine).fingerprint(new, db, compose)
+
+    def one_tree(path: str) -> None:
+        got_listing[path] = transfer.tree_listing(new, path, exclude=sorted(skip))
+
+    run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases]
+            + [lambda p=p: one_tree(p) for p in trees(ctx)])
     databases: list[dict[str, Any]] = []
     problems: list[str] = []
     for db in ctx.inv.databases:
-        got = engine(db.engine).fingerprint(new, db, compose)
+        got = got_fp[db.name]
         entry: dict[str, Any] = {"name": db.name, "engine": db.engine, "tables": len(got.tables), "rows": got.rows,
                                  "fingerprint_match": None, "mismatches": []}
         if db.name in source:
@@ -83,11 +99,9 @@ def verify(ctx: RunContext) -> dict[str, Any]:
         else:
             entry["mismatches"] = ["the source has no fingerprint of it (only its presence is checked)"]
         databases.append(entry)
-    skip = database_files(ctx)
-    expected = _expected_listings(ctx, new)
     files: list[dict[str, Any]] = []
     for path in trees(ctx):
-        actual = transfer.tree_listing(new, path, exclude=sorted(skip))
+        actual = got_listing[path]
         want = expected.get(path)
         diff = transfer.compare_listings(want, actual) if want is not None else [f"no source listing of {path}"]
         size = sum(e.size for e in actual.values() if e.type == "f")

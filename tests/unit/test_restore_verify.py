@@ -1,0 +1,85 @@
+"""pipeline.steps.restore.verify with fake hosts: what it compares, and that it reads in parallel."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from relaunch.databases.base import Fingerprint, TableFingerprint
+from relaunch.errors import RelaunchError
+from relaunch.pipeline.journal import Journal
+from relaunch.pipeline.steps import restore
+from relaunch.transfer import Entry
+
+
+def fingerprint(rows: int) -> Fingerprint:
+    return Fingerprint({"t": TableFingerprint(rows, f"sum{rows}")}, "2026-01-01T00:00:00+00:00", None, "postgresql")
+
+
+class Ctx:
+    def __init__(self, listings: dict[str, Any]) -> None:
+        self.inv = SimpleNamespace(
+            databases=[SimpleNamespace(name=n, engine="postgresql", path=None) for n in ("a", "b", "c")],
+            apps=[SimpleNamespace(files=["/srv/x"]), SimpleNamespace(files=["/srv/y", "/srv/z"])])
+        self.journal = Journal.ephemeral("site", "bench", {})
+        self.journal.state.update(source="live", source_fingerprints={n: fingerprint(10).to_json() for n in "abc"})
+        self._listings = listings
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.journal.state
+
+    def new_conn(self) -> object:
+        return object()
+
+    def load_artifact(self, name: str) -> Any:
+        return self._listings
+
+
+LISTING = {".": Entry("d", 0, 0o755, 0, 0, "", ""), "f": Entry("f", 3, 0o644, 0, 0, "abc", "")}
+
+
+@pytest.fixture
+def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Fake engines and listings; every read waits at a barrier that only parallel reads pass."""
+    barrier = threading.Barrier(2, timeout=5)  # 6 reads: passes in pairs, never alone
+    got: dict[str, Any] = {"rows": {n: 10 for n in "abc"}, "barrier": barrier}
+
+    def fp(conn: object, db: Any, compose: object) -> Fingerprint:
+        barrier.wait()
+        return fingerprint(got["rows"][db.name])
+
+    def listing(conn: object, path: str, exclude: object = ()) -> dict[str, Entry]:
+        barrier.wait()
+        return dict(LISTING)
+
+    monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(fingerprint=fp))
+    monkeypatch.setattr(restore.transfer, "tree_listing", listing)
+    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
+    return got
+
+
+def saved(paths: list[str]) -> dict[str, Any]:
+    return {p: {k: list(e) for k, e in LISTING.items()} for p in paths}
+
+
+def test_verify_reads_every_database_and_tree_in_parallel_and_records_the_match(hosts) -> None:
+    # serially, the first read would wait at the barrier alone and fail after 5 s
+    ctx = Ctx(saved(["/srv/x", "/srv/y", "/srv/z"]))
+    assert restore.verify(ctx) == {"verified": True}
+    assert [d["fingerprint_match"] for d in ctx.state["verify_databases"]] == [True, True, True]
+    assert [(f["path"], f["match"]) for f in ctx.state["verify_files"]] == [("/srv/x", True), ("/srv/y", True),
+                                                                              ("/srv/z", True)]
+
+
+def test_verify_names_the_database_and_the_tree_that_differ(hosts) -> None:
+    hosts["rows"]["b"] = 9
+    ctx = Ctx(saved(["/srv/x", "/srv/y"]))  # no source listing of /srv/z
+    with pytest.raises(RelaunchError) as err:
+        restore.verify(ctx)
+    assert "database b: table t: 9 rows, expected 10" in str(err.value)
+    assert "/srv/z: no source listing of /srv/z" in str(err.value)
+    assert [d["fingerprint_match"] for d in ctx.state["verify_databases"]] == [True, False, True]
