@@ -100,6 +100,16 @@ def test_dump_command_postgresql_snapshot_is_passed_to_pg_dump() -> None:
     assert "--snapshot=00000003-0000004B-1" in postgresql.dump_command(pg(), COMPOSE, snapshot="00000003-0000004B-1").argv
 
 
+def test_dump_command_compress_sets_pg_dump_s_level_and_is_ignored_where_nothing_compresses() -> None:
+    assert not any(a.startswith("--compress") for a in postgresql.dump_command(pg(), COMPOSE).argv)
+    assert "--compress=0" in postgresql.dump_command(pg(), COMPOSE, compress=0).argv
+    with pytest.raises(RelaunchError, match="0..9"):
+        postgresql.dump_command(pg(), COMPOSE, compress=10)
+    for kind in ENGINES:  # every engine takes the argument (the live data step passes it to each)
+        cmd = engine(kind).dump_command
+        assert "compress" in cmd.__code__.co_varnames[: cmd.__code__.co_argcount]
+
+
 def test_dump_command_postgresql_native_runs_as_the_postgres_user() -> None:
     argv = postgresql.dump_command(pg(runs="native"), None).argv
     assert argv[:5] == ("runuser", "-u", "postgres", "--", "pg_dump")

@@ -3,7 +3,8 @@
 Every engine module (:mod:`.postgresql`, :mod:`.mariadb` for ``mariadb`` and ``mysql``,
 :mod:`.sqlite`) exposes::
 
-    dump_command(db, compose) -> RemoteCommand               # a consistent dump on stdout
+    dump_command(db, compose, compress=None) -> RemoteCommand  # a consistent dump on stdout (compress: 0..9
+                                                               #   where the format compresses, else ignored)
     restore_command(db, compose) -> RemoteCommand            # dump on stdin -> EMPTY database
     restore_from_file_command(db, compose, path, jobs) -> RemoteCommand
     create_command(db, compose) / drop_command(db, compose) -> RemoteCommand

@@ -132,13 +132,13 @@ def _ident(value: str) -> str:
     return "`" + value.replace("`", "``") + "`"
 
 
-def dump_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+def dump_command(db: Database, compose: list[str] | None = None, compress: int | None = None) -> RemoteCommand:
     """Given a MariaDB/MySQL database, return the command that writes a consistent SQL dump of it to stdout.
 
     ``--single-transaction --routines --triggers --events --hex-blob``, utf8mb4, no
     ``CREATE DATABASE``/``USE`` (the dump restores into any database name). Raise
     RelaunchError if ``db`` is not MariaDB/MySQL, or is a Compose service and ``compose``
-    is empty.
+    is empty. ``compress`` is unused (a SQL dump is plain text).
     """
     name, _ = _names(db)
     dump, _ = _programs(db)

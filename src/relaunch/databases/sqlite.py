@@ -151,10 +151,10 @@ def _path(db: Database) -> str:
     return db.path
 
 
-def dump_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
+def dump_command(db: Database, compose: list[str] | None = None, compress: int | None = None) -> RemoteCommand:
     """Given an SQLite database, return the command that writes a consistent copy of its file to stdout.
 
-    The online backup API in one step (see the module's docstring); ``compose`` is
+    The online backup API in one step (see the module's docstring); ``compose`` and ``compress`` are
     unused (SQLite is always a file on the host). Raise RelaunchError if ``db`` is not SQLite.
     """
     path = _path(db)

@@ -35,6 +35,10 @@ from relaunch.pipeline.store import store_access
 
 #: Dumps and trees moved at once (each mostly waits on a disk or the link).
 PARALLEL = 4
+#: Jobs of the live data step at once: dumps, tree copies, and the source's fingerprints and listings.
+LIVE_PARALLEL = 8
+#: pg_dump's compression for a live pull (host to host): none.
+LIVE_COMPRESS = 0
 
 
 def workdir(ctx: RunContext) -> str:
@@ -82,11 +86,14 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     copies: dict[str, dict[str, Any]] = {}
     listings: dict[str, transfer.Listing] = {}
     with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
-        def one_db(db: Any) -> None:
-            eng = engine(db.engine)
-            fingerprints[db.name] = eng.fingerprint(old, db, compose_old).to_json()
+        def one_fingerprint(db: Any) -> None:
+            fingerprints[db.name] = engine(db.engine).fingerprint(old, db, compose_old).to_json()
+
+        def one_dump(db: Any) -> None:
             path = posixpath.join(work, f"{db.name}.dump")
-            pulled = transfer.pull_dump(link, eng.dump_command(db, compose_old), new, path,
+            # uncompressed: it only crosses the hosts' network, and compressing was the slowest part of a pg_dump
+            dump = engine(db.engine).dump_command(db, compose_old, compress=LIVE_COMPRESS)
+            pulled = transfer.pull_dump(link, dump, new, path,
                                         progress=lambda done, total: ctx.bytes("data", db.name, done, total))
             dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
@@ -101,10 +108,11 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
         def one_listing(path: str) -> None:
             listings[path] = transfer.tree_listing(old, path, exclude=sorted(skip))
 
-        # The source's listings are taken while the copies run (the writers are stopped: the trees hold still),
-        # not after them: hashing every file on the old host is then no longer a phase of its own.
-        run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases]
+        # The writers are stopped, so the data holds still: each database's fingerprint is taken while it is
+        # dumped, and the source trees' listings while they are copied, not one after the other.
+        run_all(LIVE_PARALLEL, [lambda db=db: one_dump(db) for db in ctx.inv.databases]
                 + [lambda p=p: one_tree(p) for p in trees(ctx)]
+                + [lambda db=db: one_fingerprint(db) for db in ctx.inv.databases]
                 + [lambda p=p: one_listing(p) for p in trees(ctx)])
     ctx.save_artifact("source-listings.json", {path: {p: list(e) for p, e in lst.items()} for path, lst in listings.items()})
     return {"source": "live", "source_fingerprints": fingerprints, "dumps": dumps, "trees_copied": copies,

@@ -1,0 +1,88 @@
+"""pipeline.steps.data.data_live with fake hosts: what it pulls, how, and what runs alongside what."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from relaunch.databases.base import Fingerprint, RemoteCommand, TableFingerprint
+from relaunch.inventory.secrets import Secrets
+from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.journal import Journal
+from relaunch.pipeline.steps import data
+from relaunch.transfer import Entry, Pulled, TreeCopy
+
+
+class Conn:
+    host = "10.0.0.1"
+
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    calls: dict[str, Any] = {"dumps": [], "trees": [], "barrier": threading.Barrier(2, timeout=5)}
+    fp = Fingerprint({"t": TableFingerprint(1, "x")}, "2026-01-01T00:00:00+00:00", None, "postgresql")
+
+    def fingerprint(conn: Any, db: Any, compose: Any) -> Fingerprint:
+        calls["barrier"].wait()  # passes only while the dump of the same database runs
+        return fp
+
+    def dump_command(db: Any, compose: Any, compress: int | None = None) -> RemoteCommand:
+        return RemoteCommand(("pg_dump", db.name), f"dump {db.name}"), compress
+
+    def pull_dump(link: Any, cmd: Any, new: Any, path: str, progress: Any = None) -> Pulled:
+        command, compress = cmd
+        calls["dumps"].append((command.argv, compress, path))
+        calls["barrier"].wait()
+        return Pulled(3, "abc", 0.1)
+
+    def pull_tree(link: Any, path: str, new: Any, progress: Any = None, exclude: Any = ()) -> TreeCopy:
+        calls["trees"].append((path, list(exclude)))
+        return TreeCopy(path, 1, 3, 1, 3, 0, 0.1)
+
+    @contextlib.contextmanager
+    def link(*args: Any, **kwargs: Any):
+        yield "LINK"
+
+    monkeypatch.setattr(data, "engine", lambda kind: SimpleNamespace(fingerprint=fingerprint, dump_command=dump_command))
+    monkeypatch.setattr(data.transfer, "link", link)
+    monkeypatch.setattr(data.transfer, "pull_dump", pull_dump)
+    monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
+    monkeypatch.setattr(data.transfer, "tree_listing", lambda conn, path, exclude=(): {".": Entry("d", 0, 0o755, 0, 0, "", "")})
+    monkeypatch.setattr(data.apps, "stop_writers", lambda conn, inv: SimpleNamespace(backup_timer=False))
+    monkeypatch.setattr(data.apps, "start_databases", lambda conn, inv: None)
+    monkeypatch.setattr(data.apps, "compose_command", lambda conn: ["docker-compose"])
+    return calls
+
+
+def context(databases: list[Any], files: list[str]) -> RunContext:
+    inv = SimpleNamespace(databases=databases, apps=[SimpleNamespace(files=files)], site="example")
+    journal = Journal.ephemeral("example", "bench", {})
+    journal.state["old"] = {"address": "10.0.0.1", "host_key": "ssh-ed25519 AAAA"}
+    ctx = RunContext(inv, Secrets({}), None, None, journal, {})  # type: ignore[arg-type]
+    ctx._conns.update(old=Conn(), new=Conn())  # noqa: SLF001 - fake connections
+    Conn.is_connected = True  # type: ignore[attr-defined]
+    return ctx
+
+
+def test_data_live_fingerprints_each_database_while_it_is_dumped_uncompressed(hosts) -> None:
+    # one database: its fingerprint and its dump must run at the same time (the barrier), or the test times out
+    ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])
+    out = data.data_live(ctx)
+    assert hosts["dumps"] == [(("pg_dump", "blog"), 0, f"{data.workdir(ctx)}/blog.dump")]
+    assert set(out["source_fingerprints"]) == {"blog"} and out["dumps"]["blog"]["sha256"] == "abc"
+    assert set(ctx.load_artifact("source-listings.json")) == {"/srv/blog/uploads"}
+
+
+def test_data_live_leaves_sqlite_files_out_of_the_tree_copy(hosts) -> None:
+    hosts["barrier"] = threading.Barrier(1)
+    notes = SimpleNamespace(name="notes", engine="sqlite", path="/srv/notes/notes.db")
+    data.data_live(context([notes], ["/srv/notes"]))
+    assert hosts["trees"] == [("/srv/notes", ["/srv/notes/notes.db", "/srv/notes/notes.db-journal",
+                                              "/srv/notes/notes.db-shm", "/srv/notes/notes.db-wal"])]
