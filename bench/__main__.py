@@ -256,6 +256,20 @@ class Bench:
         """One fab drill, then one fab rebuild (live, switched), of the site as it is; phases, RTO, overhead."""
         from relaunch.state import load_hosts
 
+        from relaunch import apps
+        from relaunch.inventory import load_site
+        from relaunch.provision import open_host
+        from relaunch.state import production_record
+
+        # production as it runs: its apps up (the rounds stopped them; a backup records the images of the
+        # services that run, and the drill restores from the backup it takes now)
+        inv = load_site(SITE, self.site_root)
+        conn = open_host(production_record(SITE, inv.production.droplet_name), self.key)
+        try:
+            apps.start_apps(conn, inv)
+            apps.enable_backup_timer(conn, True)
+        finally:
+            conn.close()
         out: dict[str, Any] = {}
         for mode in ("drill", "rebuild"):
             log.info("end to end: %s", mode)

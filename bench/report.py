@@ -52,7 +52,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return p["data"] + p["restore"] + (p.get("verify") or 0.0 if verified else 0.0)
 
     out: dict[str, Any] = {
-        "rounds": len(rounds),
+        "n_rounds": len(rounds),
         "by_hand_s": median(r.get("by_hand") for r in rounds),
         "floor_s": median(r.get("floor") for r in rounds),
         "relaunch_s": median(rl(r) for r in rounds),
@@ -73,7 +73,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def summarize_backups(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Given backup rounds ``{"scheduled": s, "plain": s, "runner_peak_mb": mb, "tree_peak_mb": mb}``: medians and ratio."""
     out = {
-        "rounds": len(rounds),
+        "n_rounds": len(rounds),
         "scheduled_s": median(r.get("scheduled") for r in rounds),
         "plain_s": median(r.get("plain") for r in rounds),
         "runner_peak_mb": max((r["runner_peak_mb"] for r in rounds if r.get("runner_peak_mb") is not None), default=None),

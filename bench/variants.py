@@ -109,12 +109,13 @@ def by_hand(ln: Link, inv: Inventory, compose_old: list[str], compose_new: list[
 
 def floor(ln: Link, inv: Inventory, compose_old: list[str], compose_new: list[str], trees: list[str]) -> str:
     """The best plain shell can do, on the new host: every dump piped into its restore over ssh, and every
-    tree's rsync, all at once; no file in between, no verification. SQLite files inside a tree are left to
-    their dump (the tree's rsync skips them)."""
+    tree's rsync, all at once; no file in between, no verification, the same dump options as relaunch's live
+    pull (pg_dump uncompressed). SQLite files inside a tree are left to their dump (the tree's rsync skips them)."""
     lines = [PRELUDE, "pids=()"]
     for db in inv.databases:
         eng = engine(db.engine)
-        dump = shlex.join([*ln.ssh_argv(), ln.remote(eng.dump_command(db, compose_old).argv)])
+        # the same dump as relaunch's live pull (uncompressed: it only crosses the hosts' network)
+        dump = shlex.join([*ln.ssh_argv(), ln.remote(eng.dump_command(db, compose_old, compress=0).argv)])
         restore = shlex.join(eng.restore_command(db, compose_new).argv)
         create = shlex.join(eng.create_command(db, compose_new).argv)
         lines.append(f"( {create} && {dump} </dev/null | {restore}; mark db-{db.name} ) & pids+=($!)")
