@@ -62,3 +62,31 @@ def test_drill_restores_verifies_measures_and_destroys_its_scratch_droplet(with_
     assert load_hosts("example") == hosts_before
     assert list_reports("example")[0]["kind"] == "drill"
     assert cleanup("example", root=site_root, where=where) == []
+
+
+def test_the_store_access_a_drill_gets_reads_but_cannot_forget(with_backups, site_root, target) -> None:
+    """The temporary key a scratch host reads the store with is read-only: `restic forget` fails, the snapshot stays."""
+    import shlex
+
+    from relaunch.backup import offsite
+    from relaunch.inventory.secrets import resolve_all
+    from relaunch.pipeline.context import RunContext
+    from relaunch.pipeline.journal import Journal
+    from relaunch.pipeline.store import store_access
+    from relaunch.provision import open_host
+
+    inv = load_site("example", site_root)
+    ctx = RunContext(inv, resolve_all(inv), target.cloud, target.key_path, Journal.ephemeral("example", "drill", {}), {})
+    conn = open_host(with_backups.host, target.key_path)
+    try:
+        with store_access(ctx, conn) as repo:
+            found = offsite.snapshots(conn, repo, "example")
+            assert found, "the store holds the site's backups"
+            snapshot = found[-1]["snapshot"]
+            argv = ["restic", "-r", repo.location, *[o for o in repo.options if o != "--no-lock"], "forget", snapshot]
+            forget = conn.run("RESTIC_PASSWORD_FILE=/etc/relaunch/secrets/restic.password " + shlex.join(argv),
+                              warn=True, hide=True, in_stream=False, timeout=120)
+            assert not forget.ok, forget.stdout
+            assert snapshot in {s["snapshot"] for s in offsite.snapshots(conn, repo, "example")}
+    finally:
+        conn.close()
