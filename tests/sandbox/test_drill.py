@@ -90,3 +90,28 @@ def test_the_store_access_a_drill_gets_reads_but_cannot_forget(with_backups, sit
             assert snapshot in {s["snapshot"] for s in offsite.snapshots(conn, repo, "example")}
     finally:
         conn.close()
+
+
+def test_a_drill_whose_health_check_fails_says_so_and_still_destroys_its_scratch_droplet(
+        with_backups, site_root, target, sandbox_api) -> None:
+    import yaml
+
+    path = site_root / "inventory" / "example.yml"
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    data["apps"][2]["health"].append({"path": "/no-such-page", "status": 200})  # notes answers 404 there
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cloud = target.cloud
+    before = {d.id for d in cloud.list_droplets()}
+    try:
+        result = drill("example", DrillOptions(canary=False), root=site_root,
+                       where=Where(cloud, sandbox_api.dns_port, target.key_path))
+    finally:
+        path.write_text(original)
+    assert result.status == "failed"
+    assert "health checks fail" in result.error and "/no-such-page" in result.error
+    record = result.record
+    assert record["scratch_destroyed"] is True
+    assert [p["status"] for p in record["phases"]][-1] == "failed" and record["phases"][-1]["name"] == "health"
+    assert not [h for h in record["health_checks"] if not h["passed"] and "no-such-page" not in h["name"]]
+    assert {d.id for d in cloud.list_droplets()} == before
