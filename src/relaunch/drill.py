@@ -135,7 +135,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     for db in inv.databases:
         engine(db.engine).canary_write(conn, db, compose, value)
     ctx.say("preflight", f"canary {value} written into {len(inv.databases)} production database(s); backing up")
-    run = run_now(conn)
+    run = run_now(conn, inv.site)
     if run.offsite is not None and not run.offsite.get("ok", True):
         raise RelaunchError(f"the canary's backup {run.id} did not reach the off-host store: {run.offsite}")
     ctx.drop_conn("old")

@@ -170,7 +170,7 @@ def _bring_up(
                 conn = ctx.new_conn()
                 if not any(run.ok for run in read_runs(conn)):
                     say("taking the first backup")
-                    run_now(conn)
+                    run_now(conn, inv.site)
     finally:
         ctx.close()
     return result

@@ -65,5 +65,5 @@ def _backups_on_new(ctx: RunContext) -> list[str]:
         if store_conn is not None:
             with contextlib.suppress(Exception):
                 store_conn.close()
-    run = run_now(conn)
+    run = run_now(conn, ctx.inv.site)
     return [f"new host: backup installed and its timer on; first backup {run.id} taken"]
