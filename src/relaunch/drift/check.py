@@ -111,3 +111,36 @@ def check(inv: Inventory, key_path: Path, *, conn: Connection | None = None) -> 
                          float(manifest.get("seconds") or 0), comparison, manifest)
     log.info("drift of %s: %s (%.1f s)", inv.site, result.summary(), result.seconds)
     return result
+
+
+def drift(site: str, *, root: Path | str | None = None, key_path: Path | None = None,
+          draft_dir: Path | None = None, write_draft: bool = False) -> tuple[DriftResult, tuple[Path, Path] | None]:
+    """``fab drift``: load the site, check production against the newest reference; with ``write_draft``, write
+    the draft additions (into ``draft_dir``, default ``<site state>/drafts/<time>``) and return their paths.
+
+    Raise NoReference when no drill or rebuild recorded a reference yet, RelaunchError when the check cannot run.
+    """
+    from relaunch.backup.site import login_key
+    from relaunch.drift.draft import draft
+    from relaunch.inventory import load_site
+    from relaunch.pipeline.journal import new_run_id
+    from relaunch.state import site_dir
+
+    inv = load_site(site, root)
+    result = check(inv, key_path or login_key(inv))
+    paths = None
+    if write_draft:
+        directory = draft_dir or site_dir(inv.site) / "drafts" / new_run_id()
+        paths = draft(inv.site, result.findings, result.production).write(Path(directory))
+    return result, paths
+
+
+def drill_summary(inv: Inventory, key_path: Path) -> dict[str, Any]:
+    """The drift part of a drill's report: the check's JSON, or ``{"error": ...}`` when it could not run."""
+    try:
+        out = check(inv, key_path).to_json()
+        out["ignored"] = len(out["ignored"])  # the report keeps the count, not the list
+        return out
+    except RelaunchError as exc:
+        log.warning("drift check of %s could not run: %s", inv.site, exc)
+        return {"drifted": None, "error": str(exc)}

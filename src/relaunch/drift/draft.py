@@ -69,9 +69,9 @@ def _inventory(site: str, findings: Sequence[Finding], production: str) -> str:
             app = str(f.data.get("app_tree", "")).rsplit("/", 1)[-1]
             files.setdefault(app, []).append(f.subject)
             if f.data.get("env_keys") or f.data.get("secret"):
-                notes.append(f"{f.subject} holds secrets ({', '.join(f.data.get('env_keys') or []) or 'not readable by '
-                             'others'}): it is carried as data with files; if it is configuration instead, render it "
-                             "from a template with secret_env references")
+                what = ", ".join(f.data.get("env_keys") or []) or "not readable by others"
+                notes.append(f"{f.subject} may hold secrets ({what}): as part of files it is carried as data; if it "
+                             "is configuration instead, render it from a template with secret_env references")
         elif f.kind == "database":
             server = str(f.data.get("server", ""))
             name = str(f.data.get("name"))
