@@ -39,6 +39,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "etc/nginx/nginx.conf").write_text("worker_processes auto;\n")
     (root / "etc/nginx/sites-enabled/blog").write_text("server {\n  server_name example.test www.example.test; # x\n"
                                                        "  # server_name commented.test;\n}\n")
+    (root / "etc/alternatives").mkdir()
+    (root / "etc/alternatives/httpd").symlink_to("/usr/sbin/nginx")
     (root / "etc/relaunch").mkdir()
     secret = root / "etc/relaunch/blog.env"
     secret.write_text(f"POSTGRES_PASSWORD={SECRET}\n")
@@ -62,7 +64,9 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_packages_reads_dpkg_status_manual_marks_and_owners(host: Path) -> None:
     pkgs, owners = hostscript.packages()
-    assert pkgs == {"nginx": {"version": "1.22", "manual": True}, "libc6": {"version": "2.36", "manual": False}}
+    installed = int((host / "var/lib/dpkg/info/nginx.list").stat().st_mtime)
+    assert pkgs == {"nginx": {"version": "1.22", "manual": True, "installed_at": installed},
+                    "libc6": {"version": "2.36", "manual": False}}
     assert owners["/etc/nginx/nginx.conf"] == "nginx"
     assert hostscript.owner(owners, "/usr/sbin/nginx") == "nginx"
 
@@ -72,7 +76,8 @@ def test_etc_files_hashes_readable_files_and_only_lists_secret_ones(host: Path) 
     etc = hostscript.etc_files(owners)
     assert etc["/etc/nginx/nginx.conf"]["package"] == "nginx" and len(etc["/etc/nginx/nginx.conf"]["sha256"]) == 64
     assert etc["/etc/relaunch/blog.env"] == {"mode": "0o600", "package": None, "type": "file", "secret": True,
-                                             "sha256": None}
+                                             "sha256": None, "changed": int((host / "etc/relaunch/blog.env").stat().st_ctime)}
+    assert etc["/etc/alternatives/httpd"]["target_package"] == "nginx" and etc["/etc/alternatives/httpd"]["package"] is None
     assert SECRET not in json.dumps(etc)
 
 
@@ -112,14 +117,14 @@ def test_script_carries_its_parameters_as_a_string_literal(tmp_path: Path) -> No
 
 def test_whole_script_runs_read_only_on_a_fake_root(host: Path) -> None:
     """python3 - with the script on stdin prints one manifest; the fake root is left as it was."""
-    before = sorted((p, p.stat().st_mtime_ns) for p in host.rglob("*"))
+    before = sorted((p, p.lstat().st_mtime_ns) for p in host.rglob("*"))
     source = script({"trees": ["/srv/blog"], "exclude": ["/srv/blog/uploads"], "root": str(host)})
     run = subprocess.run([sys.executable, "-"], input=source.encode(), capture_output=True, check=True,
                          env={**os.environ, "PATH": "/nonexistent"})  # no systemctl, docker or database clients
     manifest = json.loads(run.stdout)
     assert manifest["format"] == 1 and "nginx" in manifest["packages"] and manifest["trees"]["/srv/blog"]
     assert SECRET not in run.stdout.decode()
-    assert sorted((p, p.stat().st_mtime_ns) for p in host.rglob("*")) == before
+    assert sorted((p, p.lstat().st_mtime_ns) for p in host.rglob("*")) == before
 
 
 def test_carried_lists_files_and_sqlite_databases() -> None:

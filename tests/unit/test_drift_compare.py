@@ -94,6 +94,23 @@ def test_compare_folds_what_a_hand_installed_package_brought_into_one_finding() 
     assert result.folded == 4
 
 
+def test_compare_folds_what_maintainer_scripts_wrote_by_link_target_and_time() -> None:
+    """Files dpkg does not list: alternatives and rc links by what they point to, others by when they were made."""
+    ref = manifest()
+    prod = production(ref)
+    prod["packages"]["exim4"] = {"version": "4.96", "manual": True, "installed_at": 1_000_000}
+    prod["etc"]["/etc/alternatives/mailx"] = {"type": "link", "target": "/usr/bin/bsd-mailx", "mode": "0o777",
+                                              "package": None, "target_package": "exim4", "changed": 1_000_030}
+    prod["etc"]["/etc/aliases"] = {"type": "file", "sha256": "1" * 64, "mode": "0o644", "secret": False,
+                                   "package": None, "changed": 1_000_040}
+    prod["etc"]["/etc/later.conf"] = {"type": "file", "sha256": "2" * 64, "mode": "0o644", "secret": False,
+                                      "package": None, "changed": 1_000_000 + 3600}  # an hour later: by hand
+    result = compare(prod, ref)
+    assert keys(result) == {"package:exim4", "etc:/etc/later.conf"}
+    assert set(result.findings[0].related) == {"etc /etc/alternatives/mailx",
+                                               "etc /etc/aliases (written while it was installed)"}
+
+
 def test_compare_dependencies_alone_are_one_finding() -> None:
     ref = manifest()
     prod = production(ref)

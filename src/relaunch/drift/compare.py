@@ -229,7 +229,10 @@ def _etc(prod: dict, ref: dict, out: _Out, pkgs: dict[str, Finding], site_files:
             continue
         if out.ignore("etc", path):
             continue
-        if _fold(out, pkgs, entry.get("package"), f"etc {path}"):
+        if _fold(out, pkgs, entry.get("package") or entry.get("target_package"), f"etc {path}"):
+            continue
+        if other is None and not entry.get("package") and _fold(out, pkgs, _installed_with(prod, pkgs, entry),
+                                                                 f"etc {path} (written while it was installed)"):
             continue
         if path in site_files:
             site_files[path].related.append(f"etc {path}")
@@ -248,6 +251,27 @@ def _etc(prod: dict, ref: dict, out: _Out, pkgs: dict[str, Finding], site_files:
                             (f" (a file of package {owner}, changed by hand)" if owner else ""),
                             "put the change into a template or a runbook step of the site",
                             data={"package": owner, "type": entry.get("type"), "mode": entry.get("mode")}))
+
+
+#: Seconds after a package was unpacked in which its maintainer scripts still write files (aliases, defaults).
+INSTALL_WINDOW = 300
+
+
+def _installed_with(prod: dict, pkgs: dict[str, Finding], entry: dict) -> str | None:
+    """The package production has extra whose installation made this unowned /etc file, if its time says so.
+
+    Maintainer scripts write files dpkg does not list (``/etc/aliases``, ``/etc/default/exim4``):
+    a file first changed within :data:`INSTALL_WINDOW` seconds after an extra package was
+    unpacked (and not before the first of them) is counted into that package's finding.
+    """
+    changed = entry.get("changed")
+    if changed is None or not pkgs:
+        return None
+    installed = {n: (prod.get("packages") or {}).get(n, {}).get("installed_at") for n in pkgs}
+    before = [(t, n) for n, t in installed.items() if t is not None and t - 5 <= changed <= t + INSTALL_WINDOW]
+    if not before:
+        return None
+    return max(before)[1]  # the package unpacked last before the file changed
 
 
 def _same_file(a: dict, b: dict) -> bool:
@@ -406,7 +430,7 @@ def _docker(prod: dict, ref: dict, out: _Out) -> None:
             out.folded += 1
             continue
         out.add(Finding("container", name, "extra", f"container {name}",
-                        f"{'running' if c.get('running') else 'stopped'}, image {c.get('image')}"
+                        f"{'running' if c.get('running') else 'stopped'}, image {_image_name(c)}"
                         + (f", project {c.get('project')}" if c.get("project") else "")
                         + (f", restart {c.get('restart')}" if c.get("restart") not in (None, "", "no") else ""),
                         "add it to an app's compose file (an app of kind compose in the inventory), or remove it",
@@ -434,6 +458,12 @@ def _docker(prod: dict, ref: dict, out: _Out) -> None:
         out.add(Finding("volume", volume, "extra", f"docker volume {volume}",
                         "a named volume a rebuild does not make: its data would be lost",
                         "keep its data in a tree listed in an app's files (a bind mount), or dump it as a database"))
+
+
+def _image_name(c: dict) -> str:
+    image = str(c.get("image"))
+    digests = c.get("digests") or []
+    return f"{image} ({digests[0]})" if image.startswith("sha256:") and digests else image
 
 
 # --- databases ----------------------------------------------------------------------------------

@@ -113,11 +113,20 @@ def _inventory(site: str, findings: Sequence[Finding], production: str) -> str:
     return "\n".join(header) + "\n" + body + ("\n".join(tail) + "\n" if tail else "")
 
 
+def _repository(image: str) -> str:
+    """``registry:5000/example/blog@sha256:..`` or ``example/blog:1.2`` -> the repository, without tag or digest."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return (f"{head}/" if head else "") + last.split(":", 1)[0]
+
+
 def _compose_app(site: str, f: Finding, notes: list[str]) -> dict[str, Any]:
     env = dict(f.data.get("env") or {})
     secret_names = [n for n in f.data.get("env_names") or [] if n not in env]
     image = str(f.data.get("image") or "TODO")
-    repo = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in image or ":" in image else image
+    if image.startswith("sha256:"):  # run by image id: its repository from the digest it was pulled by
+        image = (f.data.get("digests") or ["TODO"])[0]
+    repo = _repository(image)
     name = _step_name(f.subject if f.kind == "project" else (f.data.get("project") or f.subject))
     app: dict[str, Any] = {
         "name": name, "kind": "compose", "domain": "TODO", "port": "TODO", "files": [],

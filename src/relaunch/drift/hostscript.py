@@ -132,6 +132,9 @@ def packages() -> tuple[dict, dict]:
     owners: dict[str, str] = {}
     for listing in glob.glob(root("/var/lib/dpkg/info/*.list")):
         pkg = os.path.basename(listing)[:-5].split(":")[0]
+        if pkg in out:
+            # when dpkg last unpacked it: files its maintainer scripts made (not in its list) are as recent
+            out[pkg]["installed_at"] = int(os.stat(listing).st_mtime)
         try:
             with open(listing, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
@@ -170,9 +173,12 @@ def etc_files(owners: dict) -> dict:
                 st = os.lstat(full)
             except OSError:
                 continue
-            entry: dict = {"mode": oct(st.st_mode & 0o7777), "package": owner(owners, path)}
+            entry: dict = {"mode": oct(st.st_mode & 0o7777), "package": owner(owners, path), "changed": int(st.st_ctime)}
             if stat.S_ISLNK(st.st_mode):
-                entry.update(type="link", target=os.readlink(full))
+                target = os.readlink(full)
+                # a link a maintainer script made (alternatives, rc?.d) belongs with what it points to
+                resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+                entry.update(type="link", target=target, target_package=owner(owners, resolved))
             elif stat.S_ISREG(st.st_mode):
                 secret = is_secret_file(st)
                 entry.update(type="file", secret=secret, sha256=None if secret else sha256_file(full))
