@@ -24,6 +24,13 @@ SECRET = "hunter2-very-secret"
 
 
 @pytest.fixture
+def fresh_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state directory of the test's own (references of other tests are not there)."""
+    monkeypatch.setenv("RELAUNCH_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake host root: dpkg's database, /etc with a secret file, a crontab, a user's keys, nginx, an app tree."""
     root = tmp_path / "host"
@@ -132,7 +139,7 @@ def test_carried_lists_files_and_sqlite_databases() -> None:
     assert {"/srv/blog/uploads", "/srv/notes", "/srv/notes/notes.db-wal"} <= set(carried(inv))
 
 
-def test_references_newest_by_collection_time_and_private(tmp_path: Path) -> None:
+def test_references_newest_by_collection_time_and_private(fresh_state: Path) -> None:
     assert newest_reference("example") is None
     save_reference("example", {"collected_at": "2026-11-27T10:00:00Z"}, kind="drill", run_id="B")
     path = save_reference("example", {"collected_at": "2026-11-27T11:00:00Z"}, kind="rebuild", run_id="A")
@@ -194,3 +201,40 @@ def test_report_says_a_passing_drill_has_drift() -> None:
     assert "**Drift**: production has 1 thing(s)" in md and "## Drift" in md and "| package | cron |" in md
     clean = render_markdown({**record, "drift": {"drifted": False, "findings": []}})
     assert "**Drift**" not in clean and "None: production has nothing" in clean
+
+
+class FakeConn:
+    """Answers the collector's one command with a canned manifest (or a failure)."""
+
+    host = "10.0.0.1"
+
+    def __init__(self, manifest: dict | None, exited: int = 0) -> None:
+        self.manifest, self.exited, self.sent = manifest, exited, ""
+
+    def run(self, command: str, in_stream=None, **kwargs):
+        assert command == "python3 -" and kwargs.get("pty") is False
+        self.sent = in_stream.read()
+        return SimpleNamespace(exited=self.exited, stdout=json.dumps(self.manifest), stderr="Traceback: boom")
+
+
+def test_check_compares_production_with_the_newest_reference_and_the_inventory_ignore_list(fresh_state: Path) -> None:
+    from relaunch.drift.check import NoReference, check
+    from relaunch.inventory.model import Drift
+    from relaunch.errors import RelaunchError
+
+    inv = load_site("example")
+    ref = {"collected_at": "2026-11-27T10:00:00Z", "packages": {}, "etc": {}, "trees": {}}
+    prod = {**ref, "collected_at": "2026-11-27T12:00:00Z", "seconds": 1.5, "packages": {"cron": {"manual": True}},
+            "etc": {"/etc/x.conf": {"type": "file", "sha256": "1" * 64, "mode": "0o644", "package": None}}}
+    with pytest.raises(NoReference, match="fab drill --site example"):
+        check(inv, Path("/nonexistent"), conn=FakeConn(prod))
+    save_reference("example", ref, kind="drill", run_id="R1")
+    conn = FakeConn(prod)
+    result = check(inv, Path("/nonexistent"), conn=conn)
+    assert {f.key for f in result.findings} == {"package:cron", "etc:/etc/x.conf"} and result.drifted
+    assert "/srv/blog" in conn.sent and result.reference["run_id"] == "R1" and result.host_seconds == 1.5
+    assert result.to_json()["findings"][0]["kind"] == "package"
+    quiet = inv.model_copy(update={"drift": Drift(ignore=["package:cron", "etc:/etc/x.*"])})
+    assert check(quiet, Path("/nonexistent"), conn=FakeConn(prod)).findings == []
+    with pytest.raises(RelaunchError, match="reading the host's state failed.*boom"):
+        check(inv, Path("/nonexistent"), conn=FakeConn(prod, exited=1))

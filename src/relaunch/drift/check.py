@@ -86,7 +86,7 @@ def production_conn(inv: Inventory, key_path: Path, timeout: float = 60) -> tupl
     return open_host(record, key_path, timeout=timeout), f"{record.name} ({record.ipv4})"
 
 
-def check(inv: Inventory, key_path: Path, *, conn: Connection | None = None) -> DriftResult:
+def check(inv: Inventory, key_path: Path, *, conn: Connection | None = None, timeout: float = 60) -> DriftResult:
     """Compare the site's production host (read only) with its newest reference.
 
     Raise NoReference when there is none yet, RelaunchError when production cannot be read.
@@ -96,7 +96,7 @@ def check(inv: Inventory, key_path: Path, *, conn: Connection | None = None) -> 
     own = conn is None
     name = ""
     if conn is None:
-        conn, name = production_conn(inv, key_path)
+        conn, name = production_conn(inv, key_path, timeout)
     else:
         name = str(conn.host)
     try:
@@ -138,7 +138,7 @@ def drift(site: str, *, root: Path | str | None = None, key_path: Path | None = 
 def drill_summary(inv: Inventory, key_path: Path) -> dict[str, Any]:
     """The drift part of a drill's report: the check's JSON, or ``{"error": ...}`` when it could not run."""
     try:
-        out = check(inv, key_path).to_json()
+        out = check(inv, key_path, timeout=20).to_json()  # a drill does not wait long for a dead production
         out["ignored"] = len(out["ignored"])  # the report keeps the count, not the list
         return out
     except RelaunchError as exc:
