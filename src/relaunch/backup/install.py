@@ -300,20 +300,31 @@ def install(
     store_conn: Connection | None = None,
     *,
     interval_minutes: int | None = None,
+    store_host: StoreHost | None = None,
+    store_key: SecretLike | None = None,
 ) -> InstallResult:
     """Install (or update) the backup on the production host behind ``conn``; idempotent.
 
     ``store``/``store_conn``: the SFTP store host (its record, with the pinned host key, and
-    a root connection to it), for authorizing this host's store key there; without them the
-    SSH setup of an SFTP store is the user's (root's own ~/.ssh). Raise RelaunchError
-    naming the step that failed.
+    a root connection to it), for authorizing this host's store key there. Without them,
+    ``store_host`` (where the store answers and its pinned key, e.g. from the inventory's
+    ``backups.offsite.known_hosts``) and ``store_key`` (a private key already authorized
+    there, e.g. ``backups.offsite.ssh_key``) set the host up to reach it; with none of
+    these the SSH setup of an SFTP store is the user's (root's own ~/.ssh). Raise
+    RelaunchError naming the step that failed.
     """
     result = InstallResult()
     compose = host_compose_command(conn)
     off = inv.backups.offsite
-    store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key) \
-        if (off is not None and off.kind == "sftp" and store is not None) else None
+    if off is not None and off.kind == "sftp" and store is not None:
+        store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key)
+    elif off is None or off.kind != "sftp":
+        store_host = None
     files = render_backup_files(inv, secrets, compose, store_host, interval_minutes=interval_minutes)
+    if store_host is not None and store_key is not None:
+        key_text = store_key.reveal()
+        files.append(RenderedFile(STORE_KEY, (key_text if key_text.endswith("\n") else key_text + "\n").encode(),
+                                  0o600, True))
     result.files_written = upload(conn, files)
     if off is not None:
         out = _sh(conn, (

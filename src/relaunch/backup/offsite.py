@@ -17,7 +17,6 @@ Every remote command has a bounded time.
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import shlex

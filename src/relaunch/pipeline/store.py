@@ -87,13 +87,13 @@ def missing_for_backup(inv: Inventory) -> list[str]:
         return [f"backups.offsite.kind {off.kind!r}: a rebuild from backup reads sftp stores only (s3: not yet)"]
     if off.ssh_key and off.known_hosts:
         return []
-    if _sandbox_store(inv) is not None:
+    if sandbox_store_record(inv) is not None:
         return []
     return ["backups.offsite.ssh_key and backups.offsite.known_hosts: a key authorized on the store and its pinned "
             "host key, so a new host can read it without production or this machine's state"]
 
 
-def _sandbox_store(inv: Inventory):
+def sandbox_store_record(inv: Inventory):
     record = load_hosts(inv.site).get(f"{inv.site}-backup")
     return record if record is not None and record.role == BACKUP_ROLE and record.ipv4 else None
 
@@ -114,7 +114,7 @@ def store_access(ctx: RunContext, conn: Connection) -> Iterator[Repository]:
         endpoint = endpoint_from_known_hosts(off.known_hosts, repo.host)
         private = ctx.secrets[off.ssh_key].reveal()
     else:
-        record = _sandbox_store(inv)
+        record = sandbox_store_record(inv)
         endpoint = StoreEndpoint(repo.host, record.ipv4, record.host_key)
         key = HostKey.generate()  # an ed25519 pair made here; used as a client key, not a host key
         private = key.private_openssh

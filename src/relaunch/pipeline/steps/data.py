@@ -22,6 +22,7 @@ import posixpath
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from relaunch import apps, transfer
@@ -152,7 +153,8 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
              for a in manifest.artifacts if a.kind == "database"}
     archives = {a.name: {"file": posixpath.join(directory, a.file), "paths": list(a.extra.get("paths") or []),
                          "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
-    age = ctx.started() - manifest.finished_at
+    # how much a rebuild from it loses: its age now (never below 0: a drill's canary backup is seconds old)
+    age = max(datetime.now(timezone.utc) - manifest.finished_at, timedelta(0))
     return {"source": "backup", "backup_id": manifest.id, "images": manifest.images,
             "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found], "backup_dir": directory, "source_fingerprints": fingerprints,
             "dumps": dumps, "archives": archives, "rpo_seconds": round(age.total_seconds()),
