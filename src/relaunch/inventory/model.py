@@ -423,6 +423,32 @@ class DockerSettings(Strict):
     )
 
 
+def _ignore_pattern(value: str) -> str:
+    from relaunch.drift.compare import KINDS
+
+    head, sep, glob = value.partition(":")
+    if not value.strip() or formats.text_problem(value) or (sep and head.isidentifier() and head not in KINDS) or (
+            sep and head in KINDS and not glob):
+        raise ValueError(f"KIND:GLOB (KIND one of {', '.join(KINDS)}), or a bare GLOB matched against any kind's subject "
+                         "(e.g. 'etc:/etc/myapp/cache/*', 'unit:certbot.timer', 'file:*.bak')")
+    return value
+
+
+class Drift(Strict):
+    """What `fab drift` leaves out, and what a drill makes of drift."""
+
+    ignore: list[Annotated[str, AfterValidator(_ignore_pattern)]] = Field(
+        default_factory=list,
+        description="more to leave out than the documented defaults (logs, caches, relaunch's own files, machine ids, "
+        "host keys): KIND:GLOB patterns, KIND one of package, etc, unit, cron, port, project, container, image, volume, "
+        "database, user, server_name, file; '*' also matches '/'",
+        examples=[["etc:/etc/myapp/cache/*", "unit:certbot.timer", "file:/srv/blog/uploads-old/*"]],
+    )
+    fail_drill: bool = Field(
+        False, description="a drill fails when production has state the inventory does not describe (default: the "
+        "drill passes and its summary says so)")
+
+
 class Inventory(Strict):
     """One site: its host, apps, databases, DNS, backups and objectives."""
 
@@ -437,6 +463,7 @@ class Inventory(Strict):
     dns: Dns
     backups: Backups = Field(default_factory=Backups)
     objectives: Objectives = Field(default_factory=Objectives)
+    drift: Drift = Field(default_factory=Drift, description="`fab drift`: what it leaves out; whether drift fails a drill")
 
     @model_validator(mode="after")
     def _references(self) -> Inventory:
