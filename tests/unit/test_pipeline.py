@@ -122,3 +122,11 @@ def test_lock_refuses_a_second_run_and_names_the_holder():
             with run_lock("example", "rebuild"):
                 pass
     assert holder_pid("example", "rebuild") is None
+
+
+def test_a_resumed_journal_keeps_the_order_its_steps_ran_in():
+    ctx = FakeContext(_journal())
+    plan = Plan("rebuild", "example", [Step(n, n, lambda c: {}) for n in ("preflight", "provision", "data", "bootstrap")])
+    execute(plan, ctx)
+    reloaded = Journal.load("example", "rebuild")  # the file's keys come back sorted by name
+    assert [n for n, _ in reloaded.ordered_steps()] == ["preflight", "provision", "data", "bootstrap"]
