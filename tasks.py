@@ -162,6 +162,23 @@ def render(c, out, site=DEFAULT_SITE, verbose=False):
     console.print("  user-data holds a host key made just for this preview")
 
 
+@task(help={"name": "the new site's name (lowercase letters, digits, dashes)"})
+def init(c, name):
+    """Make a new site of your own: inventory/NAME.yml (every key commented), sites/NAME/ (runbooks, templates), secrets/NAME/."""
+    from relaunch.init_site import init_site
+
+    try:
+        made = init_site(name)
+    except RelaunchError as exc:
+        raise Exit(f"init failed: {exc}", code=1) from exc
+    console.print(f"[green]made site {_e(repr(name))}[/]:")
+    for path in made.files:
+        console.print(f"  {_e(path)}")
+    console.print(f"  {_e(made.secrets_dir)} (0700; its files are ignored by git)")
+    console.print(f"next: edit {_e(made.inventory)}, then `fab check --site {_e(name)}`, "
+                  f"`fab sandbox-up --site {_e(name)}`, `fab drill --site {_e(name)}` (guide: docs/own-site.md)")
+
+
 @task(help={"site": SITE_HELP, "plain": "print the Markdown as is (to save it to a file)"})
 def runbook(c, site=DEFAULT_SITE, plain=False):
     """Print the site's runbooks fully rendered (notes and steps), for rebuilding by hand."""
@@ -613,5 +630,5 @@ def _print_run(record, report_md):
     console.print(f"report: {_e(str(report_md))}")
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild, adopt,
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, init, render, runbook, backup, dns_switch, rebuild, adopt,
                 reports, drill)

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from relaunch import formats
@@ -423,11 +423,27 @@ class DockerSettings(Strict):
     )
 
 
+#: Where a site's own runbooks and templates live by default, relative to the inventory file.
+SITE_FILES_DEFAULT = "../sites/{site}/{what}"
+
+
 class Inventory(Strict):
     """One site: its host, apps, databases, DNS, backups and objectives."""
 
     site: Slug = Field(description="the site's short name (the inventory file is inventory/<site>.yml)")
     description: Text = Field("", description="free text (one line)")
+    runbooks: Text | None = Field(
+        None,
+        description="directory of the site's own runbooks (NN-name.md), merged with relaunch's by their number; "
+        "relative to the inventory file (default: ../sites/<site>/runbooks, when it exists)",
+        examples=["../sites/wiki/runbooks"],
+    )
+    templates: Text | None = Field(
+        None,
+        description="directory of the site's own templates, searched before relaunch's (a file of the same path "
+        "wins); relative to the inventory file (default: ../sites/<site>/templates, when it exists)",
+        examples=["../sites/wiki/templates"],
+    )
     provider: Provider
     production: Production
     docker: DockerSettings = Field(default_factory=DockerSettings)
@@ -437,6 +453,43 @@ class Inventory(Strict):
     dns: Dns
     backups: Backups = Field(default_factory=Backups)
     objectives: Objectives = Field(default_factory=Objectives)
+
+    #: The inventory file's directory, when it was loaded from a file (the default site directories hang off it).
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @field_validator("runbooks", "templates")
+    @classmethod
+    def _site_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A relative path is made absolute against the inventory file's directory; it must be a directory."""
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None:
+            return value
+        path = os.path.abspath(Path(base) / Path(value).expanduser())
+        if not Path(path).is_dir():
+            raise ValueError(f"a directory relative to the inventory file; {path} is not one")
+        return path
+
+    @model_validator(mode="after")
+    def _remember_base(self, info: ValidationInfo) -> Inventory:
+        base = (info.context or {}).get("base_dir")
+        if base is not None:
+            self._base_dir = Path(base)
+        return self
+
+    def own_dir(self, what: Literal["runbooks", "templates"]) -> Path | None:
+        """Return the site's own ``runbooks`` or ``templates`` directory, or None when it has none.
+
+        The inventory's key when given (checked to exist when loaded); else
+        ``../sites/<site>/<what>`` beside the inventory file when that exists; None for an
+        inventory built in code without a file.
+        """
+        given = getattr(self, what)
+        if given is not None:
+            return Path(given)
+        if self._base_dir is None:
+            return None
+        path = Path(os.path.abspath(self._base_dir / SITE_FILES_DEFAULT.format(site=self.site, what=what)))
+        return path if path.is_dir() else None
 
     @model_validator(mode="after")
     def _references(self) -> Inventory:
