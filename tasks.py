@@ -34,7 +34,7 @@ SITE_HELP = f"the site: inventory/<site>.yml (default {DEFAULT_SITE})"
 @task(
     help={
         "site": "also bring this site up on a sandbox production Droplet (e.g. example)",
-        "data_mb": "how much data to seed into the example site, in MB (default 100)",
+        "data_mb": "how much data to seed into the example's own apps, in MB (default 100; a site without them gets none)",
         "droplet": "with --site: bring it up on this other Droplet instead, as a spare (for `dns-switch --to new`)",
         "verbose": "log what the library does",
     }

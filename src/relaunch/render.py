@@ -57,6 +57,8 @@ TLS_KEY = "/etc/relaunch/secrets/tls.key"
 USER_DATA_TEMPLATE = "cloud-init/user-data.yml.j2"
 NGINX_TEMPLATE = "nginx/site.conf.j2"
 NGINX_DEFAULT_TEMPLATE = "nginx/default.conf.j2"
+#: The unit of an app given by ``systemd.command``.
+COMMAND_UNIT_TEMPLATE = "systemd/command.service.j2"
 
 _SKIP_PARTS = {"__pycache__", ".git"}
 
@@ -139,6 +141,7 @@ def environment(templates_dir: Path | Sequence[Path], *, finalize: Any = None, *
     env.filters["quote"] = lambda value: shlex.quote(str(_defined(value)))
     env.filters["tojson"] = _tojson
     env.filters["compose"] = _compose
+    env.filters["systemd_word"] = lambda value: formats.systemd_exec_word(str(_defined(value)))
     env.globals["fail"] = _template_fail
     return env
 
@@ -305,8 +308,9 @@ def app_sources(
     special: dict[Path, str] = {}
     if app.compose is not None:
         special[_template_file(dirs, app.compose.template, app.name, must_exist)] = f"/srv/{app.name}/compose.yml"
-    if app.systemd is not None and app.systemd.unit_template is not None:
-        special[_template_file(dirs, app.systemd.unit_template, app.name, must_exist)] = f"/etc/systemd/system/{app.name}.service"
+    if app.systemd is not None:
+        unit = app.systemd.unit_template or COMMAND_UNIT_TEMPLATE
+        special[_template_file(dirs, unit, app.name, must_exist)] = f"/etc/systemd/system/{app.name}.service"
     found: dict[str, Path] = {}
     for root in reversed(dirs):  # relaunch's first, the site's over it
         app_dir = root / "apps" / app.name

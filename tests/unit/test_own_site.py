@@ -313,3 +313,68 @@ def test_the_example_site_is_still_seeded() -> None:
     inv = load_site("example", REPO)
     assert example_site.example_apps(inv) == ["blog", "stats", "notes"]
     assert [name for name, _ in example_site.seed_commands(inv, 10)] == ["blog", "stats", "notes"]
+
+
+# --- apps: any command under systemd, as a user of the inventory's ------------------------
+
+
+def _with_app(root: Path, app_yaml: str) -> Path:
+    path = root / "inventory" / "mysite.yml"
+    text = path.read_text()
+    start = text.index("  - name: hello")
+    end = text.index("databases: []")
+    path.write_text(text[:start] + app_yaml + "\n" + text[end:])
+    return path
+
+
+def test_systemd_command_gets_relaunchs_unit_with_the_user_and_every_word_as_written(root: Path) -> None:
+    _with_app(root, """  - name: wiki
+    kind: systemd
+    domain: mysite.test
+    port: 8091
+    user: www-data
+    env: {LANG: C.UTF-8}
+    health: [{path: /}]
+    systemd:
+      command: [/usr/bin/php, -S, "127.0.0.1:8091", -t, /usr/share/mediawiki, 'a "b" $HOME 50% \\x']
+      working_directory: /usr/share/mediawiki
+      packages: [php-cli]
+""")
+    inv = load_site("mysite", root)
+    files = {f.path: f.content.decode() for f in render_host(RenderContext(inventory=inv, secrets=secrets_for(inv)))}
+    unit = files["/etc/systemd/system/wiki.service"]
+    assert "User=www-data\n" in unit and "DynamicUser" not in unit
+    assert "WorkingDirectory=/usr/share/mediawiki\n" in unit and "EnvironmentFile=/etc/relaunch/wiki.env\n" in unit
+    exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_line == ('ExecStart="/usr/bin/php" "-S" "127.0.0.1:8091" "-t" "/usr/share/mediawiki" '
+                         '"a \\"b\\" $$HOME 50%% \\\\x"')
+    assert files["/etc/relaunch/wiki.env"].splitlines()[1:] == ["LANG=C.UTF-8"]
+    assert "/etc/systemd/system/wiki.service" in app_host_paths(RenderContext(inventory=inv))["wiki"]
+
+
+def test_systemd_command_without_user_runs_as_a_dynamic_user(root: Path) -> None:
+    _with_app(root, """  - name: tool
+    kind: systemd
+    domain: mysite.test
+    port: 8091
+    health: [{path: /}]
+    systemd: {command: [/usr/bin/python3, -m, http.server, "8091"]}
+""")
+    inv = load_site("mysite", root)
+    unit = {f.path: f for f in render_host(RenderContext(inventory=inv, secrets=secrets_for(inv)))}[
+        "/etc/systemd/system/tool.service"].content.decode()
+    assert "DynamicUser=yes" in unit and "WorkingDirectory=/srv/tool\n" in unit
+
+
+@pytest.mark.parametrize("app_yaml, message", [
+    ("    user: root\n    systemd: {command: [/bin/true]}\n", "a user other than root"),
+    ("    systemd: {packages: [php-cli]}\n", "give either systemd.unit_template"),
+    ("    systemd: {unit_template: apps/x.service.j2, command: [/bin/true]}\n", "give either systemd.unit_template"),
+    ("    systemd: {unit_template: apps/x.service.j2, working_directory: /srv/x}\n", "working_directory goes with command"),
+])
+def test_systemd_app_section_is_checked(root: Path, app_yaml: str, message: str) -> None:
+    _with_app(root, "  - name: tool\n    kind: systemd\n    domain: mysite.test\n    port: 8091\n    health: [{path: /}]\n"
+              + app_yaml)
+    with pytest.raises(InventoryError) as exc:
+        load_site("mysite", root)
+    assert message in str(exc.value) and "inventory/mysite.yml:" in str(exc.value)

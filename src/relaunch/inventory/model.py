@@ -103,6 +103,14 @@ def _package(value: str) -> str:
     return value
 
 
+def _unix_user(value: str) -> str:
+    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+        raise ValueError("a Unix user name (lowercase letters, digits, '_' and '-', at most 32; e.g. 'www-data')")
+    if value == "root":
+        raise ValueError("a user other than root: an app that a bug or a bad upgrade takes over should not own the host")
+    return value
+
+
 def _record(value: str) -> str:
     if not _RECORD.match(value):
         raise ValueError("a record name in the zone: '@' for the apex, or lowercase labels (e.g. 'blog', 'www')")
@@ -209,10 +217,26 @@ class ComposeApp(Strict):
 
 
 class SystemdApp(Strict):
-    """How a native app runs under systemd."""
+    """How a native app runs under systemd: a unit of your own (a template), or any command relaunch makes a unit for."""
 
-    unit_template: Text = Field(description="unit file template, relative to templates/", examples=["apps/stats/stats.service.j2"])
+    unit_template: Text | None = Field(
+        None, description="unit file template, relative to templates/ (the site's own first); or give 'command'",
+        examples=["apps/stats/stats.service.j2"])
+    command: list[Text] | None = Field(
+        None, min_length=1, max_length=200,
+        description="or: the command to run, as a list of words (no shell); relaunch writes the unit "
+        "(templates/systemd/command.service.j2: the app's user, env file, restart on failure)",
+        examples=[["/usr/bin/php", "-S", "127.0.0.1:8091", "-t", "/usr/share/mediawiki"]])
+    working_directory: AbsPath | None = Field(None, description="with 'command': the directory it runs in (default: /srv/<app>)")
     packages: list[Annotated[str, AfterValidator(_package)]] = Field(default_factory=list, description="Debian packages it needs", examples=[["python3-pymysql"]])
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> SystemdApp:
+        if (self.unit_template is None) == (self.command is None):
+            _fail(((), "give either systemd.unit_template (a unit of your own) or systemd.command (relaunch writes the unit)"))
+        if self.command is None and self.working_directory is not None:
+            _fail((("working_directory",), "working_directory goes with command (a unit template says its own)"))
+        return self
 
 
 class App(Strict):
@@ -225,6 +249,9 @@ class App(Strict):
     files: list[AbsPath] = Field(default_factory=list, description="file trees to carry to a new host", examples=[["/srv/blog/uploads"]])
     databases: list[Slug] = Field(default_factory=list, description="names of its databases (see databases)")
     health: list[HealthCheck] = Field(min_length=1, description="checks that prove it is up with its data")
+    user: Annotated[str, AfterValidator(_unix_user)] | None = Field(
+        None, description="the Unix user the app runs as (not root); a unit made from 'systemd.command' runs as it "
+        "(default there: a dynamic user of systemd's); templates see it as app.user", examples=["www-data"])
     env: dict[str, str] = Field(default_factory=dict, description="plain environment for the app")
     secret_env: dict[str, SecretRef] = Field(
         default_factory=dict, description="environment from secret references (written to a 0600 env file)"
