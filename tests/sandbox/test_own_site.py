@@ -4,14 +4,17 @@ Described the way a new user would: `fab init wiki` (relaunch.init_site) makes t
 then the inventory, a site runbook (the packages, MediaWiki's one-time installer tagged
 ``when=fresh``, the link to its configuration) and two site templates (the unit,
 LocalSettings.php) from ``examples/own-site/wiki/`` take the scaffold's example's place.
+The app runs as ``www-data`` from a ``systemd.command`` (relaunch writes the unit).
 `fab sandbox-up --site wiki` brings it up with its default flags (no seeding flag), with
 the backup installed and a first backup taken (what `fab sandbox-up` does); a page and an
-uploaded file are made with MediaWiki's own maintenance scripts, a backup runs again, and a
-rebuild carries the page and the file to a new host whose bootstrap left the installer out.
+uploaded file are made with MediaWiki's own maintenance scripts, a backup runs again, a
+drill passes from the off-host store, and a rebuild carries the page and the file to a new
+host whose bootstrap left the installer out.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import uuid
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from relaunch.drill import DrillOptions, drill
 from relaunch.init_site import init_site
 from relaunch.inventory import load_site
 from relaunch.provision import open_host
@@ -54,6 +58,7 @@ def wiki_root(tmp_path: Path) -> Path:
     own = made.site_dir
     shutil.rmtree(own / "templates" / "apps" / "hello")  # the scaffold's example app, and its example notes
     (own / "runbooks" / "50-example.md").unlink()
+    (own / "templates" / "apps").mkdir(exist_ok=True)
     shutil.copy(EXAMPLE / "wiki.yml", made.inventory)
     shutil.copytree(EXAMPLE / "runbooks", own / "runbooks", dirs_exist_ok=True)
     shutil.copytree(EXAMPLE / "templates", own / "templates", dirs_exist_ok=True)
@@ -79,6 +84,13 @@ def test_a_third_party_app_from_debian_comes_up_backs_up_and_is_rebuilt(target, 
         up = bring_up("wiki", root=root, target=target, backups=True)  # the defaults of `fab sandbox-up --site wiki`
         assert up.seeded_mb == 0 and up.health is not None and up.health.ok
         assert "mediawiki-install" in up.bootstrap.runbook.changed and up.bootstrap.skipped == []
+        conn = open_host(up.host, target.key_path)
+        try:  # the unit relaunch wrote for the command: as www-data, never root
+            owner = conn.run("ps -o user= -p $(systemctl show -p MainPID --value wiki.service)", hide=True,
+                             in_stream=False).stdout.strip()
+            assert owner == "www-data"
+        finally:
+            conn.close()
         steps = [r.step.name for r in up.bootstrap.runbook.steps]
         assert steps.index("mariadb") < steps.index("mediawiki-install") < steps.index("systemd-apps")
 
@@ -105,6 +117,13 @@ def test_a_third_party_app_from_debian_comes_up_backs_up_and_is_rebuilt(target, 
             conn.close()
 
         where = Where(target.cloud, sandbox_api.dns_port, target.key_path)
+        rehearsal = drill("wiki", DrillOptions(), root=root, where=where)  # from the off-host backups alone
+        assert rehearsal.status == "passed", rehearsal.error
+        drilled = json.loads(Path(rehearsal.report_json).read_text())
+        assert [(d["name"], d["fingerprint_match"]) for d in drilled["databases"]] == [("wiki", True)]
+        assert drilled["files"] and all(f["match"] for f in drilled["files"])
+        assert drilled["scratch_destroyed"] is True
+
         result = rebuild("wiki", RebuildOptions(settle=0), root=root, where=where)
         assert result.status == "passed", result.error
         assert result.journal.state.get("skipped_fresh_steps") == ["mediawiki-install"]  # restored, never reinstalled
