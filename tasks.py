@@ -248,7 +248,7 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 for col in ("started (UTC)", "id", "result", "seconds", "size", "off-host added"):
                     table.add_column(col)
                 for r in st.runs[-10:]:
-                    result = "[green]ok[/]" if r.ok else f"[red]failed at {_e(r.step)}[/]"
+                    result = "[green]ok[/]" if r.ok else "[yellow]running[/]" if r.state == "running" else f"[red]failed at {_e(r.step)}[/]"
                     added = _size((r.offsite or {}).get("data_added")) if r.offsite else "-"
                     table.add_row(f"{r.started_at:%Y-%m-%d %H:%M:%S}", _e(r.id or "-"), result,
                                   f"{r.seconds:.1f}" if r.seconds is not None else "-", _size(r.size), added)
@@ -262,7 +262,7 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 if not st.healthy:
                     raise Exit("backups need attention (see the warnings)", code=1)
             elif list_:
-                found = backups.list_backups(conn)
+                found = backups.list_backups(conn, inv.site)
                 table = Table(title=f"on the host ({_e(inv.production.droplet_name)})")
                 for col in ("id", "started (UTC)", "size", "verified"):
                     table.add_column(col)
@@ -284,7 +284,7 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                     console.print("[yellow]no off-host store configured[/] (backups.offsite)")
             elif verify:
                 with console.status("verifying"):
-                    result = backups.verify_backup(conn, None if verify is True else str(verify))
+                    result = backups.verify_backup(conn, inv.site, None if verify is True else str(verify))
                 for a in result.get("artifacts", []):
                     console.print(f"  {'[green]ok[/]' if a['ok'] else '[red]BAD[/]'} {_e(a['file'])}")
                 off = result.get("offsite")
@@ -297,14 +297,14 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 console.print(f"[green]backup {_e(result['id'])} verified[/]")
             else:
                 with console.status(f"backing up {_e(site)} on {_e(inv.production.droplet_name)}"):
-                    run = backups.run_now(conn)
+                    run = backups.run_now(conn, inv.site)
                 added = (run.offsite or {}).get("data_added")
                 console.print(f"[green]backup {_e(run.id)}[/]: {_size(run.size)} in {run.seconds:.1f} s"
                               + (f"; off-host copy added {_size(added)}" if run.offsite else ""))
         finally:
             conn.close()
-    except RelaunchError as exc:
-        raise Exit(f"backup failed: {exc}", code=1) from exc
+    except RelaunchError as exc:  # the message says what failed, where, and the command to run next
+        raise Exit(str(exc), code=1) from exc
 
 
 def _dns_changes_table(title, changes, applied_ids, dry_run):

@@ -135,7 +135,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     for db in inv.databases:
         engine(db.engine).canary_write(conn, db, compose, value)
     ctx.say("preflight", f"canary {value} written into {len(inv.databases)} production database(s); backing up")
-    run = run_now(conn)
+    run = run_now(conn, inv.site)
     if run.offsite is not None and not run.offsite.get("ok", True):
         raise RelaunchError(f"the canary's backup {run.id} did not reach the off-host store: {run.offsite}")
     ctx.drop_conn("old")
@@ -248,7 +248,7 @@ def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,
     gap = largest_gap(times, timedelta(hours=ctx.inv.backups.retention.keep_within_hours))
     extra = {"scratch_destroyed": destroyed, "cleaned_up": cleaned, "canary": (state.get("canary") or {}).get("value"),
              "largest_gap_seconds": None if gap is None else round(gap), "backups_in_store": len(times)}
-    steps = [] if status == "passed" else [f"see what failed above; the report is the place to start",
+    steps = [] if status == "passed" else ["see what failed above; the report is the place to start",
                                           *(["the scratch Droplet was kept (--keep): ssh root@" + str(state.get("new_ipv4"))
                                              + " with relaunch's key; `fab drill --cleanup` removes it"]
                                             if not destroyed and state.get("new_id") else [])]

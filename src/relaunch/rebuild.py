@@ -37,7 +37,7 @@ from relaunch.pipeline.steps import switch as switch_step
 from relaunch.pipeline.store import missing_for_backup
 from relaunch.provision import wants_ipv6
 from relaunch.remote import HostKeyMismatch, ensure_client_key
-from relaunch.state import production_record
+from relaunch.state import HostRecord, production_record
 
 log = logging.getLogger(__name__)
 
@@ -360,3 +360,36 @@ def abort(site: str, *, root: Path | str | None = None, destroy: bool = False, w
             ctx.close()
         journal.state["abort"] = undone
         return AbortResult(undone, journal.close("aborted"))
+
+
+# --- the data path alone (the benchmark's entry point) -------------------------------------
+
+
+def data_restore_verify(site: str, old: HostRecord, new: HostRecord, *, root: Path | str | None = None,
+                        where: Where | None = None, progress: Progress = quiet) -> dict[str, float]:
+    """Run the rebuild's data (live), restore and verify steps alone, from host ``old`` onto host ``new``.
+
+    Both must be recorded hosts of the site (pinned keys), ``new`` already bootstrapped. Nothing
+    is journaled and nothing is switched; the old host's writers are stopped (and stay so).
+    Return the seconds each phase took. Raise RelaunchError as the steps do.
+    """
+    inv, secrets, where = open_site(site, root, where)
+    journal = Journal.ephemeral(inv.site, "bench", {})
+    journal.state.update(new_name=new.name, source="live", old={
+        "name": old.name, "droplet_id": old.droplet_id, "address": old.ipv4, "user": inv.production.user,
+        "host_key": old.host_key})
+    phases: dict[str, float] = {}
+
+    def sink(event: Any) -> None:
+        if event.kind == "done" and event.seconds is not None:
+            phases[event.step] = event.seconds
+        progress(event)
+
+    ctx = RunContext(inv, secrets, where.cloud, where.key_path, journal, {}, where.dns_port, sink)
+    try:
+        execute(Plan(KIND, inv.site, [Step("data", "final sync, host to host", data.data_live),
+                                      Step("restore", "restore from the dumps", restore.restore),
+                                      Step("verify", "fingerprints and listings", restore.verify)]), ctx)
+    finally:
+        ctx.close()
+    return phases

@@ -20,6 +20,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut, UnexpectedExit
+from invoke.runners import Result
 
 from relaunch.errors import RelaunchError
 from relaunch.poll import attempts
@@ -165,3 +167,33 @@ def wait_for_ssh(conn: Connection, timeout: float = 180) -> float:
             last = exc
         conn.close()
     raise RelaunchError(f"{conn.host}: SSH did not answer within {timeout:.0f} s (last error: {last})")
+
+
+#: Seconds a short remote command (a cat, a systemctl query, a mkdir) may take.
+QUICK_TIMEOUT = 60.0
+
+
+def execute(conn: Connection, command: str, *, timeout: float, what: str, warn: bool = True) -> Result:
+    """Run the shell ``command`` on ``conn``'s host (output hidden, no stdin), for at most ``timeout`` seconds.
+
+    Return Fabric's Result (with ``warn``, whatever the exit status). Raise RelaunchError
+    naming the host and ``what`` if it runs longer (it is stopped: a dead network or a hung
+    host never blocks relaunch), or, without ``warn``, if it exits non-zero.
+    """
+    try:
+        return conn.run(command, hide=True, in_stream=False, warn=warn, timeout=timeout)
+    except CommandTimedOut:
+        raise RelaunchError(
+            f"{conn.host}: {what} did not finish within {timeout:.0f} s and was given up "
+            "(is the host overloaded, or the network to it down?)"
+        ) from None
+    except UnexpectedExit as exc:
+        out = (exc.result.stdout + exc.result.stderr).strip()[-1500:]
+        raise RelaunchError(f"{conn.host}: {what} failed (exit {exc.result.exited}): {out}") from None
+
+
+def sftp(conn: Connection, timeout: float = QUICK_TIMEOUT) -> paramiko.SFTPClient:
+    """``conn``'s SFTP session, each of its reads and writes bounded by ``timeout`` seconds (socket.timeout, an OSError)."""
+    client = conn.sftp()
+    client.get_channel().settimeout(timeout)
+    return client

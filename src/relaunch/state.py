@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import dataclasses
 from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -117,3 +119,31 @@ def set_role(site: str, name: str, role: str) -> None:
     hosts = load_hosts(site)
     if name in hosts:
         save_host(site, dataclasses.replace(hosts[name], role=role))
+
+
+class Locked(Exception):
+    """Raised by :func:`pid_lock` when another process holds the lock; ``holder`` is its pid ("?" if unknown)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def pid_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive fcntl lock on ``path`` (0600; released when the process dies) with our pid in it.
+
+    Raise :class:`Locked` at once (no waiting) when another process holds it; callers turn
+    that into their own refusal, naming the holder.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Locked(os.pread(fd, 64, 0).decode(errors="replace").strip() or "?") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,4 +1,8 @@
-"""Put rendered files on a host: only what differs, secret files never readable by others."""
+"""Put rendered files on a host: only what differs, secret files never readable by others.
+
+Every remote step is bounded in time (``relaunch.remote.QUICK_TIMEOUT``). A file is written
+as ``PATH.relaunch-new`` and renamed into place; the backup never archives that name.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Protocol
 from fabric import Connection
 
 from relaunch.errors import RelaunchError
+from relaunch.remote import QUICK_TIMEOUT, execute, sftp
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ def remote_state(conn: Connection, paths: list[str]) -> dict[str, tuple[str, int
         + '; do [ -f "$f" ] && printf \'%s %s %s\\n\' "$(sha256sum < "$f" | cut -d" " -f1)" "$(stat -c %a "$f")" "$f";'
         + " done; true"
     )
-    out = conn.run(script, hide=True, in_stream=False).stdout
+    out = execute(conn, script, timeout=QUICK_TIMEOUT, what="reading the files' state", warn=False).stdout
     state: dict[str, tuple[str, int]] = {}
     for line in out.splitlines():
         digest, mode, path = line.split(" ", 2)
@@ -50,15 +55,16 @@ def upload(conn: Connection, files: list[FileLike]) -> list[str]:
     if not changed:
         return []
     dirs = sorted({posixpath.dirname(f.path) for f in changed})
-    conn.run("mkdir -p -m 0755 " + " ".join(shlex.quote(d) for d in dirs), hide=True, in_stream=False)
-    sftp = conn.sftp()
+    execute(conn, "mkdir -p -m 0755 " + " ".join(shlex.quote(d) for d in dirs), timeout=QUICK_TIMEOUT,
+            what="making directories", warn=False)
+    client = sftp(conn, QUICK_TIMEOUT)  # every read and write bounded: a dead link fails, never hangs
     for f in changed:
         try:
-            with sftp.open(f.path + ".relaunch-new", "wb") as fh:
+            with client.open(f.path + ".relaunch-new", "wb") as fh:
                 fh.chmod(f.mode)  # before any byte is written
                 fh.write(f.content)
-            sftp.posix_rename(f.path + ".relaunch-new", f.path)
-        except OSError as exc:
+            client.posix_rename(f.path + ".relaunch-new", f.path)
+        except OSError as exc:  # socket.timeout included
             raise RelaunchError(f"{conn.host}: could not write {f.path}: {exc}") from exc
         log.info("%s: wrote %s (%o)", conn.host, f.path, f.mode)
     return [f.path for f in changed]

@@ -95,11 +95,30 @@ def test_two_overlapping_runs_make_exactly_one_backup(conn) -> None:
         sh(conn, f"systemctl start {inst.TIMER}")
 
 
+def test_a_run_stopped_by_systemd_records_its_end_and_leaves_nothing_half_done(conn) -> None:
+    sh(conn, f"systemctl stop {inst.TIMER}")
+    try:
+        wait_idle(conn)
+        before = len(read_runs(conn))
+        sh(conn, f"systemctl start --no-block {inst.SERVICE}")
+        deadline = time.monotonic() + 60
+        while not ((runs := read_runs(conn))[before:] and runs[-1].state == "running"):
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        sh(conn, f"systemctl stop {inst.SERVICE}")  # SIGTERM to the runner and its children
+        last = read_runs(conn)[-1]
+        assert last.state == "finished" and not last.ok and last.step == "stopped", last
+        assert "SIGTERM" in (last.error or "")
+        assert sh(conn, f"ls -A {inst.BACKUP_ROOT} | grep '^\\.' || true") == ""  # no .tmp-ID, no .work
+    finally:
+        sh(conn, f"systemctl start {inst.TIMER}")
+
+
 def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn, inv, up) -> None:
     count = "sqlite3 /srv/notes/notes.db 'SELECT count(*) FROM notes'"
     first = int(sh(conn, count))
     started = time.monotonic()
-    run = run_now(conn)
+    run = run_now(conn, inv.site)
     seconds = time.monotonic() - started
     assert run.ok and run.id
     assert int(sh(conn, count)) > first  # the apps kept writing meanwhile
@@ -119,10 +138,14 @@ def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn
     assert notes["fingerprint"]["integrity"] == "ok" and notes["fingerprint"]["tables"]
     assert stats["fingerprint"]["tables"] and stats["fingerprint_method"] == "scratch-restore"
     assert [blog["fingerprint_method"], notes["fingerprint_method"]] == ["shared-snapshot", "dumped-copy"]
-    result = verify_backup(conn, run.id, offsite=True)
+    # what a deploy needs: the image of every service of the compose app, by digest, read from its containers
+    assert set(manifest.images) == {"blog"} and set(manifest.images["blog"]) == {"web", "db"}, manifest.raw["deploy"]
+    assert all("@sha256:" in ref for ref in manifest.images["blog"].values())
+    assert "problems" not in manifest.raw["deploy"]
+    result = verify_backup(conn, inv.site, run.id, offsite=True)
     assert result["ok"], result
     assert result["offsite"]["ok"]
-    listed = list_backups(conn)
+    listed = list_backups(conn, inv.site)
     assert run.id in [b["id"] for b in listed["local"]]
     assert run.id in [s["id"] for s in listed["offsite"]], listed
     st = status(conn, inv)
@@ -139,7 +162,8 @@ def test_the_timer_fires(conn) -> None:
     while True:
         trigger = sh(conn, f"systemctl show -P LastTriggerUSec {inst.TIMER}")
         runs = read_runs(conn)
-        if len(runs) > before and trigger not in ("", "n/a", "0"):
+        # a run is recorded as running when it starts: wait for its end
+        if len(runs) > before and runs[-1].state != "running" and trigger not in ("", "n/a", "0"):
             break
         assert time.monotonic() < deadline, f"the timer did not fire (last trigger {trigger!r})"
         time.sleep(2)
@@ -153,14 +177,16 @@ def test_a_corrupted_artifact_is_reported_by_name(conn) -> None:
     # flip one byte in the middle, same size
     flip = "import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[len(b) // 2] ^= 1; open(p, 'wb').write(b)"
     sh(conn, shlex.join(["python3", "-c", flip, path]))
-    result = verify_backup(conn, newest, offsite=False)
+    result = verify_backup(conn, "example", newest, offsite=False)
     assert not result["ok"]
     assert [a["file"] for a in result["artifacts"] if not a["ok"]] == ["stats.sql"]
     assert any(p.startswith("stats.sql: sha256") for p in result["problems"])
+    # written over SSH, outside systemd's UMask=: still root's alone (they hold stderr tails)
+    assert sh(conn, f"stat -c %a {inst.STATUS_FILE} {inst.VERIFIED_FILE}").split() == ["600", "600"]
 
 
 def test_the_off_host_copy_restores_on_the_backup_host_alone(conn, inv, site_root: Path, target: Target) -> None:
-    run = run_now(conn)
+    run = run_now(conn, inv.site)
     local = parse(sh(conn, f"cat {inst.BACKUP_ROOT}/{run.id}/manifest.json"))
     record = backup_host_record(inv)
     assert record is not None
@@ -168,7 +194,7 @@ def test_the_off_host_copy_restores_on_the_backup_host_alone(conn, inv, site_roo
     try:
         password = (site_root / "secrets/example/restic-password").read_text().strip()
         repo = Repository("/srv/restic/example", Secret(password, "restic"), ("--no-lock",))
-        directory = fetch(store, run.id, "/var/tmp/relaunch-fetch", repo)
+        directory = fetch(store, run.id, "/var/tmp/relaunch-fetch", repo, site=inv.site)
         check = verify_remote_dir(store, directory)
         assert check.ok, check.problems
         fetched = parse(sh(store, f"cat {directory}/manifest.json"))

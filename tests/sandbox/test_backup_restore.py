@@ -66,7 +66,7 @@ def backup(conn: Connection, inv: Inventory, compose: list[str]) -> tuple[str, M
     """One backup run while the three apps write; every database grew across it."""
     before = {db.name: rows(conn, db, compose) for db in inv.databases}
     started = time.monotonic()
-    done = run_now(conn)
+    done = run_now(conn, inv.site)
     seconds = time.monotonic() - started
     assert done.ok and done.id
     after = {db.name: rows(conn, db, compose) for db in inv.databases}

@@ -1,6 +1,7 @@
 """Sandbox: `fab rebuild` of the example site, the story itself, then again with the old host gone.
 
-The production host of the session (the `up` fixture) breaks: its apps and its MariaDB are
+First a rebuild is killed (SIGTERM) during its data step and again during its restore, and
+`--resume` finishes it. Then the production host (the one that rebuild made) breaks: its apps and its MariaDB are
 stopped after a marker row went into every database. `rebuild` brings the site back on a
 new Droplet from a final sync (RPO 0), verifies it, switches DNS and hands production over.
 Then that host is destroyed and, from a fresh state directory (a clean operator machine),
@@ -13,7 +14,9 @@ This module retires the session's production host: it runs after the modules tha
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import stat
 import uuid
 from pathlib import Path
@@ -23,11 +26,14 @@ import dns.query
 import pytest
 
 from relaunch.backup.site import install_site
+from relaunch.errors import RelaunchError
 from relaunch.inventory import load_site
 from relaunch.pipeline import PHASES
+from relaunch.pipeline.events import Event
+from relaunch.pipeline.journal import Journal
 from relaunch.provision import open_host
 from relaunch.rebuild import RebuildOptions, Where, rebuild
-from relaunch.state import load_hosts
+from relaunch.state import load_hosts, production_record
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.heavy]
 
@@ -76,12 +82,48 @@ def check_report(result) -> dict:
     return record
 
 
+def interrupt_in(step: str):
+    """A progress sink that sends this process SIGTERM once ``step`` reports progress (what `kill` does)."""
+    sent = []
+
+    def progress(event: Event) -> None:
+        if event.step == step and event.kind in ("info", "bytes") and not sent:
+            sent.append(event)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return progress
+
+
+def test_rebuild_killed_during_data_and_during_restore_resumes_to_the_same_end(up, site_root, target, sandbox_api) -> None:
+    where = Where(target.cloud, sandbox_api.dns_port, target.key_path)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild("example", RebuildOptions(settle=0), root=site_root, where=where, progress=interrupt_in("data"))
+    paused = Journal.load("example", "rebuild")
+    assert paused is not None and paused.steps["data"]["status"] == "failed"
+    assert paused.steps["data"]["error"] == "interrupted (SIGTERM)"
+    with pytest.raises(RelaunchError, match="--resume"):
+        rebuild("example", RebuildOptions(settle=0), root=site_root, where=where)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild("example", root=site_root, where=where, resume=True, progress=interrupt_in("restore"))
+    assert Journal.load("example", "rebuild").steps["restore"]["error"] == "interrupted (SIGTERM)"
+
+    done = rebuild("example", root=site_root, where=where, resume=True)
+    assert done.status == "passed", done.error
+    record = check_report(done)
+    assert record["attempts"] == 3 and record["source"] == "live" and record["rpo_seconds"] == 0
+    assert [p["name"] for p in record["phases"]] == [
+        "preflight", "provision", "boot", "bootstrap", "data", "restore", "verify", "start", "health", "switch"]
+    new = load_hosts("example")[done.journal.state["new_name"]]
+    assert authoritative_a(sandbox_api, "example.test.") == [new.ipv4]
+    assert [d.name for d in target.cloud.list_droplets("relaunch-example")].count(new.name) == 1
+
+
 def test_rebuild_from_the_broken_host_then_from_the_store_alone(up, site_root, target, sandbox_api, monkeypatch,
                                                                  tmp_path) -> None:
     inv = load_site("example", site_root)
     where = Where(target.cloud, sandbox_api.dns_port, target.key_path)
     install_site(inv, target.key_path)
-    old = up.host
+    old = production_record("example", inv.production.droplet_name)  # the host the test above built, if it ran
     conn = open_host(old, target.key_path)
     marker = f"before-the-break-{uuid.uuid4().hex[:8]}"
     try:

@@ -142,3 +142,19 @@ def test_database_specs_mariadb_fingerprint_by_scratch_restore_unless_turned_off
     off = inv.model_copy(update={"backups": inv.backups.model_copy(update={"mariadb_fingerprint": False})})
     stats = {s["name"]: s for s in database_specs(off, COMPOSE)}["stats"]
     assert "scratch_restore" not in stats and stats["fingerprint_method"] is None and stats["fingerprint_note"]
+
+
+@pytest.mark.parametrize("interval", [1, 15, 60, 1440])
+def test_every_runner_deadline_is_under_the_units_timeout(secrets, interval: int) -> None:
+    files = by_path(install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, STORE, interval_minutes=interval))
+    config = json.loads(files[install.CONFIG_PATH].content)
+    unit = files[f"{install.UNIT_DIR}/{install.SERVICE}"].content.decode()
+    unit_timeout = int(unit.split("TimeoutStartSec=")[1].split()[0])
+    assert set(config["timeouts"]) == {"dump", "command", "restic", "docker"}
+    assert all(0 < t < unit_timeout for t in config["timeouts"].values()), (config["timeouts"], unit_timeout)
+
+
+def test_backup_config_names_the_compose_apps_and_the_retention_floor(secrets) -> None:
+    config = install.backup_config(load(EXAMPLE), COMPOSE, STORE)
+    assert config["compose_apps"] == [{"app": "blog", "services": ["db", "web"]}]
+    assert config["min_free_percent"] > 0 and config["prune_interval_hours"] >= 24

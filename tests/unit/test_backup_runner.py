@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -18,7 +19,8 @@ from relaunch.backup import runner
 RUNNER = Path(runner.__file__)
 
 
-def make_config(tmp_path: Path, *, dumps: dict[str, list[str]] | None = None, offsite: dict | None = None) -> Path:
+def make_config(tmp_path: Path, *, dumps: dict[str, list[str]] | None = None, offsite: dict | None = None,
+                **extra: object) -> Path:
     files = tmp_path / "srv" / "app"
     (files / "sub").mkdir(parents=True)
     (files / "a.txt").write_text("alpha\n")
@@ -46,14 +48,16 @@ def make_config(tmp_path: Path, *, dumps: dict[str, list[str]] | None = None, of
         "archives": [{"app": "app", "file": "app-files.tar.gz", "paths": [str(files)],
                       "exclude": [str(files / "live.db")]}],
         "offsite": offsite,
+        **extra,
     }
     path = tmp_path / "backup.json"
     path.write_text(json.dumps(config))
     return path
 
 
-def run(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUNNER), "--config", str(config), *args], capture_output=True, text=True, timeout=60)
+def run(config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUNNER), "--config", str(config), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def backups(tmp_path: Path) -> list[Path]:
@@ -214,22 +218,6 @@ def test_retention_removes_old_backups_after_a_good_run(tmp_path: Path) -> None:
     assert "not-a-backup" in names and len(names) == 2
 
 
-def test_local_keep_last_caps_the_host_copies(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
-    data = json.loads(config.read_text())
-    data["local_keep_last"] = 2
-    config.write_text(json.dumps(data))
-    root = tmp_path / "backups"
-    recent = runner.now_utc()
-    for minutes in (30, 20, 10):  # all within keep_within_hours: the policy alone would keep them
-        name = (recent - runner.dt.timedelta(minutes=minutes)).strftime(runner.ID_FORMAT)
-        (root / name).mkdir(parents=True)
-        (root / name / "manifest.json").write_text("{}")
-    assert run(config, "run").returncode == 0
-    names = [p.name for p in backups(tmp_path)]
-    assert len(names) == 2 and names[0] == (recent - runner.dt.timedelta(minutes=10)).strftime(runner.ID_FORMAT)
-
-
 def test_list_shows_local_backups_with_their_verification(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     assert run(config, "run").returncode == 0
@@ -331,3 +319,387 @@ def test_a_sqlite_copy_is_fingerprinted_without_leaving_wal_or_shm_beside_it(tmp
     entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
     assert entry["fingerprint"]["tables"]["notes"]["rows"] == 50
     assert sorted(p.name for p in directory.iterdir() if p.name.startswith("notes")) == ["notes.sqlite3"]
+
+
+# --- a stand-in restic: snapshots in a JSON file, every call logged ----------------------
+
+FAKE_RESTIC = r'''#!PYTHON
+import hashlib, json, os, sys, time
+state_path = os.environ["FAKE_RESTIC_STATE"]
+state = json.load(open(state_path)) if os.path.exists(state_path) else {"snapshots": [], "calls": []}
+args = sys.argv[1:]
+i = args.index("-r") + 2
+while i < len(args) and args[i] == "-o":
+    i += 2
+cmd, rest = args[i], args[i + 1:]
+state["calls"].append([cmd, *rest])
+def save():
+    json.dump(state, open(state_path + ".tmp", "w"))
+    os.replace(state_path + ".tmp", state_path)
+save()
+if os.environ.get("FAKE_RESTIC_SLEEP") and cmd == os.environ.get("FAKE_RESTIC_SLEEP_ON", cmd):
+    time.sleep(float(os.environ["FAKE_RESTIC_SLEEP"]))
+if os.path.exists(state_path + ".down") and cmd != "cat":
+    sys.exit("Fatal: unable to open repository: ssh: connect to host backup: Connection refused")
+def opt(name):
+    return [rest[j + 1] for j, a in enumerate(rest) if a == name]
+if cmd == "snapshots":
+    hosts, tagsets = opt("--host"), [t.split(",") for t in opt("--tag")]
+    out = [s for s in state["snapshots"] if (not hosts or s["hostname"] in hosts)
+           and (not tagsets or any(all(t in s["tags"] for t in ts) for ts in tagsets))]
+    print(json.dumps(out))
+elif cmd == "backup":
+    path = rest[-1]
+    n = len(state["snapshots"]) + len(state["calls"])
+    sid = hashlib.sha256(f"{path}{n}{time.time()}".encode()).hexdigest()
+    state["snapshots"].append({"id": sid, "short_id": sid[:8], "hostname": opt("--host")[0], "tags": opt("--tag"),
+                               "paths": [os.path.join(os.getcwd(), path)], "time": "2026-11-26T08:00:00Z"})
+    save()
+    print(json.dumps({"message_type": "summary", "snapshot_id": sid[:8], "data_added": 100, "total_bytes_processed": 1000}))
+elif cmd == "forget":
+    ids = [a for a in rest if not a.startswith("-")]
+    state["snapshots"] = [s for s in state["snapshots"] if s["id"] not in ids and s["short_id"] not in ids]
+    save()
+elif cmd == "cat":
+    sys.exit(0 if state.get("initialized") else 1)
+elif cmd == "init":
+    state["initialized"] = True
+    save()
+'''
+
+
+def fake_restic(tmp_path: Path) -> tuple[dict, dict[str, str], Path]:
+    """(the offsite config section, the runner's environment, the state file) for a stand-in restic on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    script = bindir / "restic"
+    script.write_text(FAKE_RESTIC.replace("PYTHON", sys.executable))
+    script.chmod(0o755)
+    password = tmp_path / "restic.password"
+    password.write_text("pw\n")
+    state = tmp_path / "restic-state.json"
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_RESTIC_STATE": str(state)}
+    offsite = {"repository": "sftp:restic@store:/srv/restic/shared", "password_file": str(password),
+               "cache_dir": str(tmp_path / "cache"), "options": []}
+    return offsite, env, state
+
+
+def restic_state(state: Path) -> dict:
+    return json.loads(state.read_text()) if state.exists() else {"snapshots": [], "calls": []}
+
+
+def old_backup(root: Path, minutes_ago: float) -> str:
+    name = (runner.now_utc() - runner.dt.timedelta(minutes=minutes_ago)).strftime(runner.ID_FORMAT)
+    (root / name).mkdir(parents=True)
+    (root / name / "manifest.json").write_text("{}")
+    return name
+
+
+def test_local_keep_last_caps_only_the_host_copies_that_are_off_host(tmp_path: Path) -> None:
+    offsite, env, _ = fake_restic(tmp_path)
+    config = make_config(tmp_path, offsite=offsite, local_keep_last=2)
+    root = tmp_path / "backups"
+    olds = [old_backup(root, m) for m in (30, 20, 10)]  # all within keep_within_hours: the policy alone would keep them
+    res = run(config, "run", env=env)
+    assert res.returncode == 0, res.stderr
+    names = [p.name for p in backups(tmp_path)]
+    assert len(names) == 2 and names[0] == olds[-1]  # the three old ones went off-host first, then the cap applied
+
+
+def test_an_off_host_outage_keeps_every_backup_and_the_next_run_uploads_them_oldest_first(tmp_path: Path) -> None:
+    offsite, env, state = fake_restic(tmp_path)
+    config = make_config(tmp_path, offsite=offsite, local_keep_last=2)
+    Path(f"{state}.down").touch()
+    for _ in range(4):
+        res = run(config, "run", env=env)
+        assert res.returncode == 1 and "offsite snapshots" in res.stderr and "Connection refused" in res.stderr
+        time.sleep(1.05)  # one backup ID per second
+    made = [p.name for p in backups(tmp_path)]
+    assert len(made) == 4  # not trimmed to 2: none of them is off-host
+    last = json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]
+    assert last["local_ok"] and not last["ok"] and last["step"] == "offsite snapshots"
+    assert last["local"]["not_offsite"] == made and last["local"]["floor_bytes"] > 0 and last["local"]["free_bytes"] > 0
+    Path(f"{state}.down").unlink()
+    res = run(config, "run", env=env)
+    assert res.returncode == 0, res.stderr
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    uploaded = [u["id"] for u in status["runs"][-1]["offsite"]["uploaded"]]
+    assert uploaded == sorted(uploaded) and uploaded[:4] == made and len(uploaded) == 5  # oldest first, then the new one
+    assert [c[-1] for c in restic_state(state)["calls"] if c[0] == "backup"] == uploaded
+    assert len(backups(tmp_path)) == 2  # off-host now: the cap applies
+    res = run(config, "run", env=env)  # nothing is uploaded twice
+    assert [u["id"] for u in json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]["offsite"]["uploaded"]] \
+        == [backups(tmp_path)[-1].name]
+
+
+def test_below_the_free_space_floor_backups_not_off_host_go_oldest_first_and_the_status_says_so(tmp_path: Path) -> None:
+    offsite, env, state = fake_restic(tmp_path)
+    config = make_config(tmp_path, offsite=offsite, local_keep_last=2, min_free_bytes=10**18)
+    Path(f"{state}.down").touch()
+    root = tmp_path / "backups"
+    olds = [old_backup(root, m) for m in (30, 20)]
+    assert run(config, "run", env=env).returncode == 1
+    last = json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]
+    assert last["local"]["floor_bytes"] == 10**18 and last["local"]["removed_below_floor"] == olds
+    assert [p.name for p in backups(tmp_path)] == [last["id"]]  # never the newest
+
+
+def test_offsite_queries_and_forget_are_scoped_to_the_site(tmp_path: Path) -> None:
+    offsite, env, state = fake_restic(tmp_path)
+    other = [{"id": f"{n:064x}", "short_id": f"{n:08x}", "hostname": "other", "tags": ["relaunch", "site:other", bid],
+              "paths": ["/x"], "time": "2020-01-01T00:00:00Z"} for n, bid in ((1, "20200101T000000Z"), (2, "20200102T000000Z"))]
+    mislabelled = {"id": f"{3:064x}", "short_id": f"{3:08x}", "hostname": "unit", "tags": ["relaunch", "site:other", "20200103T000000Z"],
+                   "paths": ["/x"], "time": "2020-01-03T00:00:00Z"}
+    legacy = {"id": f"{4:064x}", "short_id": f"{4:08x}", "hostname": "unit", "tags": ["relaunch", "20200104T000000Z"],
+              "paths": ["/x"], "time": "2020-01-04T00:00:00Z"}
+    state.write_text(json.dumps({"snapshots": [*other, mislabelled, legacy], "calls": []}))
+    config = make_config(tmp_path, offsite=offsite, local_keep_last=4)
+    res = run(config, "run", env=env)
+    assert res.returncode == 0, res.stderr
+    st = restic_state(state)
+    ids = {s["id"] for s in st["snapshots"]}
+    assert {s["id"] for s in other} <= ids and mislabelled["id"] in ids  # another site's: untouched though years old
+    assert legacy["id"] not in ids  # this site's own (made before site tags): the policy applies
+    for call in st["calls"]:
+        if call[0] == "snapshots":
+            assert call[call.index("--host") + 1] == "unit", call
+        if call[0] == "backup":
+            assert call[call.index("--host") + 1] == "unit" and "site:unit" in call, call
+        if call[0] == "forget":
+            assert call[1:] == [legacy["id"]], call  # by exact ID, of this site's snapshots only
+    listed = json.loads(run(config, "list", env=env).stdout)["offsite"]
+    assert [s["id"] for s in listed] == [json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]["id"]]
+
+
+def test_prune_runs_at_most_once_per_interval_and_the_status_records_it(tmp_path: Path) -> None:
+    offsite, env, state = fake_restic(tmp_path)
+    config = make_config(tmp_path, offsite=offsite, local_keep_last=4, prune_interval_hours=24)
+    for _ in range(3):
+        assert run(config, "run", env=env).returncode == 0
+        time.sleep(1.05)
+    calls = restic_state(state)["calls"]
+    assert [c[0] for c in calls].count("prune") == 1
+    assert not any(c[0] == "forget" and "--prune" in c for c in calls)
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["prune"]["ok"] and status["prune"]["last_ok_at"]
+    assert status["runs"][0]["offsite"]["prune"]["ran"] is True
+    assert status["runs"][-1]["offsite"]["prune"]["ran"] is False and status["runs"][-1]["offsite"]["prune"]["due_after"]
+
+
+# --- subprocesses: stderr drained, deadlines, SIGTERM, a status entry however a run ends ---
+
+
+def test_a_dump_that_fills_the_stderr_pipe_does_not_block_the_run(tmp_path: Path) -> None:
+    chatty = [sys.executable, "-c", "import sys; sys.stderr.write('w' * (1 << 20)); sys.stderr.flush(); sys.stdout.write('x' * 70000)"]
+    config = make_config(tmp_path, dumps={"pg": chatty})
+    res = run(config, "run", timeout=30)
+    assert res.returncode == 0, res.stderr[-500:]
+    [directory] = backups(tmp_path)
+    assert (directory / "pg.dump").stat().st_size == 70000
+
+
+@pytest.mark.parametrize("where", ["dump", "fingerprint", "restic"])
+def test_every_subprocess_has_a_deadline(tmp_path: Path, where: str) -> None:
+    hang = [sys.executable, "-c", "import time; time.sleep(60)"]
+    offsite, env, _ = fake_restic(tmp_path)
+    if where == "restic":
+        env = {**env, "FAKE_RESTIC_SLEEP": "60", "FAKE_RESTIC_SLEEP_ON": "snapshots"}
+    config = make_config(tmp_path, dumps={"pg": hang if where == "dump" else [sys.executable, "-c", "print('x')"]},
+                         offsite=offsite, timeouts={"dump": 2, "command": 2, "restic": 2})
+    if where == "fingerprint":
+        data = json.loads(config.read_text())
+        data["databases"][0].update(fingerprint_argv=[*hang, "/ART"], artifact_placeholder="/ART")
+        config.write_text(json.dumps(data))
+    started = time.monotonic()
+    res = run(config, "run", env=env, timeout=40)
+    assert time.monotonic() - started < 20
+    assert res.returncode == 1
+    assert "did not finish within 2 s" in res.stderr
+    last = json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]
+    assert last["step"] == {"dump": "dump pg", "fingerprint": "fingerprint pg", "restic": "offsite snapshots"}[where]
+
+
+def _start_slow_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    pidfile = tmp_path / "dump.pid"
+    slow = [sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)", str(pidfile)]
+    config = make_config(tmp_path, dumps={"pg": slow})
+    proc = subprocess.Popen([sys.executable, str(RUNNER), "--config", str(config), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, pidfile
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ")[1][0] != "Z"
+
+
+def test_sigterm_stops_the_children_and_the_run_still_records_its_end(tmp_path: Path) -> None:
+    proc, pidfile = _start_slow_run(tmp_path)
+    dump_pid = int(pidfile.read_text())
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(15)
+    finally:
+        proc.kill()
+    assert code != 0
+    deadline = time.monotonic() + 5
+    while _alive(dump_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(dump_pid)  # the dump was stopped with the run
+    assert backups(tmp_path) == []
+    [entry] = json.loads((tmp_path / "state" / "status.json").read_text())["runs"]
+    assert entry["ok"] is False and entry["state"] == "finished" and entry["step"] == "stopped"
+    assert "SIGTERM" in entry["error"] and entry["finished_at"]
+
+
+def test_a_killed_run_leaves_an_entry_that_the_next_run_marks_killed(tmp_path: Path) -> None:
+    proc, pidfile = _start_slow_run(tmp_path)
+    proc.kill()  # SIGKILL: nothing of the run can react
+    proc.wait(10)
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)  # its dump, in a process group of its own
+    [entry] = json.loads((tmp_path / "state" / "status.json").read_text())["runs"]
+    assert entry["state"] == "running" and entry["ok"] is False
+    config = tmp_path / "backup.json"
+    data = json.loads(config.read_text())
+    data["databases"][0]["argv"] = [sys.executable, "-c", "print('x')"]
+    config.write_text(json.dumps(data))
+    assert run(config, "run").returncode == 0
+    killed, good = json.loads((tmp_path / "state" / "status.json").read_text())["runs"]
+    assert killed["state"] == "killed" and killed["ok"] is False and "without recording its end" in killed["error"]
+    assert good["ok"] and good["state"] == "finished"
+
+
+def test_status_verified_and_backup_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    old = os.umask(0o022)
+    try:
+        assert run(config, "run").returncode == 0
+        assert run(config, "verify").returncode == 0
+    finally:
+        os.umask(old)
+    state = tmp_path / "state"
+    for path in (state / "status.json", state / "verified.json", *backups(tmp_path)[0].iterdir()):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+# --- temporary files never in an archived tree -----------------------------------------
+
+
+def test_the_sqlite_dump_writes_its_copy_in_the_work_dir_never_beside_the_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    from relaunch.databases import sqlite as sqlite_engine
+    from relaunch.inventory.model import Database
+
+    tree = tmp_path / "srv" / "notes"
+    tree.mkdir(parents=True)
+    live = tree / "notes.db"
+    con = sqlite3.connect(live)
+    con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    con.commit()
+    con.close()
+    db = Database(name="notes", engine="sqlite", path=str(live))
+    work = tmp_path / "work"
+    argv = [*sqlite_engine.dump_command(db).argv, "keep"]  # keep: the copy stays and its path is printed
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={**os.environ, runner.WORK_DIR_ENV: str(work)})
+    assert out.returncode == 0, out.stderr
+    copy = Path(out.stdout.split("snap:", 1)[1].split("\t")[0])
+    assert copy.parent == work and copy.is_file()
+    assert sorted(p.name for p in tree.iterdir()) == ["notes.db"]
+
+
+def test_the_runner_gives_its_children_a_work_dir_under_the_backup_root(tmp_path: Path) -> None:
+    probe = [sys.executable, "-c", "import os; print(os.environ['RELAUNCH_WORK_DIR'], os.path.isdir(os.environ['RELAUNCH_WORK_DIR']))"]
+    config = make_config(tmp_path, dumps={"pg": probe})
+    assert run(config, "run").returncode == 0
+    [directory] = backups(tmp_path)
+    assert (directory / "pg.dump").read_text() == f"{tmp_path / 'backups' / runner.WORK_DIR_NAME} True\n"
+    assert not (tmp_path / "backups" / runner.WORK_DIR_NAME).exists()  # emptied after the run
+
+
+def test_the_archive_leaves_out_temporary_files_relaunch_left_in_a_tree(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    files = tmp_path / "srv" / "app"
+    (files / ".live.db.relaunch-k2j3h4").write_bytes(b"partial copy")  # a SQLite copy or restore a killed command left
+    (files / "sub" / "settings.env.relaunch-new").write_text("half uploaded")  # relaunch.upload's temp name
+    (files / ".hidden-but-the-app's").write_text("kept")
+    assert run(config, "run").returncode == 0, "run"
+    [directory] = backups(tmp_path)
+    with tarfile.open(directory / "app-files.tar.gz") as tar:
+        names = tar.getnames()
+    assert not [n for n in names if "relaunch-" in n]
+    assert any(n.endswith(".hidden-but-the-app's") for n in names)
+    entry = manifest_mod.parse((directory / "manifest.json").read_text()).archive("app").extra
+    assert len(entry["excluded_temporary"]) == 2
+
+
+# --- what a deploy needs: the images by digest ------------------------------------------
+
+FAKE_DOCKER = r'''#!PYTHON
+import json, sys
+args = sys.argv[1:]
+containers = {
+    "c1": {"Config": {"Image": "registry:5000/example/blog@sha256:" + "a" * 64,
+                      "Labels": {"com.docker.compose.project": "blog", "com.docker.compose.service": "web"}}, "Image": "sha256:" + "1" * 64},
+    "c2": {"Config": {"Image": "registry:5000/example/postgres:15",
+                      "Labels": {"com.docker.compose.project": "blog", "com.docker.compose.service": "db"}}, "Image": "sha256:" + "2" * 64},
+    "c3": {"Config": {"Image": "local/thing:dev",
+                      "Labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "app"}}, "Image": "sha256:" + "3" * 64},
+}
+if args[0] == "ps":
+    project = args[args.index("--filter") + 1].split("=", 2)[2]
+    print("\n".join(k for k, c in containers.items() if c["Config"]["Labels"]["com.docker.compose.project"] == project))
+elif args[0] == "inspect":
+    print(json.dumps([containers[k] for k in args[1:]]))
+elif args[:2] == ["image", "inspect"]:
+    image = args[-1]
+    print(json.dumps({"sha256:" + "2" * 64: ["registry:5000/example/postgres@sha256:" + "b" * 64]}.get(image, [])))
+'''
+
+
+def test_the_manifest_records_the_image_digest_of_every_compose_service(tmp_path: Path) -> None:
+    bindir = tmp_path / "dockerbin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(FAKE_DOCKER.replace("PYTHON", sys.executable))
+    (bindir / "docker").chmod(0o755)
+    config = make_config(tmp_path, compose_apps=[{"app": "blog", "services": ["db", "web"]},
+                                                 {"app": "shop", "services": ["app"]}, {"app": "gone", "services": ["x"]}])
+    res = run(config, "run", env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert res.returncode == 0, res.stderr
+    [directory] = backups(tmp_path)
+    m = manifest_mod.parse((directory / "manifest.json").read_text())
+    assert m.images == {"blog": {"web": "registry:5000/example/blog@sha256:" + "a" * 64,
+                                 "db": "registry:5000/example/postgres@sha256:" + "b" * 64}}
+    problems = m.raw["deploy"]["problems"]
+    assert any(p.startswith("shop/app: image local/thing:dev is known by no digest") for p in problems)
+    assert any(p.startswith("gone: no running container") for p in problems)
+    last = json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]
+    assert len(last["warnings"]) == 2
+
+
+def test_a_manifest_without_deploy_parses_with_no_images(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert run(config, "run").returncode == 0
+    [directory] = backups(tmp_path)
+    raw = json.loads((directory / "manifest.json").read_text())
+    assert raw["deploy"] == {"images": {}}
+    del raw["deploy"]
+    assert manifest_mod.parse(json.dumps(raw)).images == {}
+
+
+def test_a_corrupt_status_file_is_moved_aside_and_the_run_still_records_itself(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    status = tmp_path / "state" / "status.json"
+    status.parent.mkdir()
+    status.write_text('{"runs": [')  # a write cut short
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr
+    assert "moved to" in res.stderr and (tmp_path / "state" / "status.json.corrupt").exists()
+    assert json.loads(status.read_text())["runs"][-1]["ok"] is True

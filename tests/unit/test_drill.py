@@ -53,3 +53,28 @@ def test_largest_gap_within_the_window_counts_up_to_now() -> None:
              now - timedelta(minutes=10)]
     assert largest_gap(times, timedelta(hours=24), now) == timedelta(hours=2, minutes=35).total_seconds()
     assert largest_gap([], timedelta(hours=24), now) is None
+
+
+def test_a_missed_objective_fails_a_drill_that_otherwise_passed(tmp_path, monkeypatch) -> None:
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from relaunch import drill as drill_module
+    from relaunch.inventory import load_site
+    from relaunch.pipeline.journal import Journal
+
+    root = tmp_path
+    (root / "inventory").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "inventory" / "example.yml", root / "inventory" / "example.yml")
+    inv = load_site("example", root)
+    journal = Journal.ephemeral("example", "drill", {})
+    journal.steps.update({"preflight": {"status": "done", "seconds": 1.0}, "data": {"status": "done", "seconds": 2000.0}})
+    journal.state.update(rpo_seconds=30, rpo_basis="backup X, its age")
+    ctx = SimpleNamespace(inv=inv, journal=journal, state=journal.state, mask=lambda s: s)
+    written = {}
+    monkeypatch.setattr(drill_module, "write_report", lambda site, record: written.setdefault("r", record) and
+                        (tmp_path / "r.md", tmp_path / "r.json"))
+    record, _, _ = drill_module._write(ctx, "passed", None, True, [])
+    assert record["status"] == "failed" and record["missed"] == ["RTO 2001 s > 30 min"]
+    assert written["r"]["error"].startswith("objective missed")

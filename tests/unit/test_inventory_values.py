@@ -39,7 +39,6 @@ from relaunch.inventory import model as inventory_model
 from relaunch.inventory.check import check_site
 from relaunch.inventory.tls import ensure_sandbox_certificate
 from relaunch.remote import ensure_client_key
-from relaunch.runbooks import render_runbook
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((REPO / "inventory" / "example.yml").read_text())

@@ -34,6 +34,7 @@ from relaunch.backup.commands import database_specs
 from relaunch.errors import RelaunchError
 from relaunch.inventory.loader import source_of
 from relaunch.inventory.model import Inventory
+from relaunch.remote import QUICK_TIMEOUT, execute
 from relaunch.render import RenderedFile, SecretLike
 from relaunch.state import HostRecord
 from relaunch.upload import upload
@@ -59,8 +60,14 @@ RESTIC_ENV_FILE = f"{render.SECRETS_DIR}/restic.env"
 RESTIC_CACHE = "/var/cache/relaunch/restic"
 #: Dumps and archives a run makes at once (each is mostly waiting on a database or a disk).
 PARALLEL_STEPS = 3
-#: Local backups kept on the host when an off-host store holds the full retention.
+#: Local backups kept on the host, of those already off-host, when an off-host store holds the full retention.
 LOCAL_KEEP_LAST = 4
+#: Below this much free space (percent of its filesystem) the host removes even backups not off-host yet.
+MIN_FREE_PERCENT = 10
+#: ``restic prune`` (an exclusive lock on the repository) at most this often.
+PRUNE_INTERVAL_HOURS = 24
+#: Seconds the runner leaves itself, under the unit's TimeoutStartSec=, to report a child it stopped.
+REPORT_MARGIN = 120
 
 _SFTP_REPO = re.compile(r"^sftp:(?:(?P<user>[^@:/]+)@)?(?P<host>[^:/]+):(?P<path>/.*)$")
 
@@ -105,6 +112,21 @@ def timer_schedule(interval_minutes: int) -> str | None:
     return None
 
 
+def unit_timeout_seconds(interval_minutes: int) -> int:
+    """TimeoutStartSec= of the backup service: four intervals, at least 5 minutes."""
+    return max(300, interval_minutes * 60 * 4)
+
+
+def run_timeouts(interval_minutes: int) -> dict[str, int]:
+    """The runner's deadline per kind of subprocess, each under the unit's own timeout.
+
+    A child that hangs is stopped and reported by the runner itself (the failed step
+    named), before systemd would stop the whole unit.
+    """
+    long = max(60, unit_timeout_seconds(interval_minutes) - REPORT_MARGIN)
+    return {"dump": long, "restic": long, "command": min(600, long), "docker": min(120, long)}
+
+
 def inventory_sha256(inv: Inventory) -> str | None:
     """sha256 of the inventory file the site was loaded from (None for one built in code)."""
     origin = source_of(inv).origin
@@ -131,9 +153,14 @@ def offsite_config(inv: Inventory, store: StoreHost | None) -> dict[str, Any] | 
 
 
 def backup_config(
-    inv: Inventory, compose: list[str], store: StoreHost | None = None, *, root: str = BACKUP_ROOT
+    inv: Inventory, compose: list[str], store: StoreHost | None = None, *, root: str = BACKUP_ROOT,
+    interval_minutes: int | None = None,
 ) -> dict[str, Any]:
-    """The runner's JSON config for the site (see ``relaunch.backup.runner``); no secret value in it."""
+    """The runner's JSON config for the site (see ``relaunch.backup.runner``); no secret value in it.
+
+    ``interval_minutes`` (default the inventory's) sets the subprocess deadlines under the unit's timeout.
+    """
+    interval = interval_minutes or inv.backups.interval_minutes
     return {
         "format": 1,
         "site": inv.site,
@@ -144,9 +171,18 @@ def backup_config(
         "status_file": STATUS_FILE,
         "verified_file": VERIFIED_FILE,
         "retention": inv.backups.retention.model_dump(),
-        # with an off-host store, the host keeps only its newest few (the history is off-host, deduplicated)
+        # with an off-host store, the host keeps only its newest few of those already off-host (the history
+        # is there, deduplicated); one not off-host yet stays, down to the free-space floor
         "local_keep_last": LOCAL_KEEP_LAST if inv.backups.offsite is not None else None,
+        "min_free_percent": MIN_FREE_PERCENT,
+        "prune_interval_hours": PRUNE_INTERVAL_HOURS,
+        "timeouts": run_timeouts(interval),
         "parallel": PARALLEL_STEPS,
+        # the manifest's deploy.images: what each compose app's services run, by digest
+        "compose_apps": [
+            {"app": app.name, "services": sorted(app.compose.images) if app.compose else []}
+            for app in inv.apps if app.kind == "compose"
+        ],
         "databases": database_specs(inv, compose),
         "archives": [
             {"app": app.name, "file": f"{app.name}-files.tar.gz", "paths": list(app.files),
@@ -191,9 +227,9 @@ def render_backup_files(
         "interval_minutes": interval,
         "on_calendar": timer_schedule(interval),
         "randomized_delay_seconds": max(1, min(60, interval * 6)),
-        "timeout_seconds": max(300, interval * 60 * 4),
+        "timeout_seconds": unit_timeout_seconds(interval),
     }
-    config = backup_config(inv, compose, store)
+    config = backup_config(inv, compose, store, interval_minutes=interval)
     files = [
         RenderedFile(RUNNER_PATH, Path(runner_module.__file__).read_bytes(), 0o755, secret=False),
         RenderedFile(RETENTION_PATH, Path(retention_module.__file__).read_bytes(), 0o644, secret=False),
@@ -245,12 +281,12 @@ def host_compose_command(conn: Connection) -> list[str]:
     """The Compose command the bootstrap chose on the host (``[]`` if it has none: no Compose apps)."""
     from relaunch.example_site import COMPOSE_COMMAND_FILE, parse_compose_command
 
-    run = conn.run(f"cat {shlex.quote(COMPOSE_COMMAND_FILE)}", warn=True, hide=True, in_stream=False)
+    run = execute(conn, f"cat {shlex.quote(COMPOSE_COMMAND_FILE)}", timeout=QUICK_TIMEOUT, what="reading the Compose command")
     return parse_compose_command(run.stdout) if run.ok and run.stdout.strip() else []
 
 
 def _sh(conn: Connection, script: str, what: str, timeout: float = 600) -> str:
-    run = conn.run(script, warn=True, hide=True, in_stream=False, timeout=timeout)
+    run = execute(conn, script, timeout=timeout, what=what)
     if not run.ok:
         raise RelaunchError(f"{conn.host}: {what} failed (exit {run.exited}): {(run.stdout + run.stderr).strip()[-1500:]}")
     return run.stdout
@@ -264,20 +300,31 @@ def install(
     store_conn: Connection | None = None,
     *,
     interval_minutes: int | None = None,
+    store_host: StoreHost | None = None,
+    store_key: SecretLike | None = None,
 ) -> InstallResult:
     """Install (or update) the backup on the production host behind ``conn``; idempotent.
 
     ``store``/``store_conn``: the SFTP store host (its record, with the pinned host key, and
-    a root connection to it), for authorizing this host's store key there; without them the
-    SSH setup of an SFTP store is the user's (root's own ~/.ssh). Raise RelaunchError
-    naming the step that failed.
+    a root connection to it), for authorizing this host's store key there. Without them,
+    ``store_host`` (where the store answers and its pinned key, e.g. from the inventory's
+    ``backups.offsite.known_hosts``) and ``store_key`` (a private key already authorized
+    there, e.g. ``backups.offsite.ssh_key``) set the host up to reach it; with none of
+    these the SSH setup of an SFTP store is the user's (root's own ~/.ssh). Raise
+    RelaunchError naming the step that failed.
     """
     result = InstallResult()
     compose = host_compose_command(conn)
     off = inv.backups.offsite
-    store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key) \
-        if (off is not None and off.kind == "sftp" and store is not None) else None
+    if off is not None and off.kind == "sftp" and store is not None:
+        store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key)
+    elif off is None or off.kind != "sftp":
+        store_host = None
     files = render_backup_files(inv, secrets, compose, store_host, interval_minutes=interval_minutes)
+    if store_host is not None and store_key is not None:
+        key_text = store_key.reveal()
+        files.append(RenderedFile(STORE_KEY, (key_text if key_text.endswith("\n") else key_text + "\n").encode(),
+                                  0o600, True))
     result.files_written = upload(conn, files)
     if off is not None:
         out = _sh(conn, (
@@ -313,16 +360,21 @@ def install(
     return result
 
 
-def authorize_store_key(store_conn: Connection, user: str, public_line: str) -> bool:
+def authorize_store_key(store_conn: Connection, user: str, public_line: str, *, read_only: bool = False,
+                        comment: str = "relaunch-backup") -> bool:
     """Let ``public_line`` use the store's ``user`` for SFTP only; return True if it was added.
 
     The key is restricted (``restrict``: no shell, no forwarding, no pty) and forced to run
     the SFTP server: a stolen production key reaches the repository, nothing else.
+    ``read_only``: the SFTP server runs with ``-R`` (every write refused), for a host that
+    only restores (a drill's scratch host, a rebuild's data step); restic then reads with
+    ``--no-lock``.
     """
     words = public_line.split()
     if len(words) < 2 or not words[0].startswith("ssh-"):
         raise RelaunchError(f"the production host's store key is not an SSH public key: {public_line[:40]!r}")
-    line = f'restrict,command="/usr/lib/openssh/sftp-server" {words[0]} {words[1]} relaunch-backup'
+    server = "/usr/lib/openssh/sftp-server -R" if read_only else "/usr/lib/openssh/sftp-server"
+    line = f'restrict,command="{server}" {words[0]} {words[1]} {comment}'
     home = f"~{user}"
     script = (
         f"set -e; h=$(getent passwd {shlex.quote(user)} | cut -d: -f6); "

@@ -13,7 +13,21 @@ Shape (format 1)::
                     "fingerprint_method" (shared-snapshot | dumped-copy | scratch-restore, with a fingerprint),
                     "fingerprint_seconds", "fingerprint_scratch_database" (scratch-restore),
                     "fingerprint_note" (why there is none)}],
-     "archives":  [{"app", "file", "paths", "size", "sha256", "files", "seconds"}]}
+     "archives":  [{"app", "file", "paths", "size", "sha256", "files", "seconds",
+                    "excluded" (database files dumped on their own),
+                    "excluded_temporary" (relaunch's temporary files found in the trees, left out)}],
+     "deploy":    {"images": {"<app>": {"<service>": "<repo>@sha256:<hex>"}},
+                   "problems": ["<app>/<service>: why its image is not recorded", ...] (only when any)}}
+
+``deploy`` is what a deploy needs to run exactly what production ran: for every service
+of every compose app of the inventory, the image its running container was created from,
+by digest. The host's runner reads it at backup time from the containers of each compose
+project (labels ``com.docker.compose.project=<app>`` and ``com.docker.compose.service``;
+``docker inspect``: the container's image reference when it names a digest, else the
+image's ``RepoDigests`` for the same repository). A service with no running container, or
+an image known by no digest (built on the host), is named in ``problems`` instead. A
+manifest written before ``deploy`` existed parses with no images (:attr:`Manifest.images`
+is ``{}``).
 """
 
 from __future__ import annotations
@@ -60,6 +74,12 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
     raw: Mapping[str, Any]
 
+    @property
+    def images(self) -> dict[str, dict[str, str]]:
+        """``{app: {service: "<repo>@sha256:..."}}``: the image of every compose service production ran ({} if unrecorded)."""
+        images = (self.raw.get("deploy") or {}).get("images") or {}
+        return {app: dict(services) for app, services in images.items()}
+
     def database(self, name: str) -> Artifact:
         for a in self.artifacts:
             if a.kind == "database" and a.name == name:
@@ -89,6 +109,13 @@ def parse(text: str | bytes) -> Manifest:
     try:
         if data.get("format") != FORMAT:
             raise ManifestError(f"manifest format {data.get('format')!r}; this relaunch reads format {FORMAT}")
+        deploy = data.get("deploy") or {}
+        images = deploy.get("images") or {}
+        if not isinstance(images, dict) or not all(
+            isinstance(svcs, dict) and all(isinstance(r, str) and "@sha256:" in r for r in svcs.values())
+            for svcs in images.values()
+        ):
+            raise ManifestError("manifest: deploy.images is not {app: {service: '<repo>@sha256:...'}}")
         artifacts = [
             Artifact("database", d["name"], d["file"], int(d["size"]), d["sha256"], d) for d in data["databases"]
         ] + [Artifact("archive", a["app"], a["file"], int(a["size"]), a["sha256"], a) for a in data["archives"]]

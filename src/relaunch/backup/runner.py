@@ -17,17 +17,39 @@ Commands (``backup.py [--config PATH] COMMAND``):
 - ``run`` (default): one backup. Takes ``flock`` on the lock file; when another run holds
   it, prints "another backup is already running" and exits 75 (EX_TEMPFAIL), which the
   unit lists in SuccessExitStatus=: an overlapping start is not a failure of the schedule,
-  but a caller that asked for a backup learns it got none. Dumps each database while
-  streaming it to disk (sha256 computed on the way), archives each app's file trees
-  (tar.gz), writes ``manifest.json``, all in ``ROOT/.tmp-ID``, then renames it to
-  ``ROOT/ID`` (no half backup is ever visible under its ID). Then retention, then the
-  off-host copy (restic backup tagged with the ID, then restic forget/prune by the same
-  policy). Exits 0 only if every step succeeded; otherwise non-zero with the failed step
-  named on stderr and in the status file.
+  but a caller that asked for a backup learns it got none. Records the run in the status
+  file as ``running`` before anything else, then dumps each database while streaming it
+  to disk (sha256 computed on the way), archives each app's file trees (tar.gz), reads
+  the image digests the compose apps run (``deploy``), writes ``manifest.json``, all in
+  ``ROOT/.tmp-ID``, then renames it to ``ROOT/ID`` (no half backup is ever visible under
+  its ID). Then the off-host copy: every local backup not yet off-host is uploaded, oldest
+  first (restic backup tagged ``relaunch``, ``site:<site>`` and the ID, ``--host <site>``),
+  snapshots the policy drops are forgotten, and ``restic prune`` runs at most every
+  ``prune_interval_hours`` (it takes the repository's exclusive lock). Then local
+  retention: the policy, and with an off-host store a cap of ``local_keep_last``, remove
+  only backups already off-host; one not yet off-host is kept unless the filesystem's
+  free space is below the floor (``min_free_percent`` / ``min_free_bytes``), which the run's
+  status entry states. Exits 0 only if every step succeeded; otherwise non-zero with the
+  failed step named on stderr and in the status file.
 - ``verify [ID] [--offsite]``: sha256 and size of every artifact of backup ID (default the
   newest) against its manifest; ``--offsite`` adds ``restic check``. Prints JSON.
-- ``list``: local backups (with verification results) and off-host snapshots, as JSON.
+- ``list``: local backups (with verification results) and this site's off-host snapshots, as JSON.
 - ``init-offsite``: create the restic repository unless it exists.
+
+Every subprocess runs in its own process group with its stderr drained in a thread (a dump
+that writes a lot to stderr cannot block on a full pipe) and a deadline (``timeouts`` in
+the config: ``dump`` for dumps, fingerprints and restores, ``command`` for short ones,
+``restic``, ``docker``); at the deadline its group gets SIGTERM, then SIGKILL. SIGTERM
+(systemd stopping the unit, or its TimeoutStartSec= passing) and SIGINT stop every child
+and the run, which still records its end. A run that could not record its end (SIGKILL,
+power loss) stays ``running`` in the status file until the next run marks it ``killed``.
+Every file the runner writes is 0600 (umask 077), however it was started.
+
+Temporary files never land in a tree that is archived: the run's work directory is
+``ROOT/.work`` (emptied at the start of each run, under the lock), handed to every child as
+``RELAUNCH_WORK_DIR`` (the SQLite dump writes its copy there). The archive also leaves out
+anything named like a relaunch temporary file (``is_relaunch_temporary``) that another
+relaunch command left behind in an app's tree.
 
 Logs go to stdout/stderr (the journal under systemd). Secret values never reach argv,
 the environment of anything but restic itself (RESTIC_PASSWORD_FILE is a path), or logs.
@@ -44,11 +66,15 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from collections import deque
 from pathlib import Path
+from typing import NamedTuple
 
 try:  # beside this script on the host; inside the package when imported by tests
     from relaunch_retention import Policy, plan  # type: ignore[import-not-found]
@@ -62,6 +88,23 @@ MANIFEST = "manifest.json"
 STATUS_KEEP = 50
 CHUNK = 1024 * 1024
 MANIFEST_FORMAT = 1
+#: The run's own temporary files, under the backup root (never under an archived tree).
+WORK_DIR_NAME = ".work"
+#: The environment variable that tells a child (the SQLite dump) where its temporary files go.
+WORK_DIR_ENV = "RELAUNCH_WORK_DIR"
+#: Seconds a subprocess may run, by kind (the config's ``timeouts`` overrides each).
+DEFAULT_TIMEOUTS = {"dump": 3000.0, "command": 600.0, "restic": 3000.0, "docker": 120.0}
+#: Seconds between SIGTERM and SIGKILL for a child past its deadline.
+STOP_GRACE = 5.0
+#: Bytes of a child's stderr kept for messages.
+TAIL = 4000
+#: Without ``min_free_percent`` in the config: the free space (percent of the filesystem)
+#: below which even backups that are not off-host yet are removed, oldest first.
+DEFAULT_MIN_FREE_PERCENT = 10.0
+#: Without ``prune_interval_hours``: ``restic prune`` at most this often.
+DEFAULT_PRUNE_INTERVAL_HOURS = 24.0
+#: The tag that scopes a site's snapshots in a repository other sites may share.
+SITE_TAG_PREFIX = "site:"
 
 
 class StepFailed(Exception):
@@ -71,6 +114,14 @@ class StepFailed(Exception):
         super().__init__(f"{step}: {message}")
         self.step = step
         self.message = message
+
+
+class Stopped(Exception):
+    """The run was told to stop (SIGTERM, SIGINT) while it ran."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
 def log(message: str) -> None:
@@ -85,12 +136,29 @@ def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def parse_iso(value: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
 def parse_id(backup_id: str) -> dt.datetime | None:
     """The time of a backup ID (``20260101T000000Z``, maybe with a ``-N`` suffix), or None if it is not one."""
     try:
         return dt.datetime.strptime(backup_id.split("-")[0], ID_FORMAT).replace(tzinfo=dt.timezone.utc)
     except ValueError:
         return None
+
+
+def is_relaunch_temporary(name: str) -> bool:
+    """Whether a file name is one of relaunch's temporary files (never archived).
+
+    ``.<db>.relaunch-*`` (SQLite copies and restores of older relaunch versions, and
+    restores, which must sit beside their target to be renamed into place), ``*.relaunch-new``
+    (``relaunch.upload``), ``.relaunch-*`` (anything newer).
+    """
+    return name.endswith(".relaunch-new") or (name.startswith(".") and ".relaunch-" in name)
 
 
 class HashingWriter:
@@ -118,11 +186,13 @@ def read_json(path: Path, default):
         return default
 
 
-def write_json(path: Path, data, mode: int = 0o644) -> None:
+def write_json(path: Path, data, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically, mode ``mode`` whatever the umask or a stale temp file's mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), mode)  # O_CREAT's mode does not apply to a file that was already there
         json.dump(data, fh, indent=2, sort_keys=True)
         fh.write("\n")
         fh.flush()
@@ -140,12 +210,170 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
+def timeouts(config: dict) -> dict[str, float]:
+    return {**DEFAULT_TIMEOUTS, **{k: float(v) for k, v in (config.get("timeouts") or {}).items()}}
+
+
+def work_dir(config: dict) -> Path:
+    return Path(config["root"]) / WORK_DIR_NAME
+
+
+# --- children --------------------------------------------------------------------------
+
+# The live children of this run, so that a SIGTERM stops them all. An RLock: the signal
+# handler runs in the main thread, maybe while that thread holds the lock in spawn().
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.RLock()
+_stopping: list[str] = []  # non-empty once the run is stopping: no new child starts
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_process(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left of it after ``grace`` seconds."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(proc, signal.SIGKILL)  # also what the leader left behind holding our pipes
+
+
+def stop_all(reason: str) -> None:
+    """Stop every child now (SIGKILL: the run is being abandoned) and refuse new ones."""
+    with _children_lock:
+        _stopping.append(reason)
+        procs = list(_children)
+    for proc in procs:
+        _signal_group(proc, signal.SIGKILL)
+
+
+def check_stopping(step: str) -> None:
+    if _stopping:
+        raise StepFailed(step, f"stopped ({_stopping[0]})")
+
+
+class Child:
+    """One subprocess of a run: its own process group, stderr drained in a thread (its tail kept), a deadline.
+
+    At the deadline the process group gets SIGTERM, then SIGKILL; ``timed_out`` says so.
+    """
+
+    def __init__(self, step: str, argv: list[str], env: dict[str, str], timeout: float, *,
+                 stdin: bool = False, cwd: str | None = None) -> None:
+        self.step = step
+        self.argv = argv
+        self.timeout = timeout
+        self.timed_out = False
+        self._err: deque[bytes] = deque()
+        self._err_size = 0
+        with _children_lock:
+            check_stopping(step)
+            try:
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
+                )
+            except OSError as exc:
+                raise StepFailed(step, f"cannot start {argv[0]}: {exc.strerror}") from None
+            _children.add(self.proc)
+        self._drain = threading.Thread(target=self._read_stderr, name=f"stderr {step}", daemon=True)
+        self._drain.start()
+        self._timer = threading.Timer(timeout, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        try:
+            while chunk := self.proc.stderr.read1(65536):
+                self._err.append(chunk)
+                self._err_size += len(chunk)
+                while self._err_size - len(self._err[0]) >= TAIL:
+                    self._err_size -= len(self._err.popleft())
+        except (OSError, ValueError):
+            return
+
+    def _expire(self) -> None:
+        self.timed_out = True
+        log(f"{self.step}: {self.argv[0]} still running after {self.timeout:.0f} s: stopping it")
+        stop_process(self.proc)
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._err)[-TAIL:].decode(errors="replace").strip()
+
+    def finish(self, wait: float | None = None) -> int:
+        """Wait for the end (at most ``wait`` s, then stop it; the deadline applies either way); return the exit status."""
+        if wait is not None:
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                stop_process(self.proc)
+        code = self.proc.wait()
+        self._timer.cancel()
+        self._drain.join(STOP_GRACE)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        with _children_lock:
+            _children.discard(self.proc)
+        return code
+
+    def abandon(self) -> None:
+        """Stop the child after a failure on our side (a full disk, say) and reap it."""
+        stop_process(self.proc, grace=1.0)
+        self.finish()
+
+    def failure(self, code: int) -> StepFailed:
+        tail = self.stderr_tail()[-1000:]
+        if self.timed_out:
+            return StepFailed(self.step, f"{self.argv[0]} did not finish within {self.timeout:.0f} s (the config's "
+                                         f"timeouts) and was stopped" + (f": {tail}" if tail else ""))
+        if _stopping and code < 0:
+            return StepFailed(self.step, f"stopped ({_stopping[0]})")
+        return StepFailed(self.step, f"exit status {code}: {tail}")
+
+
+class Done(NamedTuple):
+    code: int
+    stdout: bytes
+    stderr: str
+
+
+def run_command(step: str, argv: list[str], env: dict[str, str], timeout: float, *,
+                cwd: str | None = None, check: bool = True) -> Done:
+    """Run a command to its end within ``timeout`` s; return its exit status, stdout and stderr tail.
+
+    Raise StepFailed if it overran its time, or (with ``check``) exited non-zero.
+    """
+    child = Child(step, argv, env, timeout, cwd=cwd)
+    try:
+        assert child.proc.stdout is not None
+        out = child.proc.stdout.read()
+    except BaseException:
+        child.abandon()
+        raise
+    code = child.finish()
+    if child.timed_out or (check and code != 0):
+        raise child.failure(code)
+    return Done(code, out, child.stderr_tail())
+
+
 # --- one backup ------------------------------------------------------------------------
 
 
-def child_env(spec: dict) -> dict[str, str]:
-    """The environment of a dump command: ours plus values read from (0600) files, never logged."""
+def child_env(spec: dict, config: dict) -> dict[str, str]:
+    """The environment of a dump command: ours, the work directory, values read from (0600) files (never logged)."""
     env = dict(os.environ)
+    env[WORK_DIR_ENV] = str(work_dir(config))
     for key, path in (spec.get("env_from_files") or {}).items():
         env[key] = Path(path).read_text().rstrip("\r\n")
     return env
@@ -156,35 +384,38 @@ class SnapshotSession:
 
     ``spec``: ``session_argv`` (a client reading SQL on stdin), ``send`` (the SQL that
     starts the transaction and prints ``expect`` + "<id> <time>"), ``expect``. The snapshot
-    lives until the session's stdin closes.
+    lives until the session's stdin closes, at most ``timeout`` seconds.
     """
 
-    def __init__(self, spec: dict, env: dict[str, str], step: str) -> None:
+    def __init__(self, spec: dict, env: dict[str, str], step: str, timeout: float) -> None:
         self.step = step
+        self.child = Child(step, spec["session_argv"], env, timeout, stdin=True)
+        proc = self.child.proc
+        assert proc.stdin is not None and proc.stdout is not None
         try:
-            self.proc = subprocess.Popen(spec["session_argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, env=env)
-        except OSError as exc:
-            raise StepFailed(step, f"cannot start {spec['session_argv'][0]}: {exc.strerror}") from None
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(spec["send"].encode())
-        self.proc.stdin.flush()
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").strip()
-            if line.startswith(spec["expect"]):
-                self.id, _, self.taken_at = line[len(spec["expect"]):].partition(" ")
-                return
-        self.close()
-        raise StepFailed(step, f"the snapshot session ended without a snapshot: {self.stderr[-1000:]}")
+            proc.stdin.write(spec["send"].encode())
+            proc.stdin.flush()
+            for raw in proc.stdout:  # bounded: at the deadline the session is stopped and this ends
+                line = raw.decode(errors="replace").strip()
+                if line.startswith(spec["expect"]):
+                    self.id, _, self.taken_at = line[len(spec["expect"]):].partition(" ")
+                    return
+        except BrokenPipeError:
+            pass
+        except BaseException:
+            self.child.abandon()
+            raise
+        code = self.close()
+        raise StepFailed(step, f"the snapshot session ended without a snapshot (exit {code}): {self.child.stderr_tail()[-1000:]}")
 
-    def close(self) -> None:
-        self.stderr = ""
+    def close(self) -> int:
+        """End the session (its stdin closes: the transaction ends); return its exit status."""
         try:
-            _, err = self.proc.communicate(timeout=60)  # closes stdin: the transaction ends
-            self.stderr = (err or b"").decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            if self.child.proc.stdin is not None:
+                self.child.proc.stdin.close()
+        except OSError:
+            pass
+        return self.child.finish(wait=60)
 
 
 def drop_empty_side_files(path: Path) -> None:
@@ -203,58 +434,60 @@ def substitute(argv: list[str], old: str | None, new: str) -> list[str]:
     return [a.replace(old, new) if old else a for a in argv]
 
 
-def dump_database(spec: dict, dest: Path) -> dict:
+def dump_database(spec: dict, dest: Path, config: dict) -> dict:
     """Run the database's dump command, streaming its stdout into ``dest``; return its manifest entry.
 
     With ``spec["snapshot"]`` a session holds one snapshot open: the fingerprint and the
     dump both read it, so the fingerprint describes exactly what was dumped. With
     ``artifact_placeholder`` the fingerprint is taken of the written dump (a SQLite copy).
+    stderr is drained while stdout is read; the dump has ``timeouts.dump`` seconds.
     """
     step = f"dump {spec['name']}"
+    limits = timeouts(config)
     snapshot_at = iso(now_utc())
     started = time.monotonic()
-    env = child_env(spec)
+    env = child_env(spec, config)
     argv, fp_argv = list(spec["argv"]), spec.get("fingerprint_argv")
     session = None
     fp = None
     if spec.get("snapshot"):
-        session = SnapshotSession(spec["snapshot"], env, step)
+        session = SnapshotSession(spec["snapshot"], env, step, limits["dump"] * 2 + limits["command"])
         snapshot_at = session.taken_at or snapshot_at
         argv = substitute(argv, spec["snapshot"]["placeholder"], session.id)
         fp_argv = substitute(fp_argv, spec["snapshot"]["placeholder"], session.id) if fp_argv else None
     log(f"{step}: {spec['engine']} -> {dest.name}")
     try:
         if session is not None and fp_argv:
-            fp = fingerprint(spec, fp_argv, env)
+            fp = fingerprint(spec, fp_argv, env, limits["dump"])
             fp["taken_at"] = snapshot_at  # the snapshot's time, which the dump reads too
+        child = Child(step, argv, env, limits["dump"])
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
-        except OSError as exc:
-            raise StepFailed(step, f"cannot start {argv[0]}: {exc.strerror}") from None
-        with open(dest, "wb") as fh:
-            out = HashingWriter(fh)
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read(CHUNK):
-                out.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        code = proc.wait()
+            with open(dest, "wb") as fh:
+                out = HashingWriter(fh)
+                assert child.proc.stdout is not None
+                while chunk := child.proc.stdout.read(CHUNK):
+                    out.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            child.abandon()
+            raise
+        code = child.finish()
     finally:
         if session is not None:
             session.close()
-    if code != 0:
-        raise StepFailed(step, f"exit status {code}: {err.strip()[-1000:]}")
+    if code != 0 or child.timed_out:
+        raise child.failure(code)
     if out.size == 0:
         raise StepFailed(step, "the dump is empty")
     fp_seconds = None
     if session is None and spec.get("scratch_restore"):
         fp_started = time.monotonic()
-        fp = fingerprint_by_restore(spec, dest, env)
+        fp = fingerprint_by_restore(spec, dest, env, limits)
         fp["taken_at"] = snapshot_at  # what the dump's transaction saw, which started then
         fp_seconds = round(time.monotonic() - fp_started, 3)
     elif session is None and fp_argv and spec.get("artifact_placeholder"):
-        fp = fingerprint(spec, substitute(fp_argv, spec["artifact_placeholder"], str(dest)), env)
+        fp = fingerprint(spec, substitute(fp_argv, spec["artifact_placeholder"], str(dest)), env, limits["dump"])
         drop_empty_side_files(dest)
     entry = {
         "name": spec["name"],
@@ -277,17 +510,7 @@ def dump_database(spec: dict, dest: Path) -> dict:
     return entry
 
 
-def run_step(step: str, argv: list[str], env: dict[str, str]) -> None:
-    """Run one command to completion; a failure is the step's (its stderr's tail in the message)."""
-    try:
-        run = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env)
-    except OSError as exc:
-        raise StepFailed(step, f"cannot start {argv[0]}: {exc.strerror}") from None
-    if run.returncode != 0:
-        raise StepFailed(step, f"exit status {run.returncode}: {run.stderr.decode(errors='replace').strip()[-1000:]}")
-
-
-def fingerprint_by_restore(spec: dict, dest: Path, env: dict[str, str]) -> dict:
+def fingerprint_by_restore(spec: dict, dest: Path, env: dict[str, str], limits: dict[str, float]) -> dict:
     """Fingerprint the dump at ``dest`` by restoring it into a scratch database, which is dropped after.
 
     ``spec["scratch_restore"]``: drop/create/restore/fingerprint argv lists (the restore's
@@ -297,48 +520,50 @@ def fingerprint_by_restore(spec: dict, dest: Path, env: dict[str, str]) -> dict:
     scratch = spec["scratch_restore"]
     step = f"fingerprint {spec['name']}"
     log(f"{step}: restoring {dest.name} into scratch database {scratch['database']}")
-    run_step(f"{step} (drop scratch database)", scratch["drop_argv"], env)
+    run_command(f"{step} (drop scratch database)", scratch["drop_argv"], env, limits["command"])
     try:
-        run_step(f"{step} (create scratch database)", scratch["create_argv"], env)
-        run_step(f"{step} (restore into scratch database)",
-                 substitute(scratch["restore_argv"], spec["artifact_placeholder"], str(dest)), env)
-        fp = fingerprint(spec, scratch["fingerprint_argv"], env)
+        run_command(f"{step} (create scratch database)", scratch["create_argv"], env, limits["command"])
+        run_command(f"{step} (restore into scratch database)",
+                    substitute(scratch["restore_argv"], spec["artifact_placeholder"], str(dest)), env, limits["dump"])
+        fp = fingerprint(spec, scratch["fingerprint_argv"], env, limits["dump"])
     except BaseException:
-        try:
-            run_step(f"{step} (drop scratch database)", scratch["drop_argv"], env)
-        except StepFailed as exc:  # the first failure is the one reported; this one is logged
-            log(f"{exc.step}: {exc.message}")
+        if not _stopping:
+            try:
+                run_command(f"{step} (drop scratch database)", scratch["drop_argv"], env, limits["command"])
+            except StepFailed as exc:  # the first failure is the one reported; this one is logged
+                log(f"{exc.step}: {exc.message}")
         raise
-    run_step(f"{step} (drop scratch database)", scratch["drop_argv"], env)
+    run_command(f"{step} (drop scratch database)", scratch["drop_argv"], env, limits["command"])
     if not isinstance(fp, dict):
         raise StepFailed(step, "the fingerprint is not a JSON object")
     return fp
 
 
-def fingerprint(spec: dict, argv: list[str], env: dict[str, str]) -> object:
+def fingerprint(spec: dict, argv: list[str], env: dict[str, str], timeout: float) -> object:
     """Run a fingerprint command (it prints JSON); a failure is the backup's failure."""
     step = f"fingerprint {spec['name']}"
-    run = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=env)
-    if run.returncode != 0:
-        raise StepFailed(step, f"exit status {run.returncode}: {run.stderr.decode(errors='replace').strip()[-1000:]}")
+    done = run_command(step, argv, env, timeout)
     try:
-        return json.loads(run.stdout)
+        return json.loads(done.stdout)
     except ValueError:
         raise StepFailed(step, "its output is not JSON") from None
 
 
-def archive_files(spec: dict, dest: Path) -> dict:
+def archive_files(spec: dict, dest: Path, config: dict | None = None) -> dict:
     """Write a tar.gz of the app's trees to ``dest`` (paths stored without the leading '/'); return its entry.
 
     Apps keep writing while this runs: a file that disappears between listing and reading
     is left out (it was being replaced), and one that grows is archived up to the size seen.
-    Paths in ``spec["exclude"]`` (SQLite files, dumped on their own) are left out.
+    Paths in ``spec["exclude"]`` (SQLite files, dumped on their own) are left out, and so is
+    every file named like a relaunch temporary file (:func:`is_relaunch_temporary`): a
+    partial copy is never archived, nor one a killed command left behind.
     """
     step = f"archive {spec['app']}"
     started = time.monotonic()
     exclude = set(spec.get("exclude") or [])  # database files dumped on their own
     count = 0
     missing: list[str] = []
+    temporary: list[str] = []
     log(f"{step}: {', '.join(spec['paths'])} -> {dest.name}")
     try:
         with open(dest, "wb") as fh:
@@ -349,10 +574,14 @@ def archive_files(spec: dict, dest: Path) -> dict:
                         missing.append(root)
                         continue
                     for dirpath, dirnames, filenames in os.walk(root):
+                        check_stopping(step)
                         dirnames.sort()
                         for name in [None, *sorted(filenames)]:
                             path = dirpath if name is None else os.path.join(dirpath, name)
                             if path in exclude:
+                                continue
+                            if name is not None and is_relaunch_temporary(name):
+                                temporary.append(path)
                                 continue
                             try:
                                 tar.add(path, arcname=path.lstrip("/"), recursive=False)
@@ -366,6 +595,8 @@ def archive_files(spec: dict, dest: Path) -> dict:
         raise StepFailed(step, str(exc)) from None
     if missing:
         raise StepFailed(step, f"not a directory on this host: {', '.join(missing)}")
+    if temporary:
+        log(f"{step}: left out {len(temporary)} temporary file(s) of relaunch: {', '.join(temporary[:5])}")
     entry = {
         "app": spec["app"],
         "file": dest.name,
@@ -376,8 +607,92 @@ def archive_files(spec: dict, dest: Path) -> dict:
         "files": count,
         "seconds": round(time.monotonic() - started, 3),
     }
+    if temporary:
+        entry["excluded_temporary"] = temporary
     log(f"{step}: {count} files, {out.size} bytes in {entry['seconds']:.1f} s")
     return entry
+
+
+# --- what a deploy needs to run what production ran ------------------------------------
+
+
+def _strip_tag(reference: str) -> str:
+    """``registry:5000/repo/name:tag`` -> ``registry:5000/repo/name`` (a registry's port is not a tag)."""
+    head, slash, last = reference.rpartition("/")
+    return f"{head}{slash}{last.split(':', 1)[0]}"
+
+
+def image_reference(config_image: str, image_id: str, repo_digests: list[str] | None) -> str | None:
+    """``<repo>@sha256:...`` for a container's image, or None when it is known by no digest.
+
+    ``config_image`` is what the container was created from (the compose file's ``image:``);
+    when that already names a digest it is the answer, else the digest the image was pulled
+    or pushed by (``RepoDigests``) for the same repository.
+    """
+    if "@sha256:" in config_image:
+        repo, _, digest = config_image.partition("@")
+        return f"{_strip_tag(repo)}@{digest}"
+    digests = [d for d in repo_digests or [] if "@sha256:" in d]
+    wanted = _strip_tag(config_image)
+    same = [d for d in digests if d.partition("@")[0] == wanted]
+    if same:
+        return same[0]
+    return digests[0] if len(digests) == 1 else None
+
+
+def deploy_images(config: dict) -> dict:
+    """``{"images": {app: {service: "<repo>@sha256:..."}}}`` of the running compose apps, with ``problems`` if any.
+
+    Read from the containers of each compose project (``com.docker.compose.project=<app>``,
+    ``com.docker.compose.service``). A problem (no container running, an image known by no
+    digest) is recorded, not fatal: the data backup matters more.
+    """
+    apps = config.get("compose_apps") or []
+    images: dict[str, dict[str, str]] = {}
+    problems: list[str] = []
+    if not apps:
+        return {"images": images}
+    docker = list(config.get("docker") or ["docker"])
+    env = dict(os.environ)
+    limit = timeouts(config)["docker"]
+    for app in apps:
+        name = app["app"]
+        step = f"deploy images {name}"
+        try:
+            ids = run_command(step, [*docker, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.compose.project={name}"],
+                              env, limit).stdout.decode().split()
+            if not ids:
+                problems.append(f"{name}: no running container of compose project {name}")
+                continue
+            containers = json.loads(run_command(step, [*docker, "inspect", *ids], env, limit).stdout or b"[]")
+            found: dict[str, set] = {}
+            for c in containers:
+                service = ((c.get("Config") or {}).get("Labels") or {}).get("com.docker.compose.service")
+                if not service:
+                    continue
+                config_image = (c.get("Config") or {}).get("Image") or ""
+                ref = image_reference(config_image, c.get("Image") or "", None)
+                if ref is None and c.get("Image"):
+                    digests = json.loads(run_command(step, [*docker, "image", "inspect", "--format", "{{json .RepoDigests}}",
+                                                            c["Image"]], env, limit).stdout or b"null")
+                    ref = image_reference(config_image, c["Image"], digests)
+                found.setdefault(service, set()).add(ref or f"!{config_image}")
+            for service, refs in sorted(found.items()):
+                if len(refs) != 1:
+                    problems.append(f"{name}/{service}: containers run different images: {', '.join(sorted(refs))}")
+                elif next(iter(refs)).startswith("!"):
+                    problems.append(f"{name}/{service}: image {next(iter(refs))[1:]} is known by no digest "
+                                    "(built on the host, never pushed or pulled)")
+                else:
+                    images.setdefault(name, {})[service] = next(iter(refs))
+            for service in app.get("services") or []:
+                if service not in found:
+                    problems.append(f"{name}/{service}: no running container")
+        except (StepFailed, ValueError, TypeError, AttributeError) as exc:
+            problems.append(f"{name}: {exc.message if isinstance(exc, StepFailed) else exc}")
+    for p in problems:
+        log(f"deploy images: {p}")
+    return {"images": images, **({"problems": problems} if problems else {})}
 
 
 def new_id(root: Path) -> str:
@@ -390,11 +705,14 @@ def new_id(root: Path) -> str:
 
 
 def make_backup(config: dict, root: Path) -> tuple[str, dict]:
-    """Write one complete backup under ``root``; return (ID, manifest). Raise StepFailed."""
+    """Write one complete backup under ``root``; return (ID, manifest). Raise StepFailed (or Stopped)."""
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     for stale in root.glob(".tmp-*"):  # left by a run that died; we hold the lock
         log(f"removing unfinished backup {stale.name}")
         shutil.rmtree(stale, ignore_errors=True)
+    work = work_dir(config)
+    shutil.rmtree(work, ignore_errors=True)  # what a run that died left there; we hold the lock
+    work.mkdir(mode=0o700)
     backup_id = new_id(root)
     tmp = root / f".tmp-{backup_id}"
     tmp.mkdir(mode=0o700)
@@ -411,13 +729,14 @@ def make_backup(config: dict, root: Path) -> tuple[str, dict]:
             "databases": [],
             "archives": [],
         }
+        manifest["deploy"] = deploy_images(config)
         jobs = [(dump_database, spec, "databases") for spec in config.get("databases", [])]
         jobs += [(archive_files, spec, "archives") for spec in config.get("archives", [])]
         # Steps are independent (each its own file, its own database): run a few at once. The
         # slowest (a dump through `docker compose exec`, say) then sets the pace, not the sum.
         workers = max(1, int(config.get("parallel", 1)))
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [(kind, pool.submit(fn, spec, tmp / spec["file"])) for fn, spec, kind in jobs]
+            futures = [(kind, pool.submit(fn, spec, tmp / spec["file"], config)) for fn, spec, kind in jobs]
             failures = []
             for kind, future in futures:  # in config order, so the manifest's order is stable
                 try:
@@ -438,6 +757,8 @@ def make_backup(config: dict, root: Path) -> tuple[str, dict]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return backup_id, manifest
 
 
@@ -452,25 +773,64 @@ def local_backups(root: Path) -> dict[str, dt.datetime]:
     return found
 
 
-def apply_local_retention(config: dict, root: Path) -> list[str]:
-    """Remove the local backups the policy does not keep; with ``local_keep_last`` N, keep at most the newest N.
+def free_space(root: Path) -> tuple[int, int]:
+    """(free bytes for root, size in bytes) of the filesystem holding ``root``."""
+    st = os.statvfs(root)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
-    The cap exists because with an off-host store the history lives there (restic
-    deduplicates it; plain directories here do not): 96 full copies a day of a site's data
-    would fill the host's disk. Without an off-host store the install leaves it unset and
-    the whole policy applies here.
+
+def free_floor(config: dict, size: int) -> int:
+    """The free space below which backups are removed even when they are not off-host yet."""
+    percent = config.get("min_free_percent")
+    percent = DEFAULT_MIN_FREE_PERCENT if percent is None else float(percent)
+    return max(int(config.get("min_free_bytes") or 0), int(size * percent / 100))
+
+
+def apply_local_retention(config: dict, root: Path, offsite_done: set[str] | None) -> dict:
+    """Remove the local backups that are no longer needed here; return what was done, for the status.
+
+    ``offsite_done``: the IDs known to be off-host (None: there is no off-host store; the
+    policy then applies here in full). The policy, and ``local_keep_last`` N (keep at most
+    the newest N here: with an off-host store the history lives there, deduplicated; 96
+    full copies a day would fill the disk), remove only backups that are off-host: one
+    that is not stays until it is uploaded, however long the store is away. Only when the
+    filesystem's free space is below the floor (:func:`free_floor`) are backups removed
+    regardless, oldest first (those off-host first), never the newest. The result says
+    which were kept for want of an off-host copy, the free space and the floor.
     """
     found = local_backups(root)
+    if not found:
+        return {"removed": [], "removed_below_floor": [], "not_offsite": [], "free_bytes": None, "floor_bytes": None}
     decided = plan(found, Policy(**config["retention"]), now_utc())
-    remove = set(decided.remove)
+    unwanted = set(decided.remove)
     cap = config.get("local_keep_last")
-    if cap:
+    if cap and offsite_done is not None:
         kept = sorted(decided.keep, key=lambda k: (found[k], k), reverse=True)
-        remove |= set(kept[cap:])
+        unwanted |= set(kept[cap:])
+    remove = unwanted if offsite_done is None else unwanted & offsite_done
     for backup_id in sorted(remove):
         log(f"retention: removing backup {backup_id}")
         shutil.rmtree(root / backup_id)
-    return sorted(remove)
+    left = sorted((k for k in found if k not in remove), key=lambda k: (found[k], k))  # oldest first
+    free, size = free_space(root)
+    floor = free_floor(config, size)
+    below: list[str] = []
+    if free < floor:
+        done = offsite_done or set()
+        order = [k for k in left[:-1] if k in done] + [k for k in left[:-1] if k not in done]
+        for backup_id in order:
+            if free >= floor:
+                break
+            log(f"retention: free space {free} bytes is below the floor of {floor} bytes: removing backup {backup_id}"
+                + ("" if backup_id in done else " (NOT off-host yet)"))
+            shutil.rmtree(root / backup_id)
+            below.append(backup_id)
+            free, size = free_space(root)
+    not_offsite = [] if offsite_done is None else [k for k in left if k not in offsite_done and k not in below]
+    if not_offsite:
+        log(f"retention: keeping {len(not_offsite)} backup(s) that are not off-host yet: {', '.join(not_offsite)}")
+    return {"removed": sorted(remove), "removed_below_floor": below, "not_offsite": not_offsite,
+            "free_bytes": free, "floor_bytes": floor}
 
 
 # --- restic ----------------------------------------------------------------------------
@@ -489,65 +849,222 @@ def restic_env(offsite: dict) -> dict[str, str]:
     return env
 
 
-def restic(offsite: dict, *args: str, cwd: str | None = None, check: bool = True, step: str = "offsite"):
-    argv = ["restic", "-r", offsite["repository"], *offsite.get("options", []), *args]
-    run = subprocess.run(argv, capture_output=True, cwd=cwd, env=restic_env(offsite), stdin=subprocess.DEVNULL)
-    if check and run.returncode != 0:
-        raise StepFailed(step, f"restic {args[0]} exited {run.returncode}: {run.stderr.decode(errors='replace').strip()[-1500:]}")
-    return run
-
-
-def offsite_copy(config: dict, root: Path, backup_id: str) -> dict:
-    """restic backup of ROOT/ID (relative path, tagged relaunch + ID), then forget/prune by the policy."""
+def restic(config: dict, *args: str, cwd: str | None = None, check: bool = True, step: str = "offsite") -> Done:
+    """Run restic on the site's repository, within ``timeouts.restic`` seconds."""
     offsite = config["offsite"]
+    argv = ["restic", "-r", offsite["repository"], *offsite.get("options", []), *args]
+    done = run_command(step, argv, restic_env(offsite), timeouts(config)["restic"], cwd=cwd, check=False)
+    if check and done.code != 0:
+        raise StepFailed(step, f"restic {args[0]} exited {done.code}: {done.stderr[-1500:]}")
+    return done
+
+
+def site_tag(site: str) -> str:
+    return f"{SITE_TAG_PREFIX}{site}"
+
+
+def snapshot_query(site: str) -> list[str]:
+    """The restic arguments that select a site's snapshots: its host name and the ``relaunch`` tag.
+
+    The site tag is checked on the answer (:func:`parse_snapshots`), so snapshots made
+    before relaunch tagged sites (same host name, no ``site:`` tag) still count as the site's.
+    """
+    return ["--host", site, "--tag", "relaunch"]
+
+
+def parse_snapshots(text: bytes | str, site: str) -> list[dict]:
+    """The site's snapshots in ``restic snapshots --json`` output: [{snapshot, full_id, id, time, paths}], as listed.
+
+    A snapshot of another host, or tagged for another site, is not the site's; one tagged
+    for no site (older relaunch) on the site's host is. ``id`` is the backup ID (its tag).
+    """
+    out = []
+    for snap in json.loads(text or b"[]") or []:
+        tags = snap.get("tags") or []
+        sites = [t[len(SITE_TAG_PREFIX):] for t in tags if t.startswith(SITE_TAG_PREFIX)]
+        if snap.get("hostname") not in (None, site) or "relaunch" not in tags or (sites and sites != [site]):
+            continue
+        ids = [t for t in tags if parse_id(t)]
+        out.append({"snapshot": snap.get("short_id") or (snap.get("id") or "")[:8], "full_id": snap.get("id"),
+                    "id": ids[0] if ids else None, "time": snap.get("time"), "paths": snap.get("paths")})
+    return out
+
+
+def snapshots(config: dict) -> list[dict]:
+    """This site's off-host snapshots (see :func:`parse_snapshots`)."""
+    done = restic(config, "snapshots", "--json", *snapshot_query(config["site"]), step="offsite snapshots")
+    return parse_snapshots(done.stdout, config["site"])
+
+
+def upload(config: dict, root: Path, backup_id: str) -> dict:
+    """restic backup of ROOT/ID (a relative path), tagged relaunch, site:<site> and the ID, as host <site>."""
     started = time.monotonic()
+    site = config["site"]
     log(f"offsite: restic backup of {backup_id}")
-    run = restic(offsite, "backup", "--json", "--host", config["site"], "--tag", "relaunch", "--tag", backup_id,
-                 backup_id, cwd=str(root), step="offsite backup")
+    done = restic(config, "backup", "--json", "--host", site, "--tag", "relaunch", "--tag", site_tag(site),
+                  "--tag", backup_id, backup_id, cwd=str(root), step="offsite backup")
     summary: dict = {}
-    for line in run.stdout.decode(errors="replace").splitlines():
+    for line in done.stdout.decode(errors="replace").splitlines():
         try:
             msg = json.loads(line)
         except ValueError:
             continue
         if isinstance(msg, dict) and msg.get("message_type") == "summary":
             summary = msg
-    result = {
-        "snapshot": summary.get("snapshot_id"),
-        "data_added": summary.get("data_added"),
-        "total_bytes_processed": summary.get("total_bytes_processed"),
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    log(f"offsite: snapshot {result['snapshot']}, {result['data_added']} bytes added in {result['seconds']:.1f} s")
-    snaps = snapshots(offsite)
-    by_snapshot = {s["snapshot"]: parse_id(s["id"]) for s in snaps if s.get("id") and parse_id(s["id"])}
-    decided = plan(by_snapshot, Policy(**config["retention"]), now_utc())
-    if decided.remove:
-        log(f"offsite: forgetting {len(decided.remove)} snapshot(s) by the retention policy")
-        restic(offsite, "forget", "--prune", *sorted(decided.remove), step="offsite forget")
-    result["forgotten"] = len(decided.remove)
+    result = {"id": backup_id, "snapshot": summary.get("snapshot_id"), "data_added": summary.get("data_added"),
+              "total_bytes_processed": summary.get("total_bytes_processed"),
+              "seconds": round(time.monotonic() - started, 3)}
+    log(f"offsite: {backup_id} is snapshot {result['snapshot']}, {result['data_added']} bytes added in {result['seconds']:.1f} s")
     return result
 
 
-def snapshots(offsite: dict) -> list[dict]:
-    """Off-host snapshots made by relaunch: [{snapshot, id, time, paths}], oldest first."""
-    run = restic(offsite, "snapshots", "--json", "--tag", "relaunch", step="offsite snapshots")
-    out = []
-    for snap in json.loads(run.stdout or b"[]") or []:
-        ids = [t for t in snap.get("tags") or [] if parse_id(t)]
-        out.append({"snapshot": snap.get("short_id") or snap.get("id", "")[:8], "full_id": snap.get("id"),
-                    "id": ids[0] if ids else None, "time": snap.get("time"), "paths": snap.get("paths")})
-    return out
+def offsite_sync(config: dict, root: Path, result: dict, done: set[str]) -> None:
+    """Upload every local backup not off-host yet (oldest first), forget by the policy, prune when due.
+
+    ``done`` (the IDs off-host, or uploaded once and since forgotten by the policy) and
+    ``result`` (for the status) are filled as the work goes, so a failure part-way leaves
+    what was achieved in both. Raise StepFailed at the first failure.
+    """
+    present = {s["id"] for s in snapshots(config) if s["id"]}
+    done |= present
+    local = local_backups(root)
+    missing = sorted((k for k in local if k not in done), key=lambda k: (local[k], k))
+    result.update(uploaded=[], data_added=0, missing=len(missing))
+    for backup_id in missing:
+        check_stopping("offsite backup")
+        up = upload(config, root, backup_id)
+        done.add(backup_id)
+        remember_uploaded(config, backup_id)
+        result["uploaded"].append(up)
+        result["data_added"] += up["data_added"] or 0
+        result["snapshot"] = up["snapshot"]
+    result["total_bytes_processed"] = sum(u["total_bytes_processed"] or 0 for u in result["uploaded"])
+    snaps = snapshots(config)
+    by_snapshot = {s["full_id"]: parse_id(s["id"]) for s in snaps if s.get("id") and s.get("full_id") and parse_id(s["id"])}
+    decided = plan(by_snapshot, Policy(**config["retention"]), now_utc())
+    if decided.remove:
+        log(f"offsite: forgetting {len(decided.remove)} snapshot(s) of {config['site']} by the retention policy")
+        restic(config, "forget", *sorted(decided.remove), step="offsite forget")
+    result["forgotten"] = len(decided.remove)
+    prune_when_due(config, result)
+
+
+def prune_when_due(config: dict, result: dict) -> None:
+    """``restic prune`` if the last good one is older than ``prune_interval_hours`` (it locks the repository exclusively).
+
+    The status file's ``prune`` says when the last one ran, how it went and when the next is due.
+    """
+    hours = float(config.get("prune_interval_hours") or DEFAULT_PRUNE_INTERVAL_HOURS)
+    status = load_status(config)
+    last = status.get("prune") or {}
+    last_ok = parse_iso(last.get("last_ok_at"))
+    now = now_utc()
+    if last_ok is not None and now - last_ok < dt.timedelta(hours=hours):
+        result["prune"] = {"ran": False, "last_ok_at": last.get("last_ok_at"),
+                           "due_after": iso(last_ok + dt.timedelta(hours=hours))}
+        return
+    started = time.monotonic()
+    log("offsite: restic prune (due)")
+    record = {"at": iso(now), "ok": False, "error": None, "last_ok_at": last.get("last_ok_at"), "interval_hours": hours}
+    try:
+        restic(config, "prune", step="offsite prune")
+        record.update(ok=True, last_ok_at=iso(now))
+    except StepFailed as exc:
+        record["error"] = exc.message[-1000:]
+        raise
+    finally:
+        record["seconds"] = round(time.monotonic() - started, 3)
+        status = load_status(config)
+        status["prune"] = record
+        save_status(config, status)
+        result["prune"] = {"ran": True, **record}
 
 
 # --- status ----------------------------------------------------------------------------
 
 
-def record_run(config: dict, entry: dict) -> None:
+def load_status(config: dict) -> dict:
+    """The status file's content; one that is not JSON is moved aside (``.corrupt``), said, and started afresh."""
     path = Path(config["status_file"])
-    runs = read_json(path, {"runs": []}).get("runs", [])
-    runs.append(entry)
-    write_json(path, {"runs": runs[-STATUS_KEEP:]})
+    try:
+        data = read_json(path, {})
+    except ValueError as exc:
+        aside = path.with_name(f"{path.name}.corrupt")
+        os.replace(path, aside)
+        print(f"the status file {path} was not JSON ({exc}); moved to {aside}, starting a new one", file=sys.stderr, flush=True)
+        data = {}
+    if not isinstance(data, dict) or not isinstance(data.get("runs", []), list):
+        data = {}
+    data.setdefault("runs", [])
+    return data
+
+
+def save_status(config: dict, data: dict) -> None:
+    data["runs"] = data["runs"][-STATUS_KEEP:]
+    write_json(Path(config["status_file"]), data)
+
+
+def remember_uploaded(config: dict, backup_id: str) -> None:
+    """Record that ``backup_id`` went off-host: the policy may forget it there later, and it is not uploaded again."""
+    status = load_status(config)
+    local = set(local_backups(Path(config["root"])))
+    status["offsite_uploaded"] = sorted((set(status.get("offsite_uploaded") or []) | {backup_id}) & local)
+    save_status(config, status)
+
+
+def begin_run(config: dict, entry: dict) -> None:
+    """Record the run as ``running`` before it does anything; one still ``running`` from before was killed (we hold the lock)."""
+    status = load_status(config)
+    for old in status["runs"]:
+        if old.get("state") == "running":
+            old.update(state="killed", ok=False, step=old.get("step") or "killed",
+                       error="the run ended without recording its end (SIGKILL, out of memory, or the host went down); "
+                             f"found by the run of {entry['started_at']}")
+    status["runs"].append(entry)
+    save_status(config, status)
+
+
+def finish_run(config: dict, entry: dict) -> None:
+    status = load_status(config)
+    for i, old in enumerate(status["runs"]):
+        if old.get("started_at") == entry["started_at"] and old.get("pid") == entry["pid"]:
+            status["runs"][i] = entry
+            break
+    else:
+        status["runs"].append(entry)
+    save_status(config, status)
+
+
+def run_backup(config: dict, root: Path, entry: dict) -> None:
+    """The work of one run, its results recorded in ``entry`` as they come. Raise StepFailed or Stopped."""
+    backup_id, manifest = make_backup(config, root)
+    entry.update(id=backup_id, size=manifest["size"], local_ok=True)
+    if manifest["deploy"].get("problems"):
+        entry["warnings"] = [f"deploy images: {p}" for p in manifest["deploy"]["problems"]]
+    log(f"backup {backup_id}: {manifest['size']} bytes in {root / backup_id}")
+    offsite_failure: StepFailed | None = None
+    done: set[str] | None = None
+    if config.get("offsite"):
+        done = set(load_status(config).get("offsite_uploaded") or [])
+        entry["offsite"] = {}
+        try:
+            offsite_sync(config, root, entry["offsite"], done)
+        except StepFailed as exc:  # local retention still runs, removing only what is off-host
+            offsite_failure = exc
+    entry["local"] = apply_local_retention(config, root, done)
+    entry["removed"] = entry["local"]["removed"] + entry["local"]["removed_below_floor"]
+    if offsite_failure is not None:
+        raise offsite_failure
+
+
+_critical = threading.Event()  # set while the run records its end: a signal then only stops the children
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    stop_all(signal.Signals(signum).name)
+    if not _critical.is_set():
+        _critical.set()  # one Stopped per run
+        raise Stopped(signum)
 
 
 def cmd_run(config: dict) -> int:
@@ -564,30 +1081,41 @@ def cmd_run(config: dict) -> int:
         raise
     started = now_utc()
     t0 = time.monotonic()
-    entry: dict = {"started_at": iso(started), "ok": False, "id": None, "step": None, "error": None}
-    code = 0
+    entry: dict = {"started_at": iso(started), "pid": os.getpid(), "state": "running", "ok": False, "id": None,
+                   "step": None, "error": None}
+    code = 1
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        backup_id, manifest = make_backup(config, root)
-        entry.update(id=backup_id, size=manifest["size"], local_ok=True)
-        log(f"backup {backup_id}: {manifest['size']} bytes in {root / backup_id}")
-        entry["removed"] = apply_local_retention(config, root)
-        if config.get("offsite"):
-            entry["offsite"] = offsite_copy(config, root, backup_id)
+        begin_run(config, entry)
+        run_backup(config, root, entry)
         entry["ok"] = True
+        code = 0
     except StepFailed as exc:
         entry.update(step=exc.step, error=exc.message)
         print(f"backup failed at step {exc.step}: {exc.message}", file=sys.stderr, flush=True)
-        code = 1
+    except Stopped as exc:
+        what = ("SIGTERM (systemd stopped the unit, or its TimeoutStartSec= passed)" if exc.signum == signal.SIGTERM
+                else signal.Signals(exc.signum).name)
+        entry.update(step="stopped", error=f"stopped by {what}" + (f" during {entry['step']}" if entry.get("step") else ""))
+        print(f"backup stopped by {signal.Signals(exc.signum).name}", file=sys.stderr, flush=True)
+        code = 128 + exc.signum
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and visible, never swallowed
         entry.update(step="internal", error=f"{type(exc).__name__}: {exc}")
         print(f"backup failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        code = 1
     finally:
+        _critical.set()
+        entry["state"] = "finished"
         entry["finished_at"] = iso(now_utc())
         entry["seconds"] = round(time.monotonic() - t0, 3)
-        record_run(config, entry)
+        try:
+            finish_run(config, entry)
+        except Exception as exc:  # noqa: BLE001 - said, and the run fails
+            print(f"could not record the run in {config['status_file']}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            code = code or 1
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if code == 0:
         log(f"backup {entry['id']} done in {entry['seconds']:.1f} s")
     return code
@@ -627,12 +1155,17 @@ def cmd_verify(config: dict, backup_id: str | None, offsite: bool) -> int:
         verified = {k: v for k, v in verified.items() if k in ids}
         write_json(Path(config["verified_file"]), verified)
     if offsite and config.get("offsite"):
-        run = restic(config["offsite"], "check", check=False)
-        text = (run.stdout + run.stderr).decode(errors="replace").strip()
-        result["offsite"] = {"ok": run.returncode == 0, "output": text[-2000:]}
-        if run.returncode != 0:
+        try:
+            done = restic(config, "check", check=False, step="offsite check")
+            text = (done.stdout.decode(errors="replace") + done.stderr).strip()
+            result["offsite"] = {"ok": done.code == 0, "output": text[-2000:]}
+            if done.code != 0:
+                result["problems"].append(f"restic check exited {done.code}")
+        except StepFailed as exc:
+            result["offsite"] = {"ok": False, "output": exc.message[-2000:]}
+            result["problems"].append(f"restic check: {exc.message[-500:]}")
+        if not result["offsite"]["ok"]:
             result["ok"] = False
-            result["problems"].append(f"restic check exited {run.returncode}")
     print(json.dumps(result, indent=2))
     return 0 if result["ok"] else 1
 
@@ -648,7 +1181,7 @@ def cmd_list(config: dict) -> int:
     result: dict = {"local": local, "offsite": None, "offsite_error": None}
     if config.get("offsite"):
         try:
-            result["offsite"] = snapshots(config["offsite"])
+            result["offsite"] = snapshots(config)
         except StepFailed as exc:
             result["offsite_error"] = exc.message
     print(json.dumps(result, indent=2))
@@ -656,19 +1189,19 @@ def cmd_list(config: dict) -> int:
 
 
 def cmd_init_offsite(config: dict) -> int:
-    offsite = config.get("offsite")
-    if not offsite:
+    if not config.get("offsite"):
         log("no off-host store configured")
         return 0
-    if restic(offsite, "cat", "config", check=False).returncode == 0:
+    if restic(config, "cat", "config", check=False).code == 0:
         log("restic repository exists")
         return 0
-    restic(offsite, "init", step="offsite init")
+    restic(config, "init", step="offsite init")
     log("restic repository created")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # every file this writes (status, verification, backups) is root's alone, however it was started
     parser = argparse.ArgumentParser(prog="backup.py", description="relaunch backup runner")
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     sub = parser.add_subparsers(dest="command")

@@ -1,6 +1,6 @@
 """A site's backups from the control machine: which hosts, which key, and the install as one call.
 
-The production host is found by its recorded name (``production.droplet_name``) with the
+The production host is found by its record (role production, else ``production.droplet_name``) with the
 host key relaunch pinned when it made it (``relaunch.state.load_hosts``); nothing is
 trusted on first use. The login key is ``provider.ssh_key`` or, for a sandbox site, the
 sandbox's own key.
@@ -19,7 +19,7 @@ from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import resolve_all
 from relaunch.provision import open_host
-from relaunch.state import load_hosts
+from relaunch.state import production_record
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,12 @@ def login_key(inv: Inventory) -> Path:
 def connect_production(inv: Inventory, key_path: Path | None = None, timeout: float = 60) -> Connection:
     """Open a pinned connection to the site's production host.
 
-    Raise RelaunchError if relaunch has no record of it (it did not make it, or the site
-    has no ``production.droplet_name``).
+    That is the host whose record has role production (a rebuild hands the role on), else
+    the one named ``production.droplet_name``. Raise RelaunchError if relaunch has no record
+    of it (it did not make it and it was not adopted).
     """
     name = inv.production.droplet_name
-    record = load_hosts(inv.site).get(name or "")
+    record = production_record(inv.site, name)
     if record is None:
         raise RelaunchError(
             f"site {inv.site!r}: relaunch has no pinned host key for production host {name!r} "

@@ -5,7 +5,9 @@ machine's memory or disk as a whole: :func:`run_to_file` writes and hashes on th
 :func:`stream` moves a dump between two SSH channels one bounded chunk at a time.
 
 Every command runs on its own paramiko channel (``exec_command(shlex.join(argv))``),
-as the connection's user (root), with no pseudo-terminal.
+as the connection's user (root), with no pseudo-terminal. Every wait on a channel is
+bounded (``IDLE_TIMEOUT`` without progress; the exit status too: paramiko's
+``recv_exit_status`` would wait forever for a host that stopped answering).
 """
 
 from __future__ import annotations
@@ -87,6 +89,17 @@ def _open(conn: Connection, cmd: RemoteCommand | str) -> paramiko.Channel:
     return channel
 
 
+def _exit_status(channel: paramiko.Channel, timeout: float | None = None) -> int:
+    """The command's exit status, waited for at most ``timeout`` seconds (paramiko's own wait has no bound).
+
+    Raise socket.timeout (an OSError, as a channel read that times out) if none came.
+    """
+    timeout = IDLE_TIMEOUT if timeout is None else timeout
+    if not channel.status_event.wait(timeout):
+        raise socket.timeout(f"no exit status within {timeout:.0f} s")
+    return channel.exit_status
+
+
 def _what(cmd: RemoteCommand) -> str:
     return cmd.description or cmd.shell()
 
@@ -109,7 +122,7 @@ def run(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None) -> byt
             if not data:
                 break
             out += data
-        status = channel.recv_exit_status()
+        status = _exit_status(channel)
     except (OSError, socket.timeout, paramiko.SSHException) as exc:
         raise RelaunchError(f"{conn.host}: {_what(cmd)}: {exc}; stderr: {err.text(1)}") from exc
     finally:
@@ -200,8 +213,8 @@ def stream(
             dst.shutdown_write()
         else:
             src.close()  # the dump gets SIGPIPE / EOF and ends
-        src_status = src.recv_exit_status() if broken is None else -1
-        dst_status = dst.recv_exit_status()
+        src_status = _exit_status(src) if broken is None else -1
+        dst_status = _exit_status(dst)
     except (OSError, socket.timeout, paramiko.SSHException) as exc:
         src.close()
         dst.close()
@@ -260,7 +273,10 @@ class Session:
             except socket.timeout:
                 continue
             if not data:
-                status = self.channel.recv_exit_status()
+                try:
+                    status: int | str = _exit_status(self.channel, 30)
+                except socket.timeout:
+                    status = "unknown"
                 raise RelaunchError(f"{self.conn.host}: {_what(self.cmd)} ended (exit {status}): {self.err.text()}")
             self._buf += data
 
@@ -271,7 +287,7 @@ class Session:
             self.channel.settimeout(IDLE_TIMEOUT)
             while self.channel.recv(65536):
                 pass
-            return self.channel.recv_exit_status()
+            return _exit_status(self.channel)
         except (OSError, socket.timeout, paramiko.SSHException):
             return -1
         finally:

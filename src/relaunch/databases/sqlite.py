@@ -5,8 +5,11 @@ without its ``-wal`` file) is torn. Dumps use the online backup API
 (``sqlite3.Connection.backup`` in ``python3 -c`` on the host) in ONE step: the whole
 database is copied inside one read transaction, so the copy is one consistent snapshot
 and, in WAL mode, writers are not blocked meanwhile. The copy goes to a 0600 temporary
-file beside the database (same filesystem; /tmp may be a small tmpfs), is written to
-stdout and removed. Why not ``sqlite3 DB ".backup /dev/stdout"``: the backup API seeks
+file in relaunch's work directory (``$RELAUNCH_WORK_DIR``, which the backup runner sets
+to one under its backup root; else ``/var/lib/relaunch/tmp``: on disk, where /tmp may be a
+small tmpfs), is written to stdout and removed. Never beside the database: its directory
+is often a tree that is archived, and an archive would catch the partial copy, or keep
+forever one that a killed run left behind. Why not ``sqlite3 DB ".backup /dev/stdout"``: the backup API seeks
 and rewrites pages of its target, which a pipe cannot do. Why not ``VACUUM INTO``: it
 rebuilds the database (slower, more CPU) and drops its page layout; the backup keeps the
 file as it is, WAL mode included.
@@ -46,14 +49,19 @@ def open_ro(path):
     return sqlite3.connect("file:" + urllib.parse.quote(path) + "?mode=ro", uri=True, timeout=60, isolation_level=None)
 """
 
-# argv: database path [keep]. Backup in one step into a temp file beside it; with "keep"
-# print the temp file's path and time (a snapshot), else stream it to stdout and remove it.
+#: Where the SQLite copy goes when the caller names no work directory (``RELAUNCH_WORK_DIR``).
+WORK_DIR = "/var/lib/relaunch/tmp"
+
+# argv: database path [keep]. Backup in one step into a temp file in the work directory; with
+# "keep" print the temp file's path and time (a snapshot), else stream it to stdout and remove it.
 _BACKUP = _OPEN + r"""
 import datetime, shutil, tempfile
 path = sys.argv[1]
 keep = sys.argv[2:] == ["keep"]
 src = open_ro(path)
-fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".relaunch-", dir=os.path.dirname(path))
+work = os.environ.get("RELAUNCH_WORK_DIR") or @WORK_DIR@
+os.makedirs(work, mode=0o700, exist_ok=True)
+fd, tmp = tempfile.mkstemp(prefix=".relaunch-sqlite-" + os.path.basename(path) + "-", dir=work)
 os.close(fd)
 done = False
 try:
@@ -72,7 +80,7 @@ try:
 finally:
     if not done:
         os.unlink(tmp)
-"""
+""".replace("@WORK_DIR@", repr(WORK_DIR))
 
 # argv: target path. stdin -> temp file beside, checked, stale side files removed, renamed.
 _RESTORE = r"""
@@ -209,8 +217,8 @@ def snapshot(conn: Connection, db: Database, compose: list[str] | None = None) -
     """Copy the database once (backup API, one step); yield a dump of that copy and its fingerprint.
 
     The copy is the snapshot: fingerprint and dump read the same frozen file, so they
-    match exactly, and writers were never held off. The copy (0600, beside the database)
-    is removed when the block ends. Raise RelaunchError if the copy fails.
+    match exactly, and writers were never held off. The copy (0600, in the work directory
+    ``WORK_DIR``, never beside the database) is removed when the block ends. Raise RelaunchError if the copy fails.
     """
     path = _path(db)
     out = runner.run(conn, RemoteCommand(("python3", "-c", _BACKUP, path, "keep"), f"snapshot {db.name}")).decode()

@@ -19,11 +19,9 @@ Nothing here prints: results are returned, progress goes to an optional callback
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +34,7 @@ from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport, check_site
 from relaunch.inventory.model import Inventory
 from relaunch.provision import site_droplets
-from relaunch.state import DRILL_ROLE, DRILL_TAG, SERVING_ROLES, load_hosts, site_dir, write_json_atomic
+from relaunch.state import DRILL_ROLE, DRILL_TAG, SERVING_ROLES, Locked, load_hosts, pid_lock, site_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -228,21 +226,14 @@ def save_journal(site: str, journal: dict[str, Any]) -> None:
 def site_lock(site: str) -> Iterator[None]:
     """Hold the site's switch lock (fcntl, released when the process dies); refuse if another holds it."""
     path = site_dir(site) / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise RelaunchError(
-                f"another DNS switch of site {site!r} is running (pid {holder}, lock {path}); "
-                "two at once could leave the records half switched"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+        with pid_lock(path):
+            yield
+    except Locked as exc:
+        raise RelaunchError(
+            f"another DNS switch of site {site!r} is running (pid {exc.holder}, lock {path}); "
+            "two at once could leave the records half switched"
+        ) from None
 
 
 def _now() -> str:

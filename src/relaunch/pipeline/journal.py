@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from relaunch.errors import RelaunchError
-from relaunch.state import make_private_dirs, site_dir, write_json_atomic
+from relaunch.state import Locked, make_private_dirs, pid_lock, site_dir, write_json_atomic
 
 FORMAT = 1
 
@@ -174,22 +174,14 @@ def run_lock(site: str, kind: str) -> Iterator[None]:
 
     The lock file holds the holder's pid, so the refusal can name it.
     """
-    path = runs_dir(site) / f"{kind}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise RelaunchError(
-                f"another {kind} of site {site!r} is running (pid {holder}); two at once would fight over the "
-                f"same hosts and records. Wait for it, or stop it (kill {holder}) and run `fab {kind} --resume --site {site}`"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+        with pid_lock(runs_dir(site) / f"{kind}.lock"):
+            yield
+    except Locked as exc:
+        raise RelaunchError(
+            f"another {kind} of site {site!r} is running (pid {exc.holder}); two at once would fight over the same "
+            f"hosts and records. Wait for it, or stop it (kill {exc.holder}) and run `fab {kind} --resume --site {site}`"
+        ) from None
 
 
 def holder_pid(site: str, kind: str) -> int | None:

@@ -41,7 +41,7 @@ from relaunch.sandbox.docker_backend import NETWORK
 from relaunch.sandbox.image import ensure_image
 from relaunch.sandbox.images import build_example_images
 from relaunch.sandbox.registry import Registry
-from relaunch.state import HostRecord
+from relaunch.state import HostRecord, production_record
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ def _bring_up(
     """The pipeline's provision, boot, bootstrap and health steps, with what only a sandbox adds in between."""
     with clock("images"):
         images = _images(inv, target.network)
-    name = spare or inv.production.droplet_name
+    # after a rebuild the production host is the one it built (role production), not the first one
+    current = production_record(inv.site, inv.production.droplet_name)
+    name = spare or (current.name if current is not None else inv.production.droplet_name)
     assert name is not None  # checked by bring_up
     journal = Journal.ephemeral(inv.site, "sandbox-up", {"role": "spare" if spare else "production"})
     journal.state.update(new_name=name, images=images)
@@ -170,7 +172,7 @@ def _bring_up(
                 conn = ctx.new_conn()
                 if not any(run.ok for run in read_runs(conn)):
                     say("taking the first backup")
-                    run_now(conn)
+                    run_now(conn, inv.site)
     finally:
         ctx.close()
     return result

@@ -22,6 +22,7 @@ import posixpath
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from relaunch import apps, transfer
@@ -129,7 +130,7 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
     work = workdir(ctx)
     new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
     with store_access(ctx, new) as repo:
-        found = sorted((s for s in offsite.snapshots(new, repo) if s.get("id")), key=lambda s: s["id"])
+        found = sorted((s for s in offsite.snapshots(new, repo, ctx.inv.site) if s.get("id")), key=lambda s: s["id"])
         wanted = ctx.options.get("backup_id") or ctx.state.get("backup_id")
         if not wanted:
             if not found:
@@ -140,7 +141,7 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
             raise RelaunchError(f"the off-host store holds no backup {wanted!r} of site {ctx.inv.site!r} "
                                 f"(it holds {', '.join(s['id'] for s in found[-5:]) or 'none'}{' ...' if len(found) > 5 else ''})")
         ctx.say("data", f"fetching backup {wanted} from the off-host store onto the new host")
-        directory = offsite.fetch(new, wanted, posixpath.join(work, "backup"), repo)
+        directory = offsite.fetch(new, wanted, posixpath.join(work, "backup"), repo, site=ctx.inv.site)
     check = offsite.verify_remote_dir(new, directory)
     if not check.ok:
         raise RelaunchError(f"backup {wanted} fetched onto {new.host} does not match its manifest: {check.describe()}")
@@ -152,9 +153,9 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
              for a in manifest.artifacts if a.kind == "database"}
     archives = {a.name: {"file": posixpath.join(directory, a.file), "paths": list(a.extra.get("paths") or []),
                          "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
-    age = ctx.started() - manifest.finished_at
-    images = (manifest.raw.get("deploy") or {}).get("images") or {}
-    return {"source": "backup", "backup_id": manifest.id, "images": images,
+    # how much a rebuild from it loses: its age now (never below 0: a drill's canary backup is seconds old)
+    age = max(datetime.now(timezone.utc) - manifest.finished_at, timedelta(0))
+    return {"source": "backup", "backup_id": manifest.id, "images": manifest.images,
             "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found], "backup_dir": directory, "source_fingerprints": fingerprints,
             "dumps": dumps, "archives": archives, "rpo_seconds": round(age.total_seconds()),
             "rpo_basis": f"backup {manifest.id} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"}

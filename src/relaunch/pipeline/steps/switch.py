@@ -13,12 +13,13 @@ import contextlib
 from typing import Any
 
 from relaunch import apps
+from relaunch.backup.install import StoreHost, parse_sftp
 from relaunch.backup.install import install as install_backup
 from relaunch.backup.status import run_now
 from relaunch.dns.switch import switch as dns_switch
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.store import _sandbox_store
+from relaunch.pipeline.store import sandbox_store_record, endpoint_from_known_hosts
 from relaunch.provision import open_host
 from relaunch.state import set_role
 
@@ -56,14 +57,25 @@ def _retire_old(ctx: RunContext) -> list[str]:
 
 def _backups_on_new(ctx: RunContext) -> list[str]:
     """Install the backup on the new production host, turn its timer on, take its first backup."""
-    conn = ctx.new_conn()
-    store = _sandbox_store(ctx.inv)
-    store_conn = open_host(store, ctx.key_path, timeout=60) if store is not None else None
-    try:
-        install_backup(conn, ctx.inv, ctx.secrets, store, store_conn)
-    finally:
-        if store_conn is not None:
+    conn, inv = ctx.new_conn(), ctx.inv
+    notes = []
+    store = sandbox_store_record(inv)
+    off = inv.backups.offsite
+    if store is not None:
+        store_conn = open_host(store, ctx.key_path, timeout=60)
+        try:
+            install_backup(conn, inv, ctx.secrets, store, store_conn)  # the host's own key, authorized there
+        finally:
             with contextlib.suppress(Exception):
                 store_conn.close()
-    run = run_now(conn)
-    return [f"new host: backup installed and its timer on; first backup {run.id} taken"]
+    elif off is not None and off.kind == "sftp" and off.ssh_key and off.known_hosts:
+        end = endpoint_from_known_hosts(off.known_hosts, parse_sftp(off.repository).host)
+        install_backup(conn, inv, ctx.secrets, store_host=StoreHost(end.alias, end.address, end.host_key),
+                       store_key=ctx.secrets[off.ssh_key])
+        notes.append("new host: it reaches the off-host store with backups.offsite.ssh_key (this machine knows no "
+                     "root login on the store to authorize a key of its own); give it its own, append-only key "
+                     "when you can")
+    else:
+        install_backup(conn, inv, ctx.secrets)
+    run = run_now(conn, inv.site)
+    return [f"new host: backup installed and its timer on; first backup {run.id} taken", *notes]
