@@ -10,7 +10,9 @@ site's (``sites/<site>/runbooks/NN-name.md``, or the inventory's ``runbooks:``),
 their number prefix, relaunch's first on a tie: a site's ``25-wiki.md`` runs after the
 databases (20) and before the apps start (30). A step that initialises data (an app's
 one-time installer) is tagged ``{step=NAME when=fresh}``: it runs only when a new site is
-set up (``fab sandbox-up``), never in a rebuild or a drill, which restore the data instead.
+set up (``fab sandbox-up``), never in a rebuild or a drill, which restore the data instead
+(it must still be idempotent: ``fab sandbox-up`` again runs it on the same host); runbooks
+can also test ``{% if fresh_site %}``.
 
 A runbook is rendered as a whole, then its steps are taken from the result, so Jinja
 may wrap whole sections (``{% if %}``). Every ``{{ value }}`` is shell-quoted
