@@ -34,7 +34,7 @@ SITE_HELP = f"the site: inventory/<site>.yml (default {DEFAULT_SITE})"
 @task(
     help={
         "site": "also bring this site up on a sandbox production Droplet (e.g. example)",
-        "data_mb": "how much data to seed into the example site, in MB (default 100)",
+        "data_mb": "how much data to seed into the example's own apps, in MB (default 100; a site without them gets none)",
         "droplet": "with --site: bring it up on this other Droplet instead, as a spare (for `dns-switch --to new`)",
         "verbose": "log what the library does",
     }
@@ -160,6 +160,23 @@ def render(c, out, site=DEFAULT_SITE, verbose=False):
         console.print(f"  {_e(path.relative_to(result.out_dir))}{mark}")
     console.print("  images are named by tag here; a rebuild deploys the digests production runs")
     console.print("  user-data holds a host key made just for this preview")
+
+
+@task(help={"name": "the new site's name (lowercase letters, digits, dashes)"})
+def init(c, name):
+    """Make a new site of your own: inventory/NAME.yml (every key commented), sites/NAME/ (runbooks, templates), secrets/NAME/."""
+    from relaunch.init_site import init_site
+
+    try:
+        made = init_site(name)
+    except RelaunchError as exc:
+        raise Exit(f"init failed: {exc}", code=1) from exc
+    console.print(f"[green]made site {_e(repr(name))}[/]:")
+    for path in made.files:
+        console.print(f"  {_e(path)}")
+    console.print(f"  {_e(made.secrets_dir)} (0700; its files are ignored by git)")
+    console.print(f"next: edit {_e(made.inventory)}, then `fab check --site {_e(name)}`, "
+                  f"`fab sandbox-up --site {_e(name)}`, `fab drill --site {_e(name)}` (guide: docs/own-site.md)")
 
 
 @task(help={"site": SITE_HELP, "plain": "print the Markdown as is (to save it to a file)"})
@@ -664,5 +681,5 @@ def _print_run(record, report_md):
     console.print(f"report: {_e(str(report_md))}")
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild, adopt,
-                reports, drill, drift)
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, init, render, runbook, backup, dns_switch, rebuild,
+                adopt, reports, drill, drift)
