@@ -337,7 +337,8 @@ def install(
         key = shlex.quote(STORE_KEY)
         public = _sh(conn, (
             f"install -d -m 0700 {shlex.quote(STORE_DIR)}; "
-            f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; cat {key}.pub"
+            f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; "
+            f"[ -s {key}.pub ] || ssh-keygen -y -f {key} > {key}.pub; cat {key}.pub"  # a key given by the inventory has no .pub
         ), "making the host's key for the off-host store").strip()
         if store_conn is not None:
             repo = parse_sftp(off.repository)  # type: ignore[union-attr]
