@@ -34,7 +34,7 @@ SITE_HELP = f"the site: inventory/<site>.yml (default {DEFAULT_SITE})"
 @task(
     help={
         "site": "also bring this site up on a sandbox production Droplet (e.g. example)",
-        "data_mb": "how much data to seed into the example site, in MB (default 100)",
+        "data_mb": "how much data to seed into the example's own apps, in MB (default 100; a site without them gets none)",
         "droplet": "with --site: bring it up on this other Droplet instead, as a spare (for `dns-switch --to new`)",
         "verbose": "log what the library does",
     }
@@ -160,6 +160,23 @@ def render(c, out, site=DEFAULT_SITE, verbose=False):
         console.print(f"  {_e(path.relative_to(result.out_dir))}{mark}")
     console.print("  images are named by tag here; a rebuild deploys the digests production runs")
     console.print("  user-data holds a host key made just for this preview")
+
+
+@task(help={"name": "the new site's name (lowercase letters, digits, dashes)"})
+def init(c, name):
+    """Make a new site of your own: inventory/NAME.yml (every key commented), sites/NAME/ (runbooks, templates), secrets/NAME/."""
+    from relaunch.init_site import init_site
+
+    try:
+        made = init_site(name)
+    except RelaunchError as exc:
+        raise Exit(f"init failed: {exc}", code=1) from exc
+    console.print(f"[green]made site {_e(repr(name))}[/]:")
+    for path in made.files:
+        console.print(f"  {_e(path)}")
+    console.print(f"  {_e(made.secrets_dir)} (0700; its files are ignored by git)")
+    console.print(f"next: edit {_e(made.inventory)}, then `fab check --site {_e(name)}`, "
+                  f"`fab sandbox-up --site {_e(name)}`, `fab drill --site {_e(name)}` (guide: docs/own-site.md)")
 
 
 @task(help={"site": SITE_HELP, "plain": "print the Markdown as is (to save it to a file)"})
@@ -589,6 +606,54 @@ def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_can
     console.print(f"[green]drill passed[/] for {_e(site)}")
 
 
+@task(
+    help={
+        "site": SITE_HELP,
+        "draft": "also write inventory and runbook additions for what it finds (drafts to review; no secret in them)",
+        "json": "print the result as JSON (for CI)",
+        "verbose": "log what the library does",
+    }
+)
+def drift(c, site=DEFAULT_SITE, draft=False, json=False, verbose=False):
+    """What production runs that the inventory and runbooks do not describe (read only). Exit 0 none, 1 drift, 2 no check."""
+    import json as jsonlib
+
+    from relaunch.drift.check import drift as drift_
+
+    _setup_logging(verbose)
+    try:
+        result, paths = drift_(site, write_draft=draft)
+    except RelaunchError as exc:
+        if json:
+            print(jsonlib.dumps({"site": site, "drifted": None, "error": str(exc)}, indent=2))
+        raise Exit(f"drift: could not check: {exc}", code=2) from exc
+    if json:
+        out = result.to_json()
+        if paths:
+            out["draft"] = [str(p) for p in paths]
+        print(jsonlib.dumps(out, indent=2))
+    else:
+        ref = result.reference
+        console.print(f"production {_e(result.production)} against the reference of {_e(ref.get('kind'))} "
+                      f"{_e(ref.get('run_id'))} ({_e(ref.get('collected_at'))}); {result.seconds:.1f} s")
+        if result.findings:
+            table = Table(title=f"drift of {_e(site)}")
+            for col in ("kind", "what", "found", "detail", "to describe it"):
+                table.add_column(col)
+            for f in result.findings:
+                detail = f.detail + (f" (with {len(f.related)}: {', '.join(f.related[:4])}"
+                                     f"{' ...' if len(f.related) > 4 else ''})" if f.related else "")
+                table.add_row(_e(f.kind), _e(f.subject), _e(f.where), _e(detail), _e(f.advice))
+            console.print(table)
+        for problem in result.manifest.get("errors") or []:
+            console.print(f"  [yellow]not read on the host[/]: {_e(problem)}")
+        if paths:
+            console.print(f"drafts to review: {_e(paths[0])}, {_e(paths[1])}")
+        console.print(("[yellow]drift[/]: " if result.drifted else "[green]no drift[/]: ") + _e(result.summary()))
+    if result.drifted:
+        raise Exit(code=1)
+
+
 def _print_run(record, report_md):
     """The summary of a rebuild's or drill's report: phases, RTO and RPO, databases, trees, what to do next."""
     table = Table(title=f"{_e(record['kind'])} of {_e(record['site'])}: {_e(record['status'])}")
@@ -606,6 +671,9 @@ def _print_run(record, report_md):
                       + (f", canary {'present' if db['canary'] else 'MISSING'}" if db.get("canary") is not None else ""))
     for tree in record.get("files") or []:
         console.print(f"  files {_e(tree['path'])}: {tree['files']} files, {'match' if tree['match'] else 'DIFFER'}")
+    drift_ = record.get("drift") or {}
+    if drift_.get("drifted") or drift_.get("error"):
+        console.print(f"[yellow]drift[/]: {_e(drift_.get('summary') or 'the check could not run: ' + str(drift_.get('error')))}")
     if record.get("error"):
         console.print(f"[red]error[/]: {_e(record['error'])}")
     for line in record["next_steps"]:
@@ -613,5 +681,5 @@ def _print_run(record, report_md):
     console.print(f"report: {_e(str(report_md))}")
 
 
-ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, render, runbook, backup, dns_switch, rebuild, adopt,
-                reports, drill)
+ns = Collection(sandbox_up, sandbox_status, sandbox_down, check, init, render, runbook, backup, dns_switch, rebuild,
+                adopt, reports, drill, drift)

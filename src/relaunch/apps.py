@@ -48,8 +48,12 @@ def _project(compose: list[str], app: App) -> list[str]:
     return [*compose, "-p", app.name, "-f", f"/srv/{app.name}/compose.yml", "--env-file", env_file_path(app.name)]
 
 
+#: Compose v1 gives up on a slow Docker API after 60 s by default; a busy host needs longer.
+_COMPOSE_ENV = "export COMPOSE_HTTP_TIMEOUT=600 DOCKER_CLIENT_TIMEOUT=600\n"
+
+
 def _sh(conn: Connection, script: str, what: str, timeout: float = 300) -> str:
-    run = conn.run(script, warn=True, hide=True, in_stream=False, timeout=timeout)
+    run = conn.run(_COMPOSE_ENV + script, warn=True, hide=True, in_stream=False, timeout=timeout)
     if not run.ok:
         raise RelaunchError(f"{conn.host}: {what} failed (exit {run.exited}): {(run.stdout + run.stderr).strip()[-1500:]}")
     return run.stdout

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fabric import Connection
 
 from relaunch.errors import RelaunchError
 from relaunch.render import RenderContext, render_host
-from relaunch.runbooks import RunbookResult, Step, StepResult, load_steps, run_steps
+from relaunch.runbooks import RunbookResult, Step, StepResult, load_steps, run_steps, steps_to_run
 from relaunch.upload import upload
 
 log = logging.getLogger(__name__)
@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 class BootstrapResult:
     files_written: list[str]
     runbook: RunbookResult
+    #: Steps tagged ``when=fresh`` left out because the site was not fresh (a rebuild or drill restores the data).
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -49,10 +51,14 @@ def bootstrap(
     """Render the host's files, upload what differs, run every runbook step; raise on the first failure.
 
     Files go first so the steps find their configuration in place (package installs keep
-    existing configuration files).
+    existing configuration files). Steps tagged ``when=fresh`` (an app's one-time installer)
+    run only with ``ctx.fresh_site``; a rebuild or drill restores the data instead.
     """
     wait_for_cloud_init(conn)
+    steps, skipped = steps_to_run(load_steps(ctx), ctx.fresh_site)  # rendered before anything changes on the host
     written = upload(conn, render_host(ctx))
     log.info("%s: %d file(s) written", conn.host, len(written))
-    result = run_steps(conn, load_steps(ctx), progress=progress)
-    return BootstrapResult(files_written=written, runbook=result)
+    for step in skipped:
+        log.info("step %s (%s) initialises data: not run (the data is restored, not made)", step.name, step.where)
+    result = run_steps(conn, steps, progress=progress)
+    return BootstrapResult(files_written=written, runbook=result, skipped=[s.name for s in skipped])

@@ -34,6 +34,7 @@ from relaunch import apps
 from relaunch.backup.status import run_now
 from relaunch.cloud import Cloud
 from relaunch.databases import engine
+from relaunch.drift.check import drill_summary as check_drift
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.events import Progress, quiet
@@ -233,15 +234,17 @@ def drill(site: str, options: DrillOptions | None = None, *, root: Path | str | 
             _write(ctx, "failed", "interrupted", destroyed, cleaned)
             journal.close("failed")
             raise
-        record, md, js = _write(ctx, status, error, destroyed, cleaned)
+        # what production has that the reference this drill just recorded does not (read only)
+        drift = check_drift(inv, where.key_path) if status == "passed" else None
+        record, md, js = _write(ctx, status, error, destroyed, cleaned, drift)
         if record["status"] != "passed" and status == "passed":
-            error = "an objective was missed: " + "; ".join(record["missed"])
+            error = record.get("error") or "an objective was missed: " + "; ".join(record["missed"])
         journal.close(record["status"])
         return DrillResult(record["status"], journal, record, md, js, cleaned, error)
 
 
 def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,
-           cleaned: list[str]) -> tuple[dict[str, Any], Path, Path]:
+           cleaned: list[str], drift: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path, Path]:
     state = ctx.state
     times = [datetime.fromisoformat(str(b["time"]).replace("Z", "+00:00")) for b in state.get("store_backups") or []
              if b.get("time")]
@@ -252,6 +255,11 @@ def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,
                                           *(["the scratch Droplet was kept (--keep): ssh root@" + str(state.get("new_ipv4"))
                                              + " with relaunch's key; `fab drill --cleanup` removes it"]
                                             if not destroyed and state.get("new_id") else [])]
+    if drift is not None:
+        extra["drift"] = drift
+        if drift.get("drifted"):
+            steps.append(f"production has {len(drift['findings'])} thing(s) the inventory and runbooks do not "
+                         f"describe (a rebuild would not bring them back): `fab drift --site {ctx.inv.site} --draft`")
     record = record_from_run(ctx, status, error, steps, extra)
     missed = []
     obj = record["objectives"]
@@ -265,6 +273,9 @@ def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,
     if missed and status == "passed":
         record["status"] = "failed"
         record["error"] = "objective missed: " + "; ".join(missed)
+    if drift and drift.get("drifted") and record["status"] == "passed" and ctx.inv.drift.fail_drill:
+        record["status"] = "failed"
+        record["error"] = f"drift (drift.fail_drill): {drift['summary']}"
     md, js = write_report(ctx.inv.site, record)
     return record, md, js
 

@@ -20,12 +20,35 @@ from __future__ import annotations
 import shlex
 
 from relaunch.errors import RelaunchError
-from relaunch.inventory.model import Inventory
+from relaunch.inventory.model import App, Inventory
 
 #: App name -> share of the total data. The shares sum to 1.
 SHARES: dict[str, float] = {"blog": 0.6, "stats": 0.3, "notes": 0.1}
+#: The bundled example apps' templates (relative to relaunch's templates/): an app is one of the example's
+#: only when it is named like one of them and runs relaunch's own template of it.
+TEMPLATES: dict[str, str] = {
+    "blog": "apps/blog/compose.yml.j2", "stats": "apps/stats/stats.service.j2", "notes": "apps/notes/notes.service.j2",
+}
 #: Where the bootstrap records the Compose command it chose on the host (runbooks/10-docker.md).
 COMPOSE_COMMAND_FILE = "/etc/relaunch/compose-command"
+
+
+def is_example_app(inv: Inventory, app: App) -> bool:
+    """Whether ``app`` is one of the bundled example's apps: its name, relaunch's own template of it, not overridden.
+
+    A user's app that happens to be called ``blog`` is not one: seeding runs the example's
+    own ``app.py seed`` inside it.
+    """
+    template = app.compose.template if app.compose else app.systemd.unit_template if app.systemd else None
+    if TEMPLATES.get(app.name) != template:
+        return False
+    own = inv.own_dir("templates")
+    return own is None or not (own / "apps" / app.name).exists()
+
+
+def example_apps(inv: Inventory) -> list[str]:
+    """The names of ``inv``'s apps that are the bundled example's (in the inventory's order)."""
+    return [a.name for a in inv.apps if is_example_app(inv, a)]
 
 
 def split_mb(data_mb: float, apps: list[str]) -> dict[str, float]:
@@ -58,13 +81,12 @@ def seed_commands(
 
     ``compose`` is the host's Compose command as an argv prefix (read it from
     :data:`COMPOSE_COMMAND_FILE` with :func:`parse_compose_command`); default
-    ``["docker-compose"]``, what Debian 12 ships. Apps that get 0 MB are left out. Raise
-    RelaunchError if the inventory has none of the example apps.
+    ``["docker-compose"]``, what Debian 12 ships. Apps that get 0 MB are left out, and so
+    is every app that is not the example's (:func:`is_example_app`): a site without them
+    gets no command (its data is its own, or none). Raise RelaunchError for a negative size.
     """
     compose = list(compose or ["docker-compose"])
-    shares = split_mb(data_mb, [a.name for a in inv.apps])
-    if not shares:
-        raise RelaunchError(f"site {inv.site!r} has none of the example apps ({', '.join(SHARES)}) to seed")
+    shares = split_mb(data_mb, example_apps(inv))
     commands: list[tuple[str, list[str]]] = []
     for name, mb in shares.items():
         if mb <= 0:

@@ -200,3 +200,17 @@ def sql_name_problem(value: str, engine: str, what: str) -> str | None:
     if len(value) > limit:
         return f"is {len(value)} characters long; at most {limit} for a {engine} {what} name"
     return None
+
+
+def systemd_exec_word(value: str) -> str:
+    """Return one word of a unit's ``ExecStart=`` (systemd.service(5), "Command lines"), as systemd reads it back.
+
+    Double-quoted, ``\\`` and ``"`` escaped; ``%`` (a specifier) written ``%%`` and ``$`` (an
+    environment variable) ``$$``, so the word reaches the program exactly as written.
+    Raise Unrepresentable for control characters (a unit file is line based).
+    """
+    problem = text_problem(value)
+    if problem:
+        raise Unrepresentable(f"a command word for systemd: this {problem}")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{escaped}"'

@@ -14,7 +14,10 @@ refuses a new one. Every run, whatever its end, writes a report.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,10 @@ from relaunch.inventory import load_site
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import resolve_all
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.events import Progress, quiet
-from relaunch.pipeline.journal import Journal, now_iso, run_lock
+from relaunch.pipeline.events import Event, Progress, quiet
+from relaunch.pipeline.journal import Journal, holder_pid, now_iso, run_lock
 from relaunch.pipeline.plan import Plan, Step, execute, sigterm_interrupts
+from relaunch.poll import attempts
 from relaunch.pipeline.report import write_report
 from relaunch.pipeline.report_record import record_from_run
 from relaunch.pipeline.steps import apps as app_steps
@@ -214,6 +218,8 @@ def rebuild(site: str, options: RebuildOptions | None = None, *, root: Path | st
     """
     inv, secrets, where = open_site(site, root, where)
     with run_lock(inv.site, KIND):
+        if not dry_run:
+            stop_drill(inv.site, progress)
         existing = Journal.load(inv.site, KIND)
         if resume:
             if existing is None:
@@ -243,6 +249,26 @@ def rebuild(site: str, options: RebuildOptions | None = None, *, root: Path | st
             return _run(ctx)
         finally:
             ctx.close()
+
+
+def stop_drill(site: str, progress: Progress = quiet, timeout: float = 300) -> int | None:
+    """A drill never holds a rebuild back: stop a running drill of ``site`` (SIGTERM: it destroys its scratch
+    Droplet and writes its report) and wait until it has let go of its lock; return its pid, or None.
+
+    Raise RelaunchError if it is still running after ``timeout`` seconds.
+    """
+    pid = holder_pid(site, "drill")
+    if pid is None:
+        return None
+    progress(Event("info", "preflight", f"a drill of {site} is running (pid {pid}): stopping it, it cleans up after itself"))
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    for _ in attempts(timeout, first=0.2, cap=2.0):
+        if holder_pid(site, "drill") is None:
+            progress(Event("info", "preflight", f"the drill (pid {pid}) stopped"))
+            return pid
+    raise RelaunchError(f"the drill of {site} (pid {pid}) did not stop within {timeout:.0f} s after SIGTERM; "
+                        f"stop it (kill {pid}), then run `fab drill --cleanup --site {site}` and the rebuild again")
 
 
 def _dry_run(ctx: RunContext) -> RebuildResult:

@@ -28,7 +28,7 @@ import posixpath
 import shlex
 import stat
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +57,8 @@ TLS_KEY = "/etc/relaunch/secrets/tls.key"
 USER_DATA_TEMPLATE = "cloud-init/user-data.yml.j2"
 NGINX_TEMPLATE = "nginx/site.conf.j2"
 NGINX_DEFAULT_TEMPLATE = "nginx/default.conf.j2"
+#: The unit of an app given by ``systemd.command``.
+COMMAND_UNIT_TEMPLATE = "systemd/command.service.j2"
 
 _SKIP_PARTS = {"__pycache__", ".git"}
 
@@ -101,6 +103,15 @@ class RenderContext:
     authorized_keys: list[str] = field(default_factory=list)
     hostname: str | None = None
     templates_dir: Path = TEMPLATES_DIR
+    #: A new site being set up (``fab sandbox-up``): the runbook steps marked ``when=fresh`` (an app's one-time
+    #: installer) run. False for a rebuild or drill, which restore the data instead.
+    fresh_site: bool = False
+
+    @property
+    def template_dirs(self) -> list[Path]:
+        """Where templates are looked up, first match wins: the site's own templates, then ``templates_dir``."""
+        own = self.inventory.own_dir("templates")
+        return [own, self.templates_dir] if own is not None else [self.templates_dir]
 
     def __repr__(self) -> str:
         return f"RenderContext(site={self.inventory.site!r}, sandbox={self.sandbox}, secrets={len(self.secrets)} hidden)"
@@ -109,13 +120,16 @@ class RenderContext:
 # --- the Jinja environment -------------------------------------------------------------
 
 
-def environment(templates_dir: Path, *, finalize: Any = None, **options: Any) -> jinja2.Environment:
+def environment(templates_dir: Path | Sequence[Path], *, finalize: Any = None, **options: Any) -> jinja2.Environment:
     """Return the Jinja environment over ``templates_dir``: strict, no autoescape, newline kept.
 
-    ``options`` go to ``jinja2.Environment`` (e.g. other comment delimiters).
+    ``templates_dir`` may be a list of directories, searched in order (a site's own first,
+    so its file of the same path wins over relaunch's). ``options`` go to ``jinja2.Environment``
+    (e.g. other comment delimiters).
     """
+    dirs = [templates_dir] if isinstance(templates_dir, Path | str) else list(templates_dir)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,  # a line holding only {% if %} leaves no blank line (as in Ansible)
@@ -127,6 +141,7 @@ def environment(templates_dir: Path, *, finalize: Any = None, **options: Any) ->
     env.filters["quote"] = lambda value: shlex.quote(str(_defined(value)))
     env.filters["tojson"] = _tojson
     env.filters["compose"] = _compose
+    env.filters["systemd_word"] = lambda value: formats.systemd_exec_word(str(_defined(value)))
     env.globals["fail"] = _template_fail
     return env
 
@@ -164,7 +179,7 @@ def _no_tojson(value: Any) -> str:
     raise TemplateFailed("use '| compose' in a compose file, not '| tojson' (Compose expands '$' in it)")
 
 
-def compose_environment(templates_dir: Path) -> jinja2.Environment:
+def compose_environment(templates_dir: Path | Sequence[Path]) -> jinja2.Environment:
     """The environment of compose file templates: ``tojson`` refused (it leaves ``$`` to Compose's interpolation)."""
     env = environment(templates_dir)
     env.filters["tojson"] = _no_tojson
@@ -212,7 +227,8 @@ def render_template(env: jinja2.Environment, name: str, values: Mapping[str, Any
         template = env.get_template(name)
         return template.render(**values)
     except jinja2.TemplateNotFound as exc:
-        raise RenderError(f"template not found: {exc.name} (under {env.loader.searchpath[0]})") from None  # type: ignore[union-attr]
+        where = " or ".join(env.loader.searchpath)  # type: ignore[union-attr]
+        raise RenderError(f"template not found: {exc.name} (under {where})") from None
     except Exception as exc:  # noqa: BLE001 - whatever a template raises is that template's error
         filename = getattr(exc, "filename", None) or _template_filename(env, name)
         line = error_line(exc, filename)
@@ -242,7 +258,7 @@ def render_user_data(ctx: RenderContext) -> str:
     """
     if ctx.host_key is None:
         raise RenderError("user-data needs a host key (HostKey.generate()): the first connection is pinned to it")
-    env = environment(ctx.templates_dir)
+    env = environment(ctx.template_dirs)
     text = render_template(
         env,
         USER_DATA_TEMPLATE,
@@ -275,48 +291,83 @@ def password_file_path(database: str) -> str:
     return f"{SECRETS_DIR}/{database}.password"
 
 
-def app_sources(templates_dir: Path, app: App, *, must_exist: bool = True) -> list[tuple[str, Path]]:
+def app_sources(
+    templates_dir: Path | Sequence[Path], app: App, *, must_exist: bool = True
+) -> list[tuple[str, Path]]:
     """Return (host path, source file) for every file of ``app``'s templates, sorted by host path.
 
     Every file under ``templates/apps/<app>/`` goes to ``/srv/<app>/<relative path>`` (a
     ``.j2`` suffix dropped), except the compose template (-> ``/srv/<app>/compose.yml``) and
     the systemd unit template (-> ``/etc/systemd/system/<app>.service``), wherever they are.
-    Raise RenderError if one of those two is missing (unless ``must_exist`` is false).
+    ``templates_dir`` may be several directories, first match wins (a site's own templates,
+    then relaunch's): their ``apps/<app>/`` trees are merged, a file of the same relative
+    path taken from the first. Raise RenderError if one of those two is missing (unless
+    ``must_exist`` is false).
     """
+    dirs = _dirs(templates_dir)
     special: dict[Path, str] = {}
     if app.compose is not None:
-        special[_template_file(templates_dir, app.compose.template, app.name, must_exist)] = f"/srv/{app.name}/compose.yml"
+        special[_template_file(dirs, app.compose.template, app.name, must_exist)] = f"/srv/{app.name}/compose.yml"
     if app.systemd is not None:
-        special[_template_file(templates_dir, app.systemd.unit_template, app.name, must_exist)] = f"/etc/systemd/system/{app.name}.service"
-    out: dict[str, Path] = {}
-    app_dir = templates_dir / "apps" / app.name
-    if app_dir.is_dir():
+        unit = app.systemd.unit_template or COMMAND_UNIT_TEMPLATE
+        special[_template_file(dirs, unit, app.name, must_exist)] = f"/etc/systemd/system/{app.name}.service"
+    found: dict[str, Path] = {}
+    for root in reversed(dirs):  # relaunch's first, the site's over it
+        app_dir = root / "apps" / app.name
+        if not app_dir.is_dir():
+            continue
         for source in sorted(p for p in app_dir.rglob("*") if p.is_file()):
             rel = source.relative_to(app_dir)
-            if _SKIP_PARTS & set(rel.parts) or source.suffix == ".pyc" or source.resolve() in special:
+            if _SKIP_PARTS & set(rel.parts) or source.suffix == ".pyc":
                 continue
-            name = rel.as_posix()
-            out[posixpath.join(f"/srv/{app.name}", name[:-3] if name.endswith(".j2") else name)] = source
+            found[rel.as_posix()] = source
+    out: dict[str, Path] = {}
+    for name, source in found.items():
+        if source.resolve() in special:
+            continue
+        out[posixpath.join(f"/srv/{app.name}", name[:-3] if name.endswith(".j2") else name)] = source
     for source, dest in special.items():
         out[dest] = source
     return sorted(out.items())
 
 
-def _template_file(templates_dir: Path, name: str, app: str, must_exist: bool = True) -> Path:
-    """Return the file of template ``name`` (relative to templates/). Raise RenderError if it is not there."""
-    root = templates_dir.resolve()
-    path = (templates_dir / name).resolve()
-    if root not in path.parents:
-        raise RenderError(f"apps[{app}]: template {name!r} is outside {templates_dir}")
-    if must_exist and not path.is_file():
-        raise RenderError(f"template not found: {name} (under {templates_dir}; named by apps[{app}])")
-    return path
+def _dirs(templates_dir: Path | Sequence[Path]) -> list[Path]:
+    return [Path(templates_dir)] if isinstance(templates_dir, Path | str) else [Path(d) for d in templates_dir]
+
+
+def template_name(templates_dir: Path | Sequence[Path], source: Path) -> str:
+    """Return the Jinja name of template file ``source`` (its path relative to the directory it is in)."""
+    resolved = source.resolve()
+    for root in _dirs(templates_dir):
+        if root.resolve() in resolved.parents:
+            return resolved.relative_to(root.resolve()).as_posix()
+    raise RenderError(f"{source} is in none of the template directories")
+
+
+def _template_file(dirs: list[Path], name: str, app: str, must_exist: bool = True) -> Path:
+    """Return the file of template ``name`` (relative to templates/), from the first directory that has it.
+
+    Raise RenderError if it is in none of them (or would be outside them).
+    """
+    first: Path | None = None
+    for templates_dir in dirs:
+        root = templates_dir.resolve()
+        path = (templates_dir / name).resolve()
+        if root not in path.parents:
+            raise RenderError(f"apps[{app}]: template {name!r} is outside {templates_dir}")
+        if path.is_file():
+            return path
+        first = first or path
+    if must_exist:
+        raise RenderError(f"template not found: {name} (under {' or '.join(str(d) for d in dirs)}; named by apps[{app}])")
+    assert first is not None
+    return first
 
 
 def app_host_paths(ctx: RenderContext) -> dict[str, list[str]]:
     """Return app name -> the host paths of its rendered files (code and config, not data), env file included."""
     return {
-        app.name: [dest for dest, _ in app_sources(ctx.templates_dir, app, must_exist=False)] + [env_file_path(app.name)]
+        app.name: [dest for dest, _ in app_sources(ctx.template_dirs, app, must_exist=False)] + [env_file_path(app.name)]
         for app in ctx.inventory.apps
     }
 
@@ -341,8 +392,8 @@ def render_host(ctx: RenderContext) -> list[RenderedFile]:
     (0600, secret). And ``/etc/relaunch/site.json`` with non-secret facts. Raise RenderError on a missing
     value, a missing template or an unresolved secret reference.
     """
-    env = environment(ctx.templates_dir)
-    compose_env = compose_environment(ctx.templates_dir)
+    env = environment(ctx.template_dirs)
+    compose_env = compose_environment(ctx.template_dirs)
     inv = ctx.inventory
     files: list[RenderedFile] = []
     proxy_values = {
@@ -351,10 +402,10 @@ def render_host(ctx: RenderContext) -> list[RenderedFile]:
     }
     for app in inv.apps:
         values = app_values(ctx, app)
-        for dest, source in app_sources(ctx.templates_dir, app):
+        for dest, source in app_sources(ctx.template_dirs, app):
             executable = bool(source.stat().st_mode & stat.S_IXUSR)
             if source.name.endswith(".j2"):
-                name = source.resolve().relative_to(ctx.templates_dir.resolve()).as_posix()
+                name = template_name(ctx.template_dirs, source)
                 is_compose = app.compose is not None and dest == f"/srv/{app.name}/compose.yml"
                 content = render_template(compose_env if is_compose else env, name, values).encode()
             else:

@@ -5,6 +5,15 @@ backticks or tildes) is a *step*: rendered with the inventory (Jinja, StrictUnde
 and run on the host in file-name order, then document order. Any other block, and all
 prose, is documentation only.
 
+Two sets of runbooks make a site's notes: relaunch's own (``runbooks/*.md``) and the
+site's (``sites/<site>/runbooks/NN-name.md``, or the inventory's ``runbooks:``), merged by
+their number prefix, relaunch's first on a tie: a site's ``25-wiki.md`` runs after the
+databases (20) and before the apps start (30). A step that initialises data (an app's
+one-time installer) is tagged ``{step=NAME when=fresh}``: it runs only when a new site is
+set up (``fab sandbox-up``), never in a rebuild or a drill, which restore the data instead
+(it must still be idempotent: ``fab sandbox-up`` again runs it on the same host); runbooks
+can also test ``{% if fresh_site %}``.
+
 A runbook is rendered as a whole, then its steps are taken from the result, so Jinja
 may wrap whole sections (``{% if %}``). Every ``{{ value }}`` is shell-quoted
 (``shlex.quote``; plain names, paths and numbers come out unchanged) unless it went
@@ -28,6 +37,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +91,7 @@ class Segment:
     info: str = ""
     fence: str = ""
     step: str | None = None
+    fresh_only: bool = False
 
     @property
     def body_line(self) -> int:
@@ -111,7 +122,7 @@ def parse(text: str, file: str) -> list[Segment]:
             segments.append(Segment("text", "".join(prose), prose_start))
         opening, indent, info = match["fence"], len(match["indent"]), match["info"].strip()
         start = i + 1  # 1-based line of the opening fence
-        step = _step_of(info, file, start)
+        step, fresh_only = _step_of(info, file, start)
         body: list[str] = []
         i += 1
         while True:
@@ -123,7 +134,7 @@ def parse(text: str, file: str) -> list[Segment]:
                 break
             body.append(_dedent(lines[i], indent))
             i += 1
-        segments.append(Segment("code", "".join(body), start, info=info, fence=opening, step=step))
+        segments.append(Segment("code", "".join(body), start, info=info, fence=opening, step=step, fresh_only=fresh_only))
         i += 1
         prose, prose_start = [], i + 1
     if prose:
@@ -136,9 +147,14 @@ def _dedent(line: str, indent: int) -> str:
     return line[min(indent, removable):]
 
 
-def _step_of(info: str, file: str, line: int) -> str | None:
+#: The values of a step's ``when`` attribute: ``fresh`` runs only when a new site is set up.
+WHEN = ("fresh",)
+
+
+def _step_of(info: str, file: str, line: int) -> tuple[str | None, bool]:
+    """Return the step name of a block's info string (None: not a step) and whether it runs on a fresh site only."""
     if "{" not in info:
-        return None
+        return None, False
     match = _INFO.match(info)
     if match is None:
         raise RunbookError(f"{file}:{line}: cannot read the code block's info string {info!r} (expected e.g. 'sh {{step=docker}}')")
@@ -148,17 +164,23 @@ def _step_of(info: str, file: str, line: int) -> str | None:
         if attr is None:
             raise RunbookError(f"{file}:{line}: malformed attribute {word!r} in {info!r} (expected key=value)")
         attrs[attr["key"]] = attr["value"]
-    unknown = set(attrs) - {"step"}
+    unknown = set(attrs) - {"step", "when"}
     if unknown:
-        raise RunbookError(f"{file}:{line}: unknown attribute(s) {', '.join(sorted(unknown))} in {info!r} (only 'step')")
+        raise RunbookError(f"{file}:{line}: unknown attribute(s) {', '.join(sorted(unknown))} in {info!r} (only 'step' and 'when')")
     name = attrs.get("step")
     if name is None:
-        return None
+        if "when" in attrs:
+            raise RunbookError(f"{file}:{line}: 'when' without 'step' in {info!r} (e.g. 'sh {{step=install when=fresh}}')")
+        return None, False
     if match["lang"] not in SHELLS:
         raise RunbookError(f"{file}:{line}: step {name!r} must be a sh or bash block, not {match['lang'] or 'untyped'}")
     if not _STEP_NAME.match(name):
         raise RunbookError(f"{file}:{line}: step name {name!r}: lowercase letters, digits, '.', '_' and '-'")
-    return name
+    when = attrs.get("when")
+    if when is not None and when not in WHEN:
+        raise RunbookError(f"{file}:{line}: step {name!r}: when={when!r}; the one value is 'fresh' "
+                           "(run only when a new site is set up, never in a rebuild or drill)")
+    return name, when == "fresh"
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -225,17 +247,22 @@ def runbook_values(ctx: render.RenderContext) -> dict[str, Any]:
         "compose_apps": [a for a in inv.apps if a.kind == "compose"],
         "systemd_apps": [a for a in inv.apps if a.kind == "systemd"],
         "native_databases": [d for d in inv.databases if d.runs == "native"],
+        "fresh_site": ctx.fresh_site,
     }
 
 
 @dataclass(frozen=True)
 class Step:
-    """A rendered step: its name, the runbook file and line of its fence (in the source), the script."""
+    """A rendered step: its name, the runbook file and line of its fence (in the source), the script.
+
+    ``fresh_only``: tagged ``when=fresh`` (initialises data): run only when a new site is set up.
+    """
 
     name: str
     file: str
     line: int
     script: str
+    fresh_only: bool = False
 
     @property
     def where(self) -> str:
@@ -249,6 +276,10 @@ class Runbook:
     file: str
     text: str
     steps: list[Step]
+    label: str = ""  # how the merged document names it (runbooks/00-base.md, sites/wiki/runbooks/25-wiki.md)
+
+
+_NUMBERED = re.compile(r"^(?P<number>[0-9]+)-[^/]*\.md$")
 
 
 def runbook_files(runbooks_dir: Path) -> list[Path]:
@@ -257,6 +288,42 @@ def runbook_files(runbooks_dir: Path) -> list[Path]:
     if not files:
         raise RunbookError(f"no runbooks (*.md) in {runbooks_dir}")
     return files
+
+
+def site_runbook_files(runbooks_dir: Path) -> list[Path]:
+    """Return a site's own runbooks (``NN-name.md``) in name order; none is fine.
+
+    Raise RunbookError for a Markdown file without its number prefix (the number says where
+    it runs among relaunch's own: 00 base, 10 Docker, 20 databases, 30 apps, 40 proxy).
+    """
+    files = sorted(runbooks_dir.glob("*.md"), key=lambda p: p.name)
+    for path in files:
+        if not _NUMBERED.match(path.name):
+            raise RunbookError(
+                f"{path}: a site's runbook is named NN-name.md, the number saying where it runs among relaunch's "
+                "(00 base, 10 Docker, 20 databases, 30 apps, 40 proxy; e.g. 25-wiki.md runs after the databases, "
+                "before the apps start)")
+    return files
+
+
+def merged_files(relaunch_dir: Path, site_dir: Path | None) -> list[tuple[Path, bool]]:
+    """Return (file, is the site's own) for relaunch's runbooks and the site's, in the order they run.
+
+    Ordered by number prefix, relaunch's before the site's on the same number (a file of
+    relaunch's without a number sorts after the numbered ones, as by name). Without site
+    runbooks: relaunch's in name order. Raise RunbookError as the two listings do.
+    """
+    ours = [(p, False) for p in runbook_files(relaunch_dir)]
+    theirs = [(p, True) for p in site_runbook_files(site_dir)] if site_dir is not None else []
+    if not theirs:
+        return ours
+
+    def key(item: tuple[Path, bool]) -> tuple[float, bool, str]:
+        path, own = item
+        match = _NUMBERED.match(path.name)
+        return (int(match["number"]) if match else float("inf"), own, path.name)
+
+    return sorted(ours + theirs, key=key)
 
 
 def render_file(ctx: render.RenderContext, path: Path) -> Runbook:
@@ -269,9 +336,11 @@ def render_file(ctx: render.RenderContext, path: Path) -> Runbook:
     """
     source = path.read_text()
     source_lines: dict[str, int] = {}
+    fresh: dict[str, bool] = {}
     for seg in parse(source, path.name):
         if seg.step is not None:
             source_lines.setdefault(seg.step, seg.line)
+            fresh.setdefault(seg.step, seg.fresh_only)
     text = render.render_source(_environment(ctx), source, path.name, runbook_values(ctx))
     steps: list[Step] = []
     for seg in parse(text, f"{path.name} (rendered)"):
@@ -279,13 +348,31 @@ def render_file(ctx: render.RenderContext, path: Path) -> Runbook:
             continue
         if any(s.name == seg.step for s in steps):
             raise RunbookError(f"step {seg.step!r} is defined twice in {path.name} (a step inside a loop?)")
-        steps.append(Step(seg.step, path.name, source_lines.get(seg.step, seg.line), seg.body))
-    return Runbook(path.name, text, steps)
+        steps.append(Step(seg.step, path.name, source_lines.get(seg.step, seg.line), seg.body,
+                          fresh_only=seg.fresh_only or fresh.get(seg.step, False)))
+    return Runbook(path.name, text, steps, label=f"runbooks/{path.name}")
+
+
+def _label(path: Path) -> str:
+    from relaunch.inventory import display_name
+
+    return display_name(path)
 
 
 def load_runbooks(ctx: render.RenderContext, runbooks_dir: Path | None = None) -> list[Runbook]:
-    """Render every runbook in name order. Raise RunbookError for a step name used in two files (naming both)."""
-    books = [render_file(ctx, path) for path in runbook_files(runbooks_dir or RUNBOOKS_DIR)]
+    """Render relaunch's runbooks and the site's own, merged in the order they run (see :func:`merged_files`).
+
+    ``runbooks_dir`` replaces relaunch's own (tests); the site's come from its inventory
+    (``Inventory.own_dir("runbooks")``). Raise RunbookError for a step name used in two
+    files (naming both).
+    """
+    books: list[Runbook] = []
+    for path, own in merged_files(runbooks_dir or RUNBOOKS_DIR, ctx.inventory.own_dir("runbooks")):
+        book = render_file(ctx, path)
+        if own:
+            label = _label(path)
+            book = Runbook(label, book.text, [dataclass_replace(s, file=label) for s in book.steps], label=label)
+        books.append(book)
     seen: dict[str, Step] = {}
     for book in books:
         for step in book.steps:
@@ -296,12 +383,18 @@ def load_runbooks(ctx: render.RenderContext, runbooks_dir: Path | None = None) -
 
 
 def load_steps(ctx: render.RenderContext, runbooks_dir: Path | None = None) -> list[Step]:
-    """Return the rendered steps of every runbook, in the order they run.
+    """Return the rendered steps of every runbook, in the order they run, the ``when=fresh`` ones included.
 
     Raise RunbookError for a parse error or a step name used twice (naming both places),
     RenderError (naming file:line and the undefined name) for a missing value.
     """
     return [step for book in load_runbooks(ctx, runbooks_dir) for step in book.steps]
+
+
+def steps_to_run(steps: list[Step], fresh_site: bool) -> tuple[list[Step], list[Step]]:
+    """Split ``steps`` into (to run, skipped): ``when=fresh`` steps run only on a fresh site."""
+    run = [s for s in steps if fresh_site or not s.fresh_only]
+    return run, [s for s in steps if not (fresh_site or not s.fresh_only)]
 
 
 def render_runbook(ctx: render.RenderContext, runbooks_dir: Path | None = None) -> str:
@@ -310,7 +403,7 @@ def render_runbook(ctx: render.RenderContext, runbooks_dir: Path | None = None) 
     The steps in it are exactly the scripts :func:`load_steps` returns (same errors).
     """
     books = load_runbooks(ctx, runbooks_dir)
-    return "\n".join(f"<!-- runbooks/{book.file} -->\n{book.text.rstrip()}\n" for book in books)
+    return "\n".join(f"<!-- {book.label or book.file} -->\n{book.text.rstrip()}\n" for book in books)
 
 
 # --- running ----------------------------------------------------------------------------

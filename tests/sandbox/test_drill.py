@@ -62,3 +62,56 @@ def test_drill_restores_verifies_measures_and_destroys_its_scratch_droplet(with_
     assert load_hosts("example") == hosts_before
     assert list_reports("example")[0]["kind"] == "drill"
     assert cleanup("example", root=site_root, where=where) == []
+
+
+def test_the_store_access_a_drill_gets_reads_but_cannot_forget(with_backups, site_root, target) -> None:
+    """The temporary key a scratch host reads the store with is read-only: `restic forget` fails, the snapshot stays."""
+    import shlex
+
+    from relaunch.backup import offsite
+    from relaunch.inventory.secrets import resolve_all
+    from relaunch.pipeline.context import RunContext
+    from relaunch.pipeline.journal import Journal
+    from relaunch.pipeline.store import store_access
+    from relaunch.provision import open_host
+
+    inv = load_site("example", site_root)
+    ctx = RunContext(inv, resolve_all(inv), target.cloud, target.key_path, Journal.ephemeral("example", "drill", {}), {})
+    conn = open_host(with_backups.host, target.key_path)
+    try:
+        with store_access(ctx, conn) as repo:
+            found = offsite.snapshots(conn, repo, "example")
+            assert found, "the store holds the site's backups"
+            snapshot = found[-1]["snapshot"]
+            argv = ["restic", "-r", repo.location, *[o for o in repo.options if o != "--no-lock"], "forget", snapshot]
+            forget = conn.run("RESTIC_PASSWORD_FILE=/etc/relaunch/secrets/restic.password " + shlex.join(argv),
+                              warn=True, hide=True, in_stream=False, timeout=120)
+            assert not forget.ok, forget.stdout
+            assert snapshot in {s["snapshot"] for s in offsite.snapshots(conn, repo, "example")}
+    finally:
+        conn.close()
+
+
+def test_a_drill_whose_health_check_fails_says_so_and_still_destroys_its_scratch_droplet(
+        with_backups, site_root, target, sandbox_api) -> None:
+    import yaml
+
+    path = site_root / "inventory" / "example.yml"
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    data["apps"][2]["health"].append({"path": "/no-such-page", "status": 200})  # notes answers 404 there
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cloud = target.cloud
+    before = {d.id for d in cloud.list_droplets()}
+    try:
+        result = drill("example", DrillOptions(canary=False), root=site_root,
+                       where=Where(cloud, sandbox_api.dns_port, target.key_path))
+    finally:
+        path.write_text(original)
+    assert result.status == "failed"
+    assert "health checks fail" in result.error and "/no-such-page" in result.error
+    record = result.record
+    assert record["scratch_destroyed"] is True
+    assert [p["status"] for p in record["phases"]][-1] == "failed" and record["phases"][-1]["name"] == "health"
+    assert not [h for h in record["health_checks"] if not h["passed"] and "no-such-page" not in h["name"]]
+    assert {d.id for d in cloud.list_droplets()} == before

@@ -53,3 +53,69 @@ def test_largest_gap_within_the_window_counts_up_to_now() -> None:
              now - timedelta(minutes=10)]
     assert largest_gap(times, timedelta(hours=24), now) == timedelta(hours=2, minutes=35).total_seconds()
     assert largest_gap([], timedelta(hours=24), now) is None
+
+
+def test_a_missed_objective_fails_a_drill_that_otherwise_passed(tmp_path, monkeypatch) -> None:
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from relaunch import drill as drill_module
+    from relaunch.inventory import load_site
+    from relaunch.pipeline.journal import Journal
+
+    root = tmp_path
+    (root / "inventory").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "inventory" / "example.yml", root / "inventory" / "example.yml")
+    inv = load_site("example", root)
+    journal = Journal.ephemeral("example", "drill", {})
+    journal.steps.update({"preflight": {"status": "done", "seconds": 1.0}, "data": {"status": "done", "seconds": 2000.0}})
+    journal.state.update(rpo_seconds=30, rpo_basis="backup X, its age")
+    ctx = SimpleNamespace(inv=inv, journal=journal, state=journal.state, mask=lambda s: s)
+    written = {}
+    monkeypatch.setattr(drill_module, "write_report", lambda site, record: written.setdefault("r", record) and
+                        (tmp_path / "r.md", tmp_path / "r.json"))
+    record, _, _ = drill_module._write(ctx, "passed", None, True, [], None)
+    assert record["status"] == "failed" and record["missed"] == ["RTO 2001 s > 30 min"]
+    assert written["r"]["error"].startswith("objective missed")
+
+
+def _drill_ctx(fail_drill: bool):
+    from types import SimpleNamespace
+
+    from relaunch.inventory import load_site
+    from relaunch.inventory.model import Drift
+    from relaunch.pipeline.journal import Journal
+
+    inv = load_site("example")
+    inv = inv.model_copy(update={"drift": Drift(fail_drill=fail_drill)})
+    journal = Journal.new("example", "drill", {})
+    return SimpleNamespace(journal=journal, state=journal.state, inv=inv, mask=lambda s: s)
+
+
+DRIFTED = {"drifted": True, "site": "example", "summary": "production has 1 thing(s) the inventory and runbooks do "
+           "not describe (1 package)", "findings": [{"kind": "package", "subject": "cron", "change": "extra",
+                                                       "detail": "installed", "advice": "a runbook step"}]}
+
+
+@pytest.mark.parametrize("fail_drill", [False, True])
+def test_write_a_passing_drill_with_drift_says_so_and_fails_only_with_fail_drill(fail_drill: bool) -> None:
+    from pathlib import Path
+
+    from relaunch.drill import _write
+
+    record, md, _js = _write(_drill_ctx(fail_drill), "passed", None, True, [], DRIFTED)
+    assert record["drift"]["drifted"] is True
+    assert any("fab drift --site example --draft" in s for s in record["next_steps"])
+    assert "**Drift**: production has 1 thing(s)" in Path(md).read_text()
+    if fail_drill:
+        assert record["status"] == "failed" and record["error"].startswith("drift (drift.fail_drill)")
+    else:
+        assert record["status"] == "passed" and record["error"] is None
+
+
+def test_write_a_drill_without_drift_has_no_drift_step() -> None:
+    from relaunch.drill import _write
+
+    record, _md, _js = _write(_drill_ctx(True), "passed", None, True, [], {"drifted": False, "findings": []})
+    assert record["status"] == "passed" and record["next_steps"] == []

@@ -323,3 +323,9 @@ def test_run_steps_stops_at_the_first_failure_naming_step_place_and_output(tmp_p
     assert "line-50" in message and "oops" in message and "line-1\n" not in message  # the tail only
     assert info.value.step is not None and info.value.step.name == "broken"
     assert not after.exists()
+
+
+def test_compose_steps_give_a_busy_docker_api_time(templates: Path) -> None:
+    """Compose v1 gives up after 60 s by default: a loaded host timed out `up -d` in a drill."""
+    [step] = [s for s in load_steps(context(templates)) if s.name == "compose-apps"]
+    assert "export COMPOSE_HTTP_TIMEOUT=600" in step.script

@@ -337,7 +337,8 @@ def install(
         key = shlex.quote(STORE_KEY)
         public = _sh(conn, (
             f"install -d -m 0700 {shlex.quote(STORE_DIR)}; "
-            f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; cat {key}.pub"
+            f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; "
+            f"[ -s {key}.pub ] || ssh-keygen -y -f {key} > {key}.pub; cat {key}.pub"  # a key given by the inventory has no .pub
         ), "making the host's key for the off-host store").strip()
         if store_conn is not None:
             repo = parse_sftp(off.repository)  # type: ignore[union-attr]
@@ -360,16 +361,21 @@ def install(
     return result
 
 
-def authorize_store_key(store_conn: Connection, user: str, public_line: str) -> bool:
+def authorize_store_key(store_conn: Connection, user: str, public_line: str, *, read_only: bool = False,
+                        comment: str = "relaunch-backup") -> bool:
     """Let ``public_line`` use the store's ``user`` for SFTP only; return True if it was added.
 
     The key is restricted (``restrict``: no shell, no forwarding, no pty) and forced to run
     the SFTP server: a stolen production key reaches the repository, nothing else.
+    ``read_only``: the SFTP server runs with ``-R`` (every write refused), for a host that
+    only restores (a drill's scratch host, a rebuild's data step); restic then reads with
+    ``--no-lock``.
     """
     words = public_line.split()
     if len(words) < 2 or not words[0].startswith("ssh-"):
         raise RelaunchError(f"the production host's store key is not an SSH public key: {public_line[:40]!r}")
-    line = f'restrict,command="/usr/lib/openssh/sftp-server" {words[0]} {words[1]} relaunch-backup'
+    server = "/usr/lib/openssh/sftp-server -R" if read_only else "/usr/lib/openssh/sftp-server"
+    line = f'restrict,command="{server}" {words[0]} {words[1]} {comment}'
     home = f"~{user}"
     script = (
         f"set -e; h=$(getent passwd {shlex.quote(user)} | cut -d: -f6); "

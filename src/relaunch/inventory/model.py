@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from relaunch import formats
@@ -100,6 +100,14 @@ def _url_path(value: str) -> str:
 def _package(value: str) -> str:
     if not re.match(r"^[a-z0-9][a-z0-9+.-]+$", value):
         raise ValueError("a Debian package name (lowercase letters, digits, '+', '-', '.'; e.g. 'python3-pymysql')")
+    return value
+
+
+def _unix_user(value: str) -> str:
+    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+        raise ValueError("a Unix user name (lowercase letters, digits, '_' and '-', at most 32; e.g. 'www-data')")
+    if value == "root":
+        raise ValueError("a user other than root: an app that a bug or a bad upgrade takes over should not own the host")
     return value
 
 
@@ -209,10 +217,26 @@ class ComposeApp(Strict):
 
 
 class SystemdApp(Strict):
-    """How a native app runs under systemd."""
+    """How a native app runs under systemd: a unit of your own (a template), or any command relaunch makes a unit for."""
 
-    unit_template: Text = Field(description="unit file template, relative to templates/", examples=["apps/stats/stats.service.j2"])
+    unit_template: Text | None = Field(
+        None, description="unit file template, relative to templates/ (the site's own first); or give 'command'",
+        examples=["apps/stats/stats.service.j2"])
+    command: list[Text] | None = Field(
+        None, min_length=1, max_length=200,
+        description="or: the command to run, as a list of words (no shell); relaunch writes the unit "
+        "(templates/systemd/command.service.j2: the app's user, env file, restart on failure)",
+        examples=[["/usr/bin/php", "-S", "127.0.0.1:8091", "-t", "/usr/share/mediawiki"]])
+    working_directory: AbsPath | None = Field(None, description="with 'command': the directory it runs in (default: /srv/<app>)")
     packages: list[Annotated[str, AfterValidator(_package)]] = Field(default_factory=list, description="Debian packages it needs", examples=[["python3-pymysql"]])
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> SystemdApp:
+        if (self.unit_template is None) == (self.command is None):
+            _fail(((), "give either systemd.unit_template (a unit of your own) or systemd.command (relaunch writes the unit)"))
+        if self.command is None and self.working_directory is not None:
+            _fail((("working_directory",), "working_directory goes with command (a unit template says its own)"))
+        return self
 
 
 class App(Strict):
@@ -225,6 +249,9 @@ class App(Strict):
     files: list[AbsPath] = Field(default_factory=list, description="file trees to carry to a new host", examples=[["/srv/blog/uploads"]])
     databases: list[Slug] = Field(default_factory=list, description="names of its databases (see databases)")
     health: list[HealthCheck] = Field(min_length=1, description="checks that prove it is up with its data")
+    user: Annotated[str, AfterValidator(_unix_user)] | None = Field(
+        None, description="the Unix user the app runs as (not root); a unit made from 'systemd.command' runs as it "
+        "(default there: a dynamic user of systemd's); templates see it as app.user", examples=["www-data"])
     env: dict[str, str] = Field(default_factory=dict, description="plain environment for the app")
     secret_env: dict[str, SecretRef] = Field(
         default_factory=dict, description="environment from secret references (written to a 0600 env file)"
@@ -423,11 +450,53 @@ class DockerSettings(Strict):
     )
 
 
+def _ignore_pattern(value: str) -> str:
+    from relaunch.drift.compare import KINDS
+
+    head, sep, glob = value.partition(":")
+    if not value.strip() or formats.text_problem(value) or (sep and head.isidentifier() and head not in KINDS) or (
+            sep and head in KINDS and not glob):
+        raise ValueError(f"KIND:GLOB (KIND one of {', '.join(KINDS)}), or a bare GLOB matched against any kind's subject "
+                         "(e.g. 'etc:/etc/myapp/cache/*', 'unit:certbot.timer', 'file:*.bak')")
+    return value
+
+
+class Drift(Strict):
+    """What `fab drift` leaves out, and what a drill makes of drift."""
+
+    ignore: list[Annotated[str, AfterValidator(_ignore_pattern)]] = Field(
+        default_factory=list,
+        description="more to leave out than the documented defaults (logs, caches, relaunch's own files, machine ids, "
+        "host keys): KIND:GLOB patterns, KIND one of package, etc, unit, cron, port, project, container, image, volume, "
+        "database, user, server_name, file; '*' also matches '/'",
+        examples=[["etc:/etc/myapp/cache/*", "unit:certbot.timer", "file:/srv/blog/uploads-old/*"]],
+    )
+    fail_drill: bool = Field(
+        False, description="a drill fails when production has state the inventory does not describe (default: the "
+        "drill passes and its summary says so)")
+
+
+#: Where a site's own runbooks and templates live by default, relative to the inventory file.
+SITE_FILES_DEFAULT = "../sites/{site}/{what}"
+
+
 class Inventory(Strict):
     """One site: its host, apps, databases, DNS, backups and objectives."""
 
     site: Slug = Field(description="the site's short name (the inventory file is inventory/<site>.yml)")
     description: Text = Field("", description="free text (one line)")
+    runbooks: Text | None = Field(
+        None,
+        description="directory of the site's own runbooks (NN-name.md), merged with relaunch's by their number; "
+        "relative to the inventory file (default: ../sites/<site>/runbooks, when it exists)",
+        examples=["../sites/wiki/runbooks"],
+    )
+    templates: Text | None = Field(
+        None,
+        description="directory of the site's own templates, searched before relaunch's (a file of the same path "
+        "wins); relative to the inventory file (default: ../sites/<site>/templates, when it exists)",
+        examples=["../sites/wiki/templates"],
+    )
     provider: Provider
     production: Production
     docker: DockerSettings = Field(default_factory=DockerSettings)
@@ -437,6 +506,44 @@ class Inventory(Strict):
     dns: Dns
     backups: Backups = Field(default_factory=Backups)
     objectives: Objectives = Field(default_factory=Objectives)
+    drift: Drift = Field(default_factory=Drift, description="`fab drift`: what it leaves out; whether drift fails a drill")
+
+    #: The inventory file's directory, when it was loaded from a file (the default site directories hang off it).
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @field_validator("runbooks", "templates")
+    @classmethod
+    def _site_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A relative path is made absolute against the inventory file's directory; it must be a directory."""
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None:
+            return value
+        path = os.path.abspath(Path(base) / Path(value).expanduser())
+        if not Path(path).is_dir():
+            raise ValueError(f"a directory relative to the inventory file; {path} is not one")
+        return path
+
+    @model_validator(mode="after")
+    def _remember_base(self, info: ValidationInfo) -> Inventory:
+        base = (info.context or {}).get("base_dir")
+        if base is not None:
+            self._base_dir = Path(base)
+        return self
+
+    def own_dir(self, what: Literal["runbooks", "templates"]) -> Path | None:
+        """Return the site's own ``runbooks`` or ``templates`` directory, or None when it has none.
+
+        The inventory's key when given (checked to exist when loaded); else
+        ``../sites/<site>/<what>`` beside the inventory file when that exists; None for an
+        inventory built in code without a file.
+        """
+        given = getattr(self, what)
+        if given is not None:
+            return Path(given)
+        if self._base_dir is None:
+            return None
+        path = Path(os.path.abspath(self._base_dir / SITE_FILES_DEFAULT.format(site=self.site, what=what)))
+        return path if path.is_dir() else None
 
     @model_validator(mode="after")
     def _references(self) -> Inventory:

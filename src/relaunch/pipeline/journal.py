@@ -112,6 +112,13 @@ class Journal:
     def steps(self) -> dict[str, dict[str, Any]]:
         return self.data["steps"]
 
+    def ordered_steps(self) -> list[tuple[str, dict[str, Any]]]:
+        """The run's steps in the order they first started."""
+        from relaunch.pipeline import PHASES
+
+        rank = {name: i for i, name in enumerate(PHASES)}
+        return sorted(self.steps.items(), key=lambda kv: (kv[1].get("order", 99), rank.get(kv[0], 99)))
+
     def done(self, step: str) -> bool:
         return self.steps.get(step, {}).get("status") == "done"
 
@@ -123,7 +130,8 @@ class Journal:
         self.save()
 
     def step_started(self, step: str) -> None:
-        entry = self.steps.setdefault(step, {"seconds": 0.0})
+        # "order": when the step first started among the run's steps (the file's keys are sorted by name)
+        entry = self.steps.setdefault(step, {"seconds": 0.0, "order": len(self.steps)})
         entry.update(status="running", started_at=entry.get("started_at") or now_iso(), error=None)
         self.save()
 

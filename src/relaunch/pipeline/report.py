@@ -168,6 +168,11 @@ def render_markdown(record: dict, history: Sequence[dict] = ()) -> str:
     out.append("")
     out.append(_summary(r))
     out.append("")
+    drift = r.get("drift") if isinstance(r.get("drift"), dict) else None
+    if drift and (drift.get("drifted") or drift.get("error")):
+        # a drill that passes while production has state nothing describes says so up front
+        out += [f"**Drift**: {_md(_text(drift.get('summary') or 'the check could not run: ' + _text(drift.get('error'))))}"
+                " (see Drift below).", ""]
 
     phases = _dicts(r.get("phases"))
     error = _text(r.get("error"))
@@ -213,6 +218,9 @@ def render_markdown(record: dict, history: Sequence[dict] = ()) -> str:
         out += _table(["check", "address", "result", "detail"], rows)
         out.append("")
 
+    if drift:
+        out += _drift(drift)
+
     switched = _dicts(r.get("switched"))
     if switched:
         out += ["## Records switched", ""]
@@ -232,6 +240,19 @@ def render_markdown(record: dict, history: Sequence[dict] = ()) -> str:
         out += _trend(r, earlier)
 
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _drift(drift: dict) -> list[str]:
+    """The Drift section: what production has that the reference (this run's rebuilt host) does not."""
+    out = ["## Drift", ""]
+    if drift.get("error"):
+        return out + [f"The check could not run: {_md(_text(drift.get('error')))}", ""]
+    findings = _dicts(drift.get("findings"))
+    if not findings:
+        return out + ["None: production has nothing the inventory and runbooks do not describe.", ""]
+    rows = [[f.get("kind"), f.get("subject"), f.get("change"), f.get("detail"), f.get("advice")] for f in findings]
+    out += _table(["kind", "what", "change", "detail", "to describe it"], rows)
+    return out + ["", f"Drafts of the additions: `fab drift --site {_md(_text(drift.get('site')))} --draft`.", ""]
 
 
 def _run_line(r: dict) -> str:

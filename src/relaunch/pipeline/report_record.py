@@ -24,7 +24,7 @@ def record_from_run(ctx: RunContext, status: str, error: str | None, next_steps:
     """The report record of the run in ``ctx`` (see relaunch.pipeline.report for its keys). No secret: masked."""
     journal, state, inv = ctx.journal, ctx.state, ctx.inv
     phases = []
-    for name, step in journal.steps.items():
+    for name, step in journal.ordered_steps():
         phases.append({"name": name, "seconds": step.get("seconds"), "status":
                        {"done": "passed", "failed": "failed", "running": "failed"}.get(step.get("status"), "skipped"),
                        "started_at": step.get("started_at"), "detail": step.get("error") or ""})

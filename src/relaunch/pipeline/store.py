@@ -5,7 +5,9 @@ laptop: everything comes from the inventory. For an SFTP store that is
 ``backups.offsite.ssh_key`` (a key authorized on the store) and ``backups.offsite.known_hosts``
 (its pinned host key, and the address to reach it at). Without them, a site whose store
 is the sandbox's backup Droplet recorded in this machine's state gets a temporary key of
-its own, authorized there (SFTP only) for the step and removed afterwards.
+its own, authorized there for the step (SFTP only, read-only: ``sftp-server -R``; restic
+reads with ``--no-lock``) and removed afterwards; a site whose store relaunch can log in
+to always gets that one, so a drill's scratch host can never write, forget or prune.
 
 On the new host the key, known_hosts and ssh config live in a 0700 directory under /run
 (memory), removed when the step ends; the restic password travels as a 0600 file
@@ -110,17 +112,19 @@ def store_access(ctx: RunContext, conn: Connection) -> Iterator[Repository]:
     repo = parse_sftp(off.repository)
     run_dir = f"/run/relaunch/store-{uuid.uuid4().hex[:8]}"
     temporary: tuple[Connection, str] | None = None
-    if off.ssh_key and off.known_hosts:
-        endpoint = endpoint_from_known_hosts(off.known_hosts, repo.host)
-        private = ctx.secrets[off.ssh_key].reveal()
-    else:
-        record = sandbox_store_record(inv)
+    record = sandbox_store_record(inv)
+    read_only = record is not None
+    if record is not None:
+        # relaunch can log in to the store: a key of this step's own, read-only (sftp-server -R), removed after
         endpoint = StoreEndpoint(repo.host, record.ipv4, record.host_key)
         key = HostKey.generate()  # an ed25519 pair made here; used as a client key, not a host key
         private = key.private_openssh
         store_conn = open_host(record, ctx.key_path, timeout=60)
-        authorize_store_key(store_conn, repo.user, key.public_line)
+        authorize_store_key(store_conn, repo.user, key.public_line, read_only=True, comment="relaunch-read-only")
         temporary = (store_conn, key.public_line.split()[1])
+    else:
+        endpoint = endpoint_from_known_hosts(off.known_hosts, repo.host)  # type: ignore[arg-type]
+        private = ctx.secrets[off.ssh_key].reveal()  # type: ignore[index]
     _install_restic(conn)
     q = shlex.quote
     config = (f"Host {endpoint.alias}\n  HostName {endpoint.address}\n  HostKeyAlias {endpoint.alias}\n  User {repo.user}\n"
@@ -137,7 +141,8 @@ def store_access(ctx: RunContext, conn: Connection) -> Iterator[Repository]:
                 fh.chmod(0o600)
                 fh.write(content.encode())
         yield Repository(off.repository, ctx.secrets[off.password],
-                         ("-o", f"sftp.command=ssh -F {run_dir}/config {repo.user}@{endpoint.alias} -s sftp"))
+                         ("-o", f"sftp.command=ssh -F {run_dir}/config {repo.user}@{endpoint.alias} -s sftp",
+                          *(["--no-lock"] if read_only else [])))
     finally:
         conn.run(f"rm -rf -- {q(run_dir)}", hide=True, in_stream=False, warn=True, timeout=30)
         if temporary is not None:

@@ -202,10 +202,15 @@ def _images(inv: Inventory, network: str) -> dict[str, dict[str, str]]:
 def _seed(conn, inv: Inventory, data_mb: float, say: Callable[[str], None]) -> float:
     """Seed the example apps up to ``data_mb`` (a marker file records how much); return the MB added.
 
+    Seeding is the example's business: a site without the example's apps gets nothing (0 MB).
+
     Asking again for the same amount (or less) does nothing; asking for more adds the
     difference (each app's seeder tops up to the size asked for).
     """
     if data_mb <= 0:
+        return 0.0
+    if not example_site.example_apps(inv):
+        say("no example apps to seed (the site's data is its own)")
         return 0.0
     marker = conn.run(f"cat {SEED_MARKER} 2>/dev/null || true", hide=True, in_stream=False).stdout.strip()
     try:

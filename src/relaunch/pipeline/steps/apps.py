@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relaunch import apps
+from relaunch.drift import collect as drift
 from relaunch.errors import RelaunchError
 from relaunch.health import wait_healthy
 from relaunch.pipeline.context import RunContext
@@ -12,6 +13,8 @@ from relaunch.provision import host_addresses
 
 #: Seconds the apps get to answer every health check after they start.
 HEALTH_TIMEOUT = 180
+#: The runs whose new host is kept as the reference of `fab drift` (not sandbox-up: no rebuild made that host).
+REFERENCE_KINDS = ("rebuild", "drill")
 
 
 def start(ctx: RunContext) -> dict[str, Any]:
@@ -31,4 +34,13 @@ def health(ctx: RunContext) -> dict[str, Any]:
     if not report.ok:
         failed = "; ".join(r.describe() for r in report.failures()) or "the site has no health checks"
         raise RelaunchError(f"health checks fail on the new host {', '.join(addresses)}: {failed}")
+    if ctx.journal.kind in REFERENCE_KINDS:
+        # what the inventory and runbooks really produce, for `fab drift` (before a drill destroys the host)
+        # recording it never fails the run: a rebuild during an outage matters more than the bookkeeping
+        try:
+            path = drift.record_reference(ctx.new_conn(), ctx.inv, kind=ctx.journal.kind, run_id=ctx.journal.id)
+        except (RelaunchError, OSError) as exc:
+            ctx.say("health", f"the drift reference could not be recorded: {ctx.mask(str(exc))[:300]}")
+            return {"drift_reference": None}
+        return {"drift_reference": str(path)}
     return {}

@@ -18,6 +18,9 @@ from relaunch.remote import HostKey, HostKeyMismatch, ensure_client_key
 from relaunch.render import RenderContext, render_user_data
 from relaunch.state import save_host
 
+#: The one kind of run that sets a site up fresh (its data made, not restored): ``fab sandbox-up --site``.
+FRESH_KIND = "sandbox-up"
+
 
 def render_context(ctx: RunContext, host_key: HostKey | None = None) -> RenderContext:
     """What the new host's files and runbooks are rendered from (images by digest: ``state['images']``)."""
@@ -25,6 +28,8 @@ def render_context(ctx: RunContext, host_key: HostKey | None = None) -> RenderCo
         inventory=ctx.inv, secrets=ctx.secrets, images=ctx.state.get("images") or {},
         sandbox=ctx.inv.provider.kind == "sandbox", host_key=host_key,
         authorized_keys=[ensure_client_key(ctx.key_path)], hostname=ctx.state["new_name"],
+        # a new site's data is made by its when=fresh steps; a rebuild's or drill's is restored
+        fresh_site=ctx.journal.kind == FRESH_KIND,
     )
 
 
@@ -106,4 +111,5 @@ def bootstrap_host(ctx: RunContext) -> dict[str, Any]:
     result = bootstrap(conn, render_context(ctx),
                        progress=lambda step, done: ctx.say("bootstrap", f"{step.name}{' done' if done else ''}"))
     ctx.results["bootstrap"] = result
-    return {"bootstrap_changed": result.runbook.changed, "files_written": len(result.files_written)}
+    return {"bootstrap_changed": result.runbook.changed, "files_written": len(result.files_written),
+            "skipped_fresh_steps": result.skipped}
