@@ -1,69 +1,11 @@
-"""Sandbox tests: a real sandbox cloud (API on loopback, Droplets as Debian containers)."""
+"""Sandbox tests: a real sandbox cloud (API on loopback, Droplets as Debian containers).
+
+Their fixtures (sandbox_api, cloud, site_root, target, up) are in tests/conftest.py, shared with
+tests/faults/.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-import yaml
-
-from relaunch.cloud import Cloud
-from relaunch.sandbox.api import ServerHandle, start_server
-from relaunch.sandbox.site import SiteUp, Target, bring_up
-
-TOKEN = "sandbox-test-token"
-ROOT = Path(__file__).resolve().parents[2]
-#: The example site is seeded small in tests; `fab sandbox-up --site example` seeds 100 MB.
-SEED_MB = 8
-#: Faster background writers than the defaults, so growth shows within seconds.
-FAST_WRITES = {"blog": {"BLOG_COMMENT_INTERVAL": "0.5"}, "stats": {"STATS_WRITE_INTERVAL": "0.5"},
-               "notes": {"NOTES_WRITE_INTERVAL": "0.5"}}
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture(scope="session")
-def sandbox_api(tmp_path_factory: pytest.TempPathFactory, sandbox_backend: object) -> Iterator[ServerHandle]:
-    """One simulator for the session (documented rate limits raised: tests poll a lot)."""
-    handle = start_server(
-        tmp_path_factory.mktemp("cloud"), sandbox_backend, TOKEN, per_hour=1_000_000, per_minute=1_000_000
-    )
-    yield handle
-    handle.close()
-
-
-@pytest.fixture
-def cloud(sandbox_api: ServerHandle) -> Iterator[Cloud]:
-    """The relaunch cloud adapter pointed at the session's sandbox; droplets it made are destroyed after."""
-    with Cloud(token=TOKEN, endpoint=sandbox_api.url, timeout=30, poll_interval=0.2, poll_max_interval=1.0) as c:
-        before = {d.id for d in c.list_droplets()}
-        yield c
-        for droplet in c.list_droplets():
-            if droplet.id not in before:
-                c.destroy_droplet(droplet.id)
-
-
-@pytest.fixture(scope="session")
-def site_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the example inventory with fast writers (its secret files are made beside it, not in the repo)."""
-    root = tmp_path_factory.mktemp("site")
-    (root / "inventory").mkdir()
-    data = yaml.safe_load((ROOT / "inventory/example.yml").read_text())
-    for app in data["apps"]:
-        app["env"] = {**app.get("env", {}), **FAST_WRITES[app["name"]]}
-    (root / "inventory/example.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return root
-
-
-@pytest.fixture(scope="session")
-def target(sandbox_api, sandbox_backend, client_key) -> Iterator[Target]:
-    with Cloud(token="sandbox-test-token", endpoint=sandbox_api.url, poll_interval=0.2, poll_max_interval=1.0) as c:
-        yield Target(cloud=c, network=sandbox_backend.network, key_path=client_key[0])
-        c.destroy_droplets_by_tag("relaunch-example")
-
-
-@pytest.fixture(scope="session")
-def up(site_root: Path, target: Target) -> SiteUp:
-    """The example site, up on a production Droplet of the session's sandbox (shared by the tests that need it)."""
-    return bring_up("example", data_mb=SEED_MB, root=site_root, target=target)
