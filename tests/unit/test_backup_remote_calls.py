@@ -263,3 +263,17 @@ def test_waiting_for_an_exit_status_is_bounded(monkeypatch: pytest.MonkeyPatch) 
     worker.join(10)
     assert not worker.is_alive(), "runner.run waited for the exit status without a bound"
     assert isinstance(outcome[0], RelaunchError) and "no exit status within" in str(outcome[0])
+
+
+def test_run_now_finds_its_run_when_the_one_before_started_in_the_same_second() -> None:
+    """Runs are told apart by their process, not by a start time of second resolution (a CI run failed so)."""
+    stopped = {"started_at": "2026-11-27T16:33:30Z", "pid": 4101, "ok": False, "state": "finished", "id": None,
+               "step": "stopped", "error": "stopped by SIGTERM"}
+    ours = {"started_at": "2026-11-27T16:33:30Z", "pid": 4177, "ok": True, "state": "finished", "id": "20261127T163330Z"}
+    conn = host(runs_after=[stopped, ours])
+    conn.answers["cat /var/lib/relaunch/backup-status.json"] = lambda command: Result(
+        json.dumps({"runs": [stopped, ours] if conn.started else [stopped]}))
+    conn.started = False
+    start = conn.answers["systemctl start"]
+    conn.answers["systemctl start"] = lambda command: (setattr(conn, "started", True), start(command))[1]
+    assert status.run_now(conn, "example").id == "20261127T163330Z"

@@ -52,6 +52,12 @@ class Run:
     state: str = "finished"
     local: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
+    pid: int | None = None
+
+    @property
+    def key(self) -> tuple[datetime, int | None, str]:
+        """What tells this run's record apart from every other (start times are to the second only)."""
+        return self.started_at, self.pid, self.state
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Run:
@@ -59,7 +65,7 @@ class Run:
             id=d.get("id"), started_at=_time(d["started_at"]), finished_at=_time(d.get("finished_at")),  # type: ignore[arg-type]
             ok=bool(d.get("ok")), local_ok=bool(d.get("local_ok")), step=d.get("step"), error=d.get("error"),
             size=d.get("size"), seconds=d.get("seconds"), offsite=d.get("offsite"), state=d.get("state") or "finished",
-            local=d.get("local"), warnings=tuple(d.get("warnings") or ()),
+            local=d.get("local"), warnings=tuple(d.get("warnings") or ()), pid=d.get("pid"),
         )
 
 
@@ -222,11 +228,11 @@ def run_now(conn: Connection, site: str, timeout: float = 3600) -> Run:
     the run failed: the failed step, its error, what to do next, and the journal's last lines.
     """
     require_installed(conn, site)
-    before = {(r.started_at, r.state) for r in read_runs(conn) if r.state != "running"}
+    before = {r.key for r in read_runs(conn) if r.state != "running"}
     since = execute(conn, "date +%s", timeout=QUICK_TIMEOUT, what="reading the host's clock").stdout.strip()
     started = time.monotonic()
     run = execute(conn, f"systemctl start {SERVICE}", timeout=timeout, what=f"the backup ({SERVICE})")
-    runs = [r for r in read_runs(conn) if (r.started_at, r.state) not in before]
+    runs = [r for r in read_runs(conn) if r.key not in before]
     log.info("%s: backup service finished in %.1f s (exit %s)", conn.host, time.monotonic() - started, run.exited)
     if run.ok and runs and runs[-1].ok:
         return runs[-1]
