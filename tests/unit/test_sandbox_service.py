@@ -1,4 +1,4 @@
-"""relaunch.sandbox.service's record of the background API (api.json), without starting one."""
+"""The record of the background API (api.json) the sandbox writes and the product reads, without starting one."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from relaunch.cloud import local
 from relaunch.sandbox import service
 
 
 @pytest.fixture
 def healthy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "_healthy", lambda svc: True)
+    monkeypatch.setattr(local, "_healthy", lambda api: True)
 
 
 def test_running_reads_back_the_dns_port(tmp_path: Path, healthy: None) -> None:

@@ -15,6 +15,7 @@ from fabric import Connection
 
 from relaunch.backup.install import InstallResult, install
 from relaunch.backup.sandbox_store import backup_host_record
+from relaunch.cloud.local import login_key_path
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import resolve_all
@@ -28,9 +29,7 @@ def login_key(inv: Inventory) -> Path:
     """The private key relaunch logs in to the site's hosts with."""
     if inv.provider.ssh_key:
         return Path(inv.provider.ssh_key).expanduser()
-    from relaunch.sandbox.site import client_key_path
-
-    return client_key_path()
+    return login_key_path()
 
 
 def connect_production(inv: Inventory, key_path: Path | None = None, timeout: float = 60) -> Connection:

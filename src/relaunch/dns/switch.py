@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from relaunch.cloud import Cloud, DnsRecord, Droplet, open_site_cloud
+from relaunch.cloud.local import open_local_cloud
 from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport, check_site
 from relaunch.inventory.model import Inventory
@@ -849,10 +850,5 @@ def open_cloud(inv: Inventory) -> tuple[Cloud, int | None]:
     sandbox is not running.
     """
     if inv.provider.kind == "sandbox":
-        from relaunch.sandbox import manage, service
-
-        svc = service.running()
-        if svc is None:
-            raise RelaunchError(f"site {inv.site!r} lives in the sandbox, which is not running (fab sandbox-up)")
-        return manage.sandbox_cloud(svc), getattr(svc, "dns_port", None)
+        return open_local_cloud(inv.site)
     return open_site_cloud(inv), None

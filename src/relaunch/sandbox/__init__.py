@@ -6,8 +6,7 @@ SQLite, ``api`` serves the DigitalOcean HTTP API on loopback, ``service`` runs t
 in the background for the tasks.
 """
 
-import os
-from pathlib import Path
+from relaunch.cloud.local import state_dir
 
 #: Every container, network, volume and image the sandbox creates carries this label.
 LABEL = "relaunch.sandbox"
@@ -17,9 +16,4 @@ LABEL = "relaunch.sandbox"
 NETWORK_LABEL = "relaunch.sandbox.network"
 
 
-def state_dir() -> Path:
-    """Return the sandbox state directory (``RELAUNCH_SANDBOX_DIR``, else ~/.local/state/relaunch/sandbox)."""
-    env = os.environ.get("RELAUNCH_SANDBOX_DIR")
-    base = Path(env) if env else Path.home() / ".local" / "state" / "relaunch" / "sandbox"
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return base
+__all__ = ["LABEL", "NETWORK_LABEL", "state_dir"]

@@ -13,88 +13,19 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from relaunch.cloud.local import LocalApi, _alive, _healthy, info_path, running, token
 from relaunch.errors import RelaunchError
 from relaunch.poll import attempts
 from relaunch.sandbox import state_dir as default_state_dir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOKEN = "sandbox"
-
-
-def sandbox_token() -> str:
-    """Return the token the sandbox API accepts (``RELAUNCH_SANDBOX_TOKEN``, else ``sandbox``)."""
-    return os.environ.get("RELAUNCH_SANDBOX_TOKEN") or DEFAULT_TOKEN
-
-
-@dataclass(frozen=True)
-class Service:
-    pid: int
-    port: int
-    state_dir: Path
-    dns_port: int | None = None
-    """The zones' authoritative DNS server on 127.0.0.1 (UDP and TCP); None for a service
-    started before the sandbox answered DNS."""
-
-    @property
-    def url(self) -> str:
-        """The endpoint for python-digitalocean (``DIGITALOCEAN_END_POINT``), trailing /v2/ included."""
-        return f"http://127.0.0.1:{self.port}/v2/"
-
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / "api.log"
-
-
-def _info_path(state: Path) -> Path:
-    return state / "api.json"
-
-
-def running(state: Path | None = None) -> Service | None:
-    """Return the running API service of this state directory, or None."""
-    state = state or default_state_dir()
-    try:
-        info = json.loads(_info_path(state).read_text())
-        pid, port = int(info["pid"]), int(info["port"])
-        dns_port = int(info["dns_port"]) if info.get("dns_port") is not None else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if not _alive(pid):
-        return None
-    service = Service(pid=pid, port=port, state_dir=state, dns_port=dns_port)
-    return service if _healthy(service) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
-def _healthy(service: Service) -> bool:
-    try:
-        resp = requests.get(
-            f"http://127.0.0.1:{service.port}/_sandbox/health",
-            headers={"Authorization": f"Bearer {sandbox_token()}"},
-            timeout=2,
-        )
-        return resp.status_code == 200
-    except requests.RequestException:
-        return False
+#: A running sandbox API, as the product reads it (relaunch.cloud.local): one description, two readers.
+Service = LocalApi
+sandbox_token = token
+_info_path = info_path
 
 
 def _free_port() -> int:

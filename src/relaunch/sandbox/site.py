@@ -12,9 +12,9 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Iterator
-from typing import ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ContextManager
 
 import docker
 
@@ -24,6 +24,7 @@ from relaunch.backup.site import install_site
 from relaunch.backup.status import read_runs, run_now
 from relaunch.bootstrap import BootstrapResult
 from relaunch.cloud import Cloud, DnsRecord
+from relaunch.cloud.local import login_key_path
 from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport
 from relaunch.inventory import load_site
@@ -36,7 +37,6 @@ from relaunch.pipeline.plan import Plan, Step, execute
 from relaunch.pipeline.steps import apps as app_steps
 from relaunch.pipeline.steps import host
 from relaunch.sandbox import manage, ownership
-from relaunch.sandbox import state_dir as sandbox_state_dir
 from relaunch.sandbox.docker_backend import NETWORK
 from relaunch.sandbox.image import ensure_image
 from relaunch.sandbox.images import build_example_images
@@ -62,9 +62,7 @@ class SiteUp:
     health: HealthReport | None = None
 
 
-def client_key_path() -> Path:
-    """The key relaunch logs in to sandbox Droplets with (made on first use, 0600)."""
-    return sandbox_state_dir() / "id_ed25519"
+client_key_path = login_key_path
 
 
 @dataclass(frozen=True)
