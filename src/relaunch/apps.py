@@ -39,9 +39,9 @@ def writer_services(inv: Inventory, app: App) -> list[str]:
 
 
 def compose_command(conn: Connection) -> list[str]:
-    """The host's Compose command (``[]`` when the host has none)."""
-    run = conn.run(f"cat {COMPOSE_COMMAND_FILE} 2>/dev/null || true", hide=True, in_stream=False, timeout=30)
-    return parse_compose_command(run.stdout) if run.stdout.strip() else []
+    """The Compose command the bootstrap chose on the host (``[]`` when it has none: no Compose apps)."""
+    run = conn.run(f"cat {COMPOSE_COMMAND_FILE} 2>/dev/null || true", warn=True, hide=True, in_stream=False, timeout=30)
+    return parse_compose_command(run.stdout) if run.ok and run.stdout.strip() else []
 
 
 def _project(compose: list[str], app: App) -> list[str]:

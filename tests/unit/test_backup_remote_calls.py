@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from relaunch.apps import compose_command
 from relaunch.backup import install as inst
 from relaunch.backup import offsite, status
 from relaunch.databases import RemoteCommand
@@ -174,7 +175,7 @@ def test_every_backup_call_over_ssh_has_a_timeout(inv, tmp_path: Path) -> None:
     status.list_backups(conn, "example")
     status.verify_backup(conn, "example")
     status.journal(conn)
-    inst.host_compose_command(conn)
+    compose_command(conn)
     upload(conn, [RenderedFile("/etc/relaunch/x", b"x", 0o600, secret=True)])
     assert conn.sftp().channel.timeout
     repo = offsite.Repository("/srv/restic/example", password=type("S", (), {"reveal": lambda self: "pw"})())

@@ -28,6 +28,7 @@ from fabric import Connection
 
 import relaunch
 from relaunch import render
+from relaunch.apps import compose_command
 from relaunch.backup import retention as retention_module
 from relaunch.backup import runner as runner_module
 from relaunch.backup.commands import database_specs
@@ -277,14 +278,6 @@ class InstallResult:
     next_run: str = ""
 
 
-def host_compose_command(conn: Connection) -> list[str]:
-    """The Compose command the bootstrap chose on the host (``[]`` if it has none: no Compose apps)."""
-    from relaunch.example_site import COMPOSE_COMMAND_FILE, parse_compose_command
-
-    run = execute(conn, f"cat {shlex.quote(COMPOSE_COMMAND_FILE)}", timeout=QUICK_TIMEOUT, what="reading the Compose command")
-    return parse_compose_command(run.stdout) if run.ok and run.stdout.strip() else []
-
-
 def _sh(conn: Connection, script: str, what: str, timeout: float = 600) -> str:
     run = execute(conn, script, timeout=timeout, what=what)
     if not run.ok:
@@ -314,7 +307,7 @@ def install(
     RelaunchError naming the step that failed.
     """
     result = InstallResult()
-    compose = host_compose_command(conn)
+    compose = compose_command(conn)
     off = inv.backups.offsite
     if off is not None and off.kind == "sftp" and store is not None:
         store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key)
