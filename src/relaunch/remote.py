@@ -42,7 +42,7 @@ class HostKey:
 
     @classmethod
     def generate(cls) -> HostKey:
-        private, public = _new_ed25519()
+        private, public = new_ed25519()
         return cls(private_openssh=private.decode(), public_line=public)
 
     def paramiko_key(self) -> paramiko.PKey:
@@ -70,7 +70,7 @@ def ensure_client_key(path: Path) -> str:
     """Make an ed25519 login key at ``path`` (mode 0600) unless one exists; return its public line."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        private, public = _new_ed25519()
+        private, public = new_ed25519()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(private)
@@ -81,7 +81,7 @@ def ensure_client_key(path: Path) -> str:
     return _public_line(path)
 
 
-def _new_ed25519() -> tuple[bytes, str]:
+def new_ed25519() -> tuple[bytes, str]:
     """Return a new ed25519 key: (private key in OpenSSH PEM, public line "ssh-ed25519 AAAA...")."""
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(

@@ -62,9 +62,9 @@ import paramiko
 from fabric import Connection
 
 from relaunch.databases.base import RemoteCommand
-from relaunch.databases.runner import _open, _Tail  # noqa: PLC2701 - the one channel runner, shared
+from relaunch.databases.runner import Tail, open_channel
 from relaunch.errors import RelaunchError
-from relaunch.remote import _new_ed25519, public_key  # noqa: PLC2701 - the one ed25519 key maker
+from relaunch.remote import new_ed25519, public_key
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def link(
               directory=f"{LINK_ROOT}/link-{token.rsplit('-', 1)[1]}", token=token)
     undo: list[tuple[str, Callable[[], object]]] = []
     try:
-        private, public = _new_ed25519()
+        private, public = new_ed25519()
         undo.append((f"{dst.host}: the link directory {ln.directory} (rm -rf it)",
                      lambda: _close_dir(dst, ln.directory)))
         _make_dir(dst, ln.directory, private, pins)
@@ -459,8 +459,8 @@ def _exec(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None,
     handed over as it comes and only the last 64 KiB of stdout are kept.
     Raise RelaunchError if the connection breaks.
     """
-    channel = _open(conn, cmd)
-    err = _Tail(channel.recv_stderr, "stderr")
+    channel = open_channel(conn, cmd)
+    err = Tail(channel.recv_stderr, "stderr")
     out = bytearray()
     pending = b""
     try:

@@ -250,7 +250,7 @@ class SilentChannel:
 
 def test_waiting_for_an_exit_status_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(db_runner, "IDLE_TIMEOUT", 0.3)
-    monkeypatch.setattr(db_runner, "_open", lambda conn, cmd: SilentChannel())
+    monkeypatch.setattr(db_runner, "open_channel", lambda conn, cmd: SilentChannel())
     outcome: list[BaseException | bytes] = []
 
     def call() -> None:

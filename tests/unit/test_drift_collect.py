@@ -18,7 +18,7 @@ from relaunch.drift.compare import Finding
 from relaunch.drift.draft import draft
 from relaunch.inventory import load_site
 from relaunch.pipeline.report import render_markdown
-from relaunch.remote import _new_ed25519
+from relaunch.remote import new_ed25519
 
 SECRET = "hunter2-very-secret"
 
@@ -57,7 +57,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n"
                                      "deploy:x:1000:1000::/home/deploy:/usr/sbin/nologin\n")
     (root / "home/deploy/.ssh").mkdir(parents=True)
-    (root / "home/deploy/.ssh/authorized_keys").write_text(f"{_new_ed25519()[1]} laptop\n")
+    (root / "home/deploy/.ssh/authorized_keys").write_text(f"{new_ed25519()[1]} laptop\n")
     (root / "srv/blog/uploads").mkdir(parents=True)
     (root / "srv/blog/uploads/a.jpg").write_text("image")
     (root / "srv/blog/compose.yml").write_text("services: {}\n")

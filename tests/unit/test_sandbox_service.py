@@ -14,7 +14,7 @@ from relaunch.sandbox import service
 
 @pytest.fixture
 def healthy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local, "_healthy", lambda api: True)
+    monkeypatch.setattr(local, "healthy", lambda api: True)
 
 
 def test_running_reads_back_the_dns_port(tmp_path: Path, healthy: None) -> None:

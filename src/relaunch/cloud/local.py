@@ -72,10 +72,10 @@ def running(state: Path | None = None) -> LocalApi | None:
         dns_port = int(info["dns_port"]) if info.get("dns_port") is not None else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not _alive(pid):
+    if not alive(pid):
         return None
     api = LocalApi(pid=pid, port=port, state_dir=state, dns_port=dns_port)
-    return api if _healthy(api) else None
+    return api if healthy(api) else None
 
 
 def open_local_cloud(site: str):
@@ -88,7 +88,7 @@ def open_local_cloud(site: str):
     return Cloud(token=token(), endpoint=api.url, poll_interval=0.2, poll_max_interval=2.0), api.dns_port
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -103,7 +103,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _healthy(api: LocalApi) -> bool:
+def healthy(api: LocalApi) -> bool:
     try:
         resp = requests.get(f"http://127.0.0.1:{api.port}/_sandbox/health",
                             headers={"Authorization": f"Bearer {token()}"}, timeout=2)

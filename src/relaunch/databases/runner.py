@@ -46,7 +46,7 @@ class StreamResult:
     seconds: float
 
 
-class _Tail:
+class Tail:
     """Drains one stream of a channel in a thread, keeping only its last TAIL bytes."""
 
     def __init__(self, read: Callable[[int], bytes], name: str) -> None:
@@ -74,7 +74,7 @@ class _Tail:
         return b"".join(self._chunks)[-TAIL:].decode("utf-8", "replace").strip()
 
 
-def _open(conn: Connection, cmd: RemoteCommand | str) -> paramiko.Channel:
+def open_channel(conn: Connection, cmd: RemoteCommand | str) -> paramiko.Channel:
     """Start ``cmd`` on a new channel of ``conn`` (opened if needed)."""
     if not conn.is_connected:
         conn.open()
@@ -110,8 +110,8 @@ def run(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None) -> byt
     For small outputs (queries, checks): stdout is kept in memory. Raise RelaunchError
     with the exit status and the stderr tail if the command fails.
     """
-    channel = _open(conn, cmd)
-    err = _Tail(channel.recv_stderr, "stderr")
+    channel = open_channel(conn, cmd)
+    err = Tail(channel.recv_stderr, "stderr")
     try:
         if stdin:
             channel.sendall(stdin)
@@ -185,15 +185,15 @@ def stream(
     closed).
     """
     started = time.monotonic()
-    src = _open(src_conn, src_cmd)
-    src_err = _Tail(src.recv_stderr, "src-stderr")
+    src = open_channel(src_conn, src_cmd)
+    src_err = Tail(src.recv_stderr, "src-stderr")
     try:
-        dst = _open(dst_conn, dst_cmd)
+        dst = open_channel(dst_conn, dst_cmd)
     except BaseException:
         src.close()
         raise
-    dst_err = _Tail(dst.recv_stderr, "dst-stderr")
-    dst_out = _Tail(dst.recv, "dst-stdout")
+    dst_err = Tail(dst.recv_stderr, "dst-stderr")
+    dst_out = Tail(dst.recv, "dst-stdout")
     digest = hashlib.sha256()
     total = 0
     broken: str | None = None
@@ -248,8 +248,8 @@ class Session:
     def __init__(self, conn: Connection, cmd: RemoteCommand) -> None:
         self.conn = conn
         self.cmd = cmd
-        self.channel = _open(conn, cmd)
-        self.err = _Tail(self.channel.recv_stderr, "session-stderr")
+        self.channel = open_channel(conn, cmd)
+        self.err = Tail(self.channel.recv_stderr, "session-stderr")
         self._buf = b""
 
     def send(self, text: str) -> None:

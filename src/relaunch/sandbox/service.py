@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from relaunch.cloud.local import LocalApi, _alive, _healthy, info_path, running, token
+from relaunch.cloud.local import LocalApi, alive, healthy, info_path, running, token
 from relaunch.errors import RelaunchError
 from relaunch.poll import attempts
 from relaunch.sandbox import state_dir as default_state_dir
@@ -91,7 +91,7 @@ def start(
     for _ in attempts(timeout, first=0.1, cap=1.0):
         if proc.poll() is not None:
             raise RelaunchError(f"the sandbox API exited ({proc.returncode}); its log {log_path} ends:\n{_tail(log_path)}")
-        if _healthy(service):
+        if healthy(service):
             log.info("sandbox API on %s (pid %d)", service.url, proc.pid)
             return service
     stop(state)
@@ -106,13 +106,13 @@ def stop(state: Path | None = None, timeout: float = 30) -> bool:
         pid = int(json.loads(info_path.read_text())["pid"])
     except (OSError, ValueError, KeyError):
         return False
-    was_running = _alive(pid)
+    was_running = alive(pid)
     if was_running:
         os.kill(pid, signal.SIGTERM)
         for _ in attempts(timeout, first=0.1, factor=1.0):
-            if not _alive(pid):
+            if not alive(pid):
                 break
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
     info_path.unlink(missing_ok=True)
     return was_running
