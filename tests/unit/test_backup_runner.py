@@ -679,7 +679,7 @@ def test_the_manifest_records_the_image_digest_of_every_compose_service(tmp_path
                                  "db": "registry:5000/example/postgres@sha256:" + "b" * 64}}
     problems = m.raw["deploy"]["problems"]
     assert any(p.startswith("shop/app: image local/thing:dev is known by no digest") for p in problems)
-    assert any(p.startswith("gone: no running container") for p in problems)
+    assert any(p.startswith("gone: no container of compose project gone") for p in problems)
     last = json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]
     assert len(last["warnings"]) == 2
 

@@ -20,11 +20,11 @@ Shape (format 1)::
                    "problems": ["<app>/<service>: why its image is not recorded", ...] (only when any)}}
 
 ``deploy`` is what a deploy needs to run exactly what production ran: for every service
-of every compose app of the inventory, the image its running container was created from,
+of every compose app of the inventory, the image its container was created from (a running one, else a stopped one),
 by digest. The host's runner reads it at backup time from the containers of each compose
 project (labels ``com.docker.compose.project=<app>`` and ``com.docker.compose.service``;
 ``docker inspect``: the container's image reference when it names a digest, else the
-image's ``RepoDigests`` for the same repository). A service with no running container, or
+image's ``RepoDigests`` for the same repository). A service with no container at all, or
 an image known by no digest (built on the host), is named in ``problems`` instead. A
 manifest written before ``deploy`` existed parses with no images (:attr:`Manifest.images`
 is ``{}``).

@@ -641,11 +641,13 @@ def image_reference(config_image: str, image_id: str, repo_digests: list[str] | 
 
 
 def deploy_images(config: dict) -> dict:
-    """``{"images": {app: {service: "<repo>@sha256:..."}}}`` of the running compose apps, with ``problems`` if any.
+    """``{"images": {app: {service: "<repo>@sha256:..."}}}`` of the compose apps, with ``problems`` if any.
 
     Read from the containers of each compose project (``com.docker.compose.project=<app>``,
-    ``com.docker.compose.service``). A problem (no container running, an image known by no
-    digest) is recorded, not fatal: the data backup matters more.
+    ``com.docker.compose.service``): the running ones, else the stopped ones (a service
+    stopped right now still has its container, and a rebuild needs its image all the same);
+    one-off ``run`` containers are left out. A problem (a service with no container, an
+    image known by no digest) is recorded, not fatal: the data backup matters more.
     """
     apps = config.get("compose_apps") or []
     images: dict[str, dict[str, str]] = {}
@@ -659,24 +661,28 @@ def deploy_images(config: dict) -> dict:
         name = app["app"]
         step = f"deploy images {name}"
         try:
-            ids = run_command(step, [*docker, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.compose.project={name}"],
-                              env, limit).stdout.decode().split()
+            ids = run_command(step, [*docker, "ps", "-a", "-q", "--no-trunc", "--filter",
+                                     f"label=com.docker.compose.project={name}"], env, limit).stdout.decode().split()
             if not ids:
-                problems.append(f"{name}: no running container of compose project {name}")
+                problems.append(f"{name}: no container of compose project {name} (running or stopped)")
                 continue
             containers = json.loads(run_command(step, [*docker, "inspect", *ids], env, limit).stdout or b"[]")
-            found: dict[str, set] = {}
+            by_service: dict[str, list[dict]] = {}
             for c in containers:
-                service = ((c.get("Config") or {}).get("Labels") or {}).get("com.docker.compose.service")
-                if not service:
-                    continue
-                config_image = (c.get("Config") or {}).get("Image") or ""
-                ref = image_reference(config_image, c.get("Image") or "", None)
-                if ref is None and c.get("Image"):
-                    digests = json.loads(run_command(step, [*docker, "image", "inspect", "--format", "{{json .RepoDigests}}",
-                                                            c["Image"]], env, limit).stdout or b"null")
-                    ref = image_reference(config_image, c["Image"], digests)
-                found.setdefault(service, set()).add(ref or f"!{config_image}")
+                labels = (c.get("Config") or {}).get("Labels") or {}
+                if labels.get("com.docker.compose.service") and labels.get("com.docker.compose.oneoff", "").lower() != "true":
+                    by_service.setdefault(labels["com.docker.compose.service"], []).append(c)
+            found: dict[str, set] = {}
+            for service, group in by_service.items():
+                running = [c for c in group if (c.get("State") or {}).get("Running")]
+                for c in running or group:
+                    config_image = (c.get("Config") or {}).get("Image") or ""
+                    ref = image_reference(config_image, c.get("Image") or "", None)
+                    if ref is None and c.get("Image"):
+                        digests = json.loads(run_command(step, [*docker, "image", "inspect", "--format",
+                                                                "{{json .RepoDigests}}", c["Image"]], env, limit).stdout or b"null")
+                        ref = image_reference(config_image, c["Image"], digests)
+                    found.setdefault(service, set()).add(ref or f"!{config_image}")
             for service, refs in sorted(found.items()):
                 if len(refs) != 1:
                     problems.append(f"{name}/{service}: containers run different images: {', '.join(sorted(refs))}")
@@ -687,7 +693,7 @@ def deploy_images(config: dict) -> dict:
                     images.setdefault(name, {})[service] = next(iter(refs))
             for service in app.get("services") or []:
                 if service not in found:
-                    problems.append(f"{name}/{service}: no running container")
+                    problems.append(f"{name}/{service}: no container (running or stopped)")
         except (StepFailed, ValueError, TypeError, AttributeError) as exc:
             problems.append(f"{name}: {exc.message if isinstance(exc, StepFailed) else exc}")
     for p in problems:
