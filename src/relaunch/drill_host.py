@@ -51,7 +51,8 @@ DEADLINE = 6 * 3600
 
 def host_backups(conn: Connection) -> list[dict[str, Any]]:
     """The complete backups in production's backup directory (a directory with a manifest), oldest first: [{id, time}]."""
-    run = conn.run(f"find {shlex.quote(BACKUP_ROOT)} -mindepth 2 -maxdepth 2 -name {MANIFEST} -type f",
+    root = shlex.quote(BACKUP_ROOT)  # no directory yet: no backup yet
+    run = conn.run(f"[ ! -d {root} ] || find {root} -mindepth 2 -maxdepth 2 -name {MANIFEST} -type f",
                    hide=True, warn=True, in_stream=False, timeout=120)
     if not run.ok:
         raise RelaunchError(f"{conn.host}: cannot list the backups in {BACKUP_ROOT}: {run.stderr.strip()[-400:]}")
