@@ -259,6 +259,10 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                                   f"(RPO objective {st.rpo_minutes} min); timer {'active' if st.timer_active else 'inactive'}, next {_e(st.next_run or '?')}")
                 for w in st.warnings:
                     console.print(f"[yellow]warning[/]: {_e(w)}")
+                from relaunch.alerts import after_backup_status
+
+                for sent in after_backup_status(inv, st):
+                    console.print(("" if sent.ok else "[red]") + _e(sent.describe()))
                 if not st.healthy:
                     raise Exit("backups need attention (see the warnings)", code=1)
             elif list_:
@@ -562,7 +566,8 @@ def reports(c, site=DEFAULT_SITE, json=False):
     help={
         "site": SITE_HELP,
         "backup": "rehearse with this backup ID (default: the newest, taken right after the canary)",
-        "from_": "offsite (default: the copy that survives a dead host)",
+        "from_": "offsite (default: the copy that survives a dead host) or host (production's backup directory, read only)",
+        "install_schedule": "weekly|daily: a systemd user timer on this machine that runs this drill (off: remove it)",
         "keep": "keep the scratch Droplet afterwards and print how to reach it",
         "no_canary": "write no canary into production (e.g. a drill of an older backup)",
         "cleanup": "only destroy scratch Droplets left by earlier drills",
@@ -571,7 +576,7 @@ def reports(c, site=DEFAULT_SITE, json=False):
     }
 )
 def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_canary=False, cleanup=False, json=False,
-          verbose=False):
+          verbose=False, install_schedule=None):
     """Rehearse the rebuild into a scratch Droplet from the backups alone: verify, measure, destroy, report."""
     import json as jsonlib
 
@@ -581,6 +586,9 @@ def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_can
 
     _setup_logging(verbose)
     try:
+        if install_schedule:
+            _install_schedule(site, install_schedule)
+            return
         if cleanup:
             done = drill_.cleanup(site)
             for line in done:
@@ -601,6 +609,8 @@ def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_can
         for line in result.cleaned:
             console.print(f"  cleaned up: {_e(line)}")
         console.print(f"scratch Droplet destroyed: {record.get('scratch_destroyed')}; canary: {_e(str(record.get('canary')))}")
+    for sent in result.notified:
+        Console(stderr=True).print(("" if sent.ok else "[red]") + _e(sent.describe()))
     if result.status != "passed":
         raise Exit(f"drill failed: {result.error}", code=1)
     console.print(f"[green]drill passed[/] for {_e(site)}")
@@ -652,6 +662,21 @@ def drift(c, site=DEFAULT_SITE, draft=False, json=False, verbose=False):
         console.print(("[yellow]drift[/]: " if result.drifted else "[green]no drift[/]: ") + _e(result.summary()))
     if result.drifted:
         raise Exit(code=1)
+
+
+def _install_schedule(site, every):
+    """fab drill --install-schedule: the systemd user timer (or `off`: its removal)."""
+    from relaunch import schedule
+
+    if every == "off":
+        removed = schedule.remove(site)
+        console.print(f"removed {len(removed)} unit file(s): " + ", ".join(_e(r) for r in removed) if removed
+                      else f"no drill schedule of {_e(site)} was installed")
+        return
+    done = schedule.install(schedule.default_schedule(site, every))
+    console.print(f"[green]installed[/] {_e(', '.join(done.units))} in {_e(done.unit_dir)}; next run {_e(done.next_run or '?')}")
+    for note in done.notes:
+        console.print(f"  note: {_e(note)}")
 
 
 def _print_run(record, report_md):

@@ -16,6 +16,9 @@ backup source always, and what makes a rehearsal safe:
 - **clean-up**: the scratch Droplet is destroyed at the end, also when the drill fails or
   is interrupted (``keep`` keeps it); every drill first destroys scratch Droplets left by
   earlier runs that no running drill holds; :func:`cleanup` does only that.
+- **where from**: the off-host store by default; ``source="host"`` (``--from host``) copies the
+  backup from production's own backup directory, read only (:mod:`relaunch.drill_host`).
+- **alerts**: a failed drill or a missed objective posts to ``alerts.webhook`` (:mod:`relaunch.alerts`).
 - **measured**: RTO in total and per phase; RPO as the age of the backup used, and the
   largest gap between consecutive good off-host backups within
   ``backups.retention.keep_within_hours``; the inventory's objectives are the pass mark.
@@ -30,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from relaunch import apps
+from relaunch import alerts, apps, drill_host
 from relaunch.backup.status import run_now
 from relaunch.cloud import Cloud
 from relaunch.databases import engine
@@ -56,6 +59,8 @@ DRILL_TAG = "relaunch-drill"
 #: A scratch Droplet older than this is an orphan whatever its tags say.
 EXPIRY = timedelta(hours=6)
 _EXPIRES_PREFIX = "relaunch-expires-"
+#: Where a drill's backup comes from (``--from``).
+SOURCES = ("offsite", "host")
 
 
 class DrillGuardError(RelaunchError):
@@ -91,7 +96,7 @@ class GuardedCloud:
 @dataclass
 class DrillOptions:
     backup_id: str | None = None
-    source: str = "offsite"  # offsite (the copy that survives a dead host); host: not built yet
+    source: str = "offsite"  # offsite (the copy that survives a dead host) | host (production's own, read only)
     keep: bool = False
     canary: bool = True
 
@@ -108,6 +113,7 @@ class DrillResult:
     report_json: Path | None = None
     cleaned: list[str] = field(default_factory=list)
     error: str | None = None
+    notified: list[alerts.Sent] = field(default_factory=list)
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -117,19 +123,25 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     """Check the store can be read from a new host, then write the canary and take the backup that carries it."""
     inv = ctx.inv
     ctx.cloud.check_account()
-    problems = missing_for_backup(inv)
+    from_host = ctx.options.get("source") == "host"
+    problems = [] if from_host else missing_for_backup(inv)
     if problems:
         raise RelaunchError(f"a drill of {inv.site!r} cannot start: " + "; ".join(problems))
-    out: dict[str, Any] = {"source": "backup", "source_reason": "a drill restores from the backups alone"}
-    if not ctx.options.get("canary", True) or ctx.options.get("backup_id"):
+    out: dict[str, Any] = {"source": "backup", "source_reason": "a drill restores from the backups alone" + (
+        " (--from host: production's backup directory, read only)" if from_host else "")}
+    canary = ctx.options.get("canary", True) and not ctx.options.get("backup_id")
+    if not canary and not from_host:
         out["canary"] = {}
         return out
     record = production_record(inv.site, inv.production.droplet_name)
     if record is None:
-        raise RelaunchError(f"the canary needs the production host of {inv.site!r} and relaunch knows none "
-                            "(`fab adopt`, or run with --no-canary)")
+        raise RelaunchError(f"the canary and --from host need the production host of {inv.site!r} and relaunch "
+                            "knows none (`fab adopt`, or run with --no-canary)")
     ctx.journal.record(old={"name": record.name, "address": record.ipv4, "host_key": record.host_key,
                             "user": inv.production.user, "droplet_id": record.droplet_id})
+    if not canary:
+        out["canary"] = {}
+        return out
     conn = ctx.old_conn(timeout=30)
     compose = apps.compose_command(conn)
     value = f"drill-{ctx.journal.id}-{uuid.uuid4().hex[:8]}"
@@ -137,7 +149,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         engine(db.engine).canary_write(conn, db, compose, value)
     ctx.say("preflight", f"canary {value} written into {len(inv.databases)} production database(s); backing up")
     run = run_now(conn, inv.site)
-    if run.offsite is not None and not run.offsite.get("ok", True):
+    if not from_host and run.offsite is not None and not run.offsite.get("ok", True):
         raise RelaunchError(f"the canary's backup {run.id} did not reach the off-host store: {run.offsite}")
     ctx.drop_conn("old")
     out.update(canary={"value": value, "backup_id": run.id}, backup_id=run.id)
@@ -172,12 +184,16 @@ def verify_with_canary(ctx: RunContext) -> dict[str, Any]:
 def plan_drill(ctx: RunContext) -> Plan:
     name = ctx.state.get("new_name")
     which = ctx.options.get("backup_id") or (ctx.state.get("canary") or {}).get("backup_id") or "the newest backup"
+    from_host = ctx.options.get("source") == "host"
+    fetch = (Step("data", f"{which} copied from the production host's backup directory (read only) and checked "
+                  "against its manifest", drill_host.data_from_host) if from_host else
+             Step("data", f"the scratch host fetches {which} from the off-host store and checks it against its manifest",
+                  data.data_backup))
     steps = [
         Step("preflight", "check the store; write a canary into production's databases and back it up", preflight),
         Step("provision", f"create the scratch Droplet {name} (tags {DRILL_TAG}, expiry)", host.provision),
         Step("boot", "wait until it answers SSH with its pinned key and cloud-init has finished", host.boot),
-        Step("data", f"the scratch host fetches {which} from the off-host store and checks it against its manifest",
-             data.data_backup),
+        fetch,
         Step("bootstrap", "upload the rendered templates, run the runbooks (no backup timer)", host.bootstrap_host),
         Step("restore", "fresh empty databases restored from the dumps; trees put in place", restore.restore),
         Step("verify", "fingerprints and tree listings against the manifest; the canary in every database",
@@ -199,8 +215,9 @@ def drill(site: str, options: DrillOptions | None = None, *, root: Path | str | 
     another drill of the site runs.
     """
     opts = options or DrillOptions()
-    if opts.source != "offsite":
-        raise RelaunchError(f"drill --from {opts.source}: only the off-host store is built yet (--from offsite)")
+    if opts.source not in SOURCES:
+        raise RelaunchError(f"drill --from {opts.source!r}: one of {', '.join(SOURCES)} (offsite: the off-host store, "
+                            "the copy that survives a dead host; host: the production host's backup directory)")
     inv, secrets, where = open_site(site, root, where)
     guarded = GuardedCloud(where.cloud)
     with run_lock(inv.site, KIND):
@@ -240,7 +257,8 @@ def drill(site: str, options: DrillOptions | None = None, *, root: Path | str | 
         if record["status"] != "passed" and status == "passed":
             error = record.get("error") or "an objective was missed: " + "; ".join(record["missed"])
         journal.close(record["status"])
-        return DrillResult(record["status"], journal, record, md, js, cleaned, error)
+        sent = alerts.after_drill(inv, secrets, record, md)
+        return DrillResult(record["status"], journal, record, md, js, cleaned, error, sent)
 
 
 def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,

@@ -476,6 +476,41 @@ class Drift(Strict):
         "drill passes and its summary says so)")
 
 
+def _webhook(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or formats.text_problem(value) or " " in value:
+        raise ValueError("an http:// or https:// URL without spaces (e.g. 'https://ntfy.sh' with a topic, or a "
+                         "webhook's full URL); a URL holding a secret: name it by reference in webhook_url")
+    return value
+
+
+class Alerts(Strict):
+    """Where relaunch reports what needs a person: a failed drill, a missed objective, a failed or too old backup."""
+
+    webhook: Annotated[str, AfterValidator(_webhook)] | None = Field(
+        None, description="URL that gets a JSON POST per alert (title, message, priority 1-5, tags; plus event, site "
+        "and details unless topic is set)", examples=["https://ntfy.sh", "https://hooks.example.test/relaunch"])
+    webhook_url: SecretRef | None = Field(
+        None, description="the same, by reference, for a URL that holds a secret (instead of webhook)",
+        examples=["env:RELAUNCH_ALERT_WEBHOOK"])
+    topic: Text | None = Field(
+        None, description="ntfy: the topic; the body is then exactly ntfy's JSON publish (topic, title, message, "
+        "priority, tags), POSTed to the server's root URL given as webhook", examples=["relaunch-mysite-x7q2"])
+    token: SecretRef | None = Field(
+        None, description="sent as 'Authorization: Bearer TOKEN' (an ntfy access token, say), by reference",
+        examples=["env:NTFY_TOKEN"])
+
+    @model_validator(mode="after")
+    def _one_url(self) -> "Alerts":
+        if self.webhook and self.webhook_url:
+            raise ValueError("give webhook or webhook_url, not both")
+        if not (self.webhook or self.webhook_url):
+            raise ValueError("webhook (a URL) or webhook_url (a secret reference to one) is required")
+        return self
+
+
 #: Where a site's own runbooks and templates live by default, relative to the inventory file.
 SITE_FILES_DEFAULT = "../sites/{site}/{what}"
 
@@ -507,6 +542,7 @@ class Inventory(Strict):
     backups: Backups = Field(default_factory=Backups)
     objectives: Objectives = Field(default_factory=Objectives)
     drift: Drift = Field(default_factory=Drift, description="`fab drift`: what it leaves out; whether drift fails a drill")
+    alerts: Alerts | None = Field(None, description="where alerts go (a webhook; ntfy-compatible); none: no alerts")
 
     #: The inventory file's directory, when it was loaded from a file (the default site directories hang off it).
     _base_dir: Path | None = PrivateAttr(None)

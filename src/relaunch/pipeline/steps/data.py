@@ -27,7 +27,7 @@ from typing import Any
 
 from relaunch import apps, transfer
 from relaunch.backup import offsite
-from relaunch.backup.manifest import MANIFEST, parse
+from relaunch.backup.manifest import MANIFEST, Manifest, parse
 from relaunch.databases import engine
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
@@ -163,6 +163,11 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
         raise RelaunchError(f"backup {wanted} fetched onto {new.host} does not match its manifest: {check.describe()}")
     manifest = parse(new.run(f"cat {shlex.quote(posixpath.join(directory, MANIFEST))}", hide=True,
                              in_stream=False, timeout=60).stdout)
+    return {**backup_facts(manifest, directory), "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found]}
+
+
+def backup_facts(manifest: Manifest, directory: str, where: str = "") -> dict[str, Any]:
+    """What the later steps need of a backup checked in ``directory`` on the new host: dumps, archives, fingerprints, RPO."""
     fingerprints = {a.name: json.dumps(a.extra["fingerprint"]) for a in manifest.artifacts
                     if a.kind == "database" and a.extra.get("fingerprint")}
     dumps = {a.name: {"file": posixpath.join(directory, a.file), "bytes": a.size, "sha256": a.sha256}
@@ -171,7 +176,7 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
                          "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
     # how much a rebuild from it loses: its age now (never below 0: a drill's canary backup is seconds old)
     age = max(datetime.now(timezone.utc) - manifest.finished_at, timedelta(0))
-    return {"source": "backup", "backup_id": manifest.id, "images": manifest.images,
-            "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found], "backup_dir": directory, "source_fingerprints": fingerprints,
-            "dumps": dumps, "archives": archives, "rpo_seconds": round(age.total_seconds()),
-            "rpo_basis": f"backup {manifest.id} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"}
+    return {"source": "backup", "backup_id": manifest.id, "images": manifest.images, "backup_dir": directory,
+            "source_fingerprints": fingerprints, "dumps": dumps, "archives": archives,
+            "rpo_seconds": round(age.total_seconds()),
+            "rpo_basis": f"backup {manifest.id}{where} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"}
