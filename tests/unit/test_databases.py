@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from relaunch.databases import ENGINES, Fingerprint, RemoteCommand, TableFingerprint, engine, mariadb, postgresql, sqlite
-from relaunch.databases import runner
+from relaunch.databases import base, runner
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Database
+
+#: What runs a command in the blog app's db service (a docker exec into its running container).
+IN_BLOG_DB = ("sh", "-c", base._EXEC_IN_SERVICE, "sh", "blog", "db")
 
 COMPOSE = ["docker", "compose"]
 PASSWORD = "s3cr3t-Pa$$word-'\"-value"
@@ -91,8 +94,8 @@ def test_engine_module_refuses_a_database_of_another_engine() -> None:
 
 def test_dump_command_postgresql_compose_runs_pg_dump_custom_in_the_service() -> None:
     argv = postgresql.dump_command(pg(), COMPOSE).argv
-    assert argv[:7] == ("docker", "compose", "-f", "/srv/blog/compose.yml", "exec", "-T", "db")
-    assert argv[7:10] == ("pg_dump", "-U", "blog")
+    assert argv[:6] == IN_BLOG_DB
+    assert argv[6:9] == ("pg_dump", "-U", "blog")
     assert "--format=custom" in argv and argv[-2:] == ("-d", "blog")
 
 
@@ -127,14 +130,14 @@ def test_dump_command_mariadb_native_is_root_over_the_socket_with_the_consistenc
 
 def test_dump_command_mariadb_compose_logs_in_with_an_option_file_from_the_service_env() -> None:
     cmd = mariadb.dump_command(maria(runs={"app": "blog", "service": "db"}), COMPOSE)
-    assert cmd.argv[:7] == ("docker", "compose", "-f", "/srv/blog/compose.yml", "exec", "-T", "db")
-    script = cmd.argv[9]
-    assert cmd.argv[7:9] == ("sh", "-c")
+    assert cmd.argv[:6] == IN_BLOG_DB
+    script = cmd.argv[8]
+    assert cmd.argv[6:8] == ("sh", "-c")
     assert '--defaults-extra-file="$f"' in script and "umask 077" in script and 'rm -f -- "$f"' in script
-    assert cmd.argv[10:15] == ("sh", "MARIADB_PASSWORD", "MYSQL_PASSWORD", "stats", "mariadb-dump")
+    assert cmd.argv[9:14] == ("sh", "MARIADB_PASSWORD", "MYSQL_PASSWORD", "stats", "mariadb-dump")
     assert cmd.env == ("MARIADB_PASSWORD", "MYSQL_PASSWORD")
     admin = mariadb.create_command(maria(runs={"app": "blog", "service": "db"}), COMPOSE)
-    assert admin.argv[11:14] == ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD", "root")
+    assert admin.argv[10:13] == ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD", "root")
 
 
 def test_mariadb_option_file_script_keeps_the_password_off_every_command_line(tmp_path: Path) -> None:
@@ -196,7 +199,7 @@ def test_remote_command_refuses_an_empty_or_non_string_argv() -> None:
 
 def test_restore_command_postgresql_is_one_transaction_without_owners() -> None:
     argv = postgresql.restore_command(pg(), COMPOSE).argv
-    assert argv[7:10] == ("pg_restore", "-U", "blog")
+    assert argv[6:9] == ("pg_restore", "-U", "blog")
     for option in ("--no-owner", "--exit-on-error", "--single-transaction"):
         assert option in argv
     assert "--role=blog" in postgresql.restore_command(pg(runs="native")).argv
@@ -206,13 +209,13 @@ def test_restore_from_file_command_postgresql_is_parallel_from_a_seekable_copy()
     cmd = postgresql.restore_from_file_command(pg(), COMPOSE, "/var/backups/blog.dump", 4)
     assert cmd.argv[:4] == ("sh", "-c", 'exec "$@" < "$0"', "/var/backups/blog.dump")
     assert "--jobs=4" in cmd.argv and "--single-transaction" not in cmd.argv
-    assert 'mktemp' in cmd.argv[cmd.argv.index("-T") + 4]
+    assert 'mktemp' in cmd.argv[cmd.argv.index("db") + 3]
     with pytest.raises(RelaunchError, match="at least 1 job"):
         postgresql.restore_from_file_command(pg(), COMPOSE, "/x", 0)
 
 
 def test_create_and_drop_commands_postgresql_use_the_superuser_in_compose() -> None:
-    assert postgresql.create_command(pg(), COMPOSE).argv[7:] == ("createdb", "-U", "postgres", "--no-password", "-O", "blog", "blog")
+    assert postgresql.create_command(pg(), COMPOSE).argv[6:] == ("createdb", "-U", "postgres", "--no-password", "-O", "blog", "blog")
     assert postgresql.drop_command(pg(), COMPOSE).argv[-2:] == ("--if-exists", "blog")
     assert mariadb.create_command(maria()).argv[-1] == "CREATE DATABASE `stats` CHARACTER SET utf8mb4"
     assert mariadb.drop_command(maria(database="a`b")).argv[-1] == "DROP DATABASE IF EXISTS `a``b`"
@@ -261,7 +264,7 @@ def test_fingerprint_command_postgresql_reads_one_repeatable_read_transaction() 
     sql = cmd.argv[6]
     assert sql.index("BEGIN ISOLATION LEVEL REPEATABLE READ") < sql.index("SET TRANSACTION SNAPSHOT '00000003-0000004B-1'")
     assert "\\gexec" in sql and "SET TimeZone = 'UTC'" in sql
-    assert cmd.argv[7:14] == ("docker", "compose", "-f", "/srv/blog/compose.yml", "exec", "-T", "db")
+    assert cmd.argv[7:13] == IN_BLOG_DB
 
 
 def test_postgresql_snapshot_ids_are_checked_before_reaching_sql() -> None:

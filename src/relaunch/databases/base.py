@@ -44,12 +44,25 @@ class RemoteCommand:
         return self.shell()
 
 
+#: Runs "$@" in the running container of compose project $1's service $2 through ``docker exec``
+#: (Compose v1 is a Python program: each ``docker-compose exec`` took 0.86 s against 0.11 s on a
+#: loaded host, and a rebuild runs dozens of these). Compose names a project after its
+#: directory, /srv/<app>; exit 125 (docker's own "could not run") when no container runs.
+_EXEC_IN_SERVICE = (
+    'c=$(docker ps -q --filter "label=com.docker.compose.project=$1" --filter "label=com.docker.compose.service=$2" '
+    '--filter status=running | head -n 1); '
+    '[ -n "$c" ] || { echo "no running container of compose service $1/$2" >&2; exit 125; }; '
+    'shift 2; exec docker exec -i "$c" "$@"'
+)
+
+
 def compose_prefix(db: Database, compose: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """Given a database and the host's Compose argv prefix, return what runs a command where the database is.
 
-    Native databases: ``()`` (the command runs on the host). A Compose service:
-    ``(*compose, "-f", "/srv/<app>/compose.yml", "exec", "-T", "<service>")``.
-    Raise RelaunchError if the database is a Compose service and ``compose`` is empty.
+    Native databases: ``()`` (the command runs on the host). A Compose service: a ``docker
+    exec -i`` into the service's running container (see ``_EXEC_IN_SERVICE``), the command's
+    argv following as arguments, never through a shell. Raise RelaunchError if the database
+    is a Compose service and ``compose`` is empty (the host has no Compose: nothing runs it).
     """
     if not isinstance(db.runs, ComposeService):
         return ()
@@ -58,7 +71,7 @@ def compose_prefix(db: Database, compose: list[str] | tuple[str, ...] | None) ->
             f"database {db.name!r} runs in compose app {db.runs.app!r}: the host's compose command is needed "
             "(see relaunch.example_site.parse_compose_command)"
         )
-    return (*compose, "-f", f"/srv/{db.runs.app}/compose.yml", "exec", "-T", db.runs.service)
+    return ("sh", "-c", _EXEC_IN_SERVICE, "sh", db.runs.app, db.runs.service)
 
 
 @dataclass(frozen=True)
