@@ -6,7 +6,7 @@ Who connects, and how (no password on any command line):
   ``unix_socket`` (the OS user is the proof), so no password exists to leak. A server
   where root needs a password is not supported natively (give its client options in
   root's ``~/.my.cnf``, which the clients read anyway).
-- a Compose service: the command runs in the container (``<compose> exec -T``) through a
+- a Compose service: the command runs in the container (``docker exec -i``) through a
   small ``sh`` wrapper that writes a 0600 option file inside the container (``mktemp``,
   removed after) from the service's own environment — ``MARIADB_PASSWORD`` or
   ``MYSQL_PASSWORD`` for ``db.user`` (``MARIADB_ROOT_PASSWORD`` / ``MYSQL_ROOT_PASSWORD``

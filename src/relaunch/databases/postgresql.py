@@ -3,7 +3,7 @@
 Who connects, and how (no password anywhere):
 
 - a Compose service (``runs: {app, service}``): commands run in the service's container
-  through ``<compose> -f /srv/<app>/compose.yml exec -T <service>`` and connect over the
+  (``docker exec -i`` into its running container, see ``base.compose_prefix``) and connect over the
   container's local socket as ``db.user``, which the image trusts (reaching that socket
   takes root on the host already; see examples/images/postgres/entrypoint.sh).
   Creating and dropping databases needs the cluster's superuser, :data:`ADMIN_USER`.
