@@ -282,6 +282,11 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 if age is not None:
                     console.print(f"newest good backup: {_e(st.newest_good.id)}, {age.total_seconds() / 60:.0f} min old "
                                   f"(RPO objective {st.rpo_minutes} min); timer {'active' if st.timer_active else 'inactive'}, next {_e(st.next_run or '?')}")
+                retention = next(((r.offsite or {}).get("retention") for r in reversed(st.runs)
+                                  if (r.offsite or {}).get("retention")), None)
+                if retention and retention.get("would_forget"):
+                    console.print(f"off-host: {retention['would_forget']} of {retention['snapshots']} snapshot(s) are past "
+                                  f"backups.retention; this host cannot forget them: `fab backup --prune --site {_e(site)}`")
                 for w in st.warnings:
                     console.print(f"[yellow]warning[/]: {_e(w)}")
                 if not st.healthy:
