@@ -218,11 +218,15 @@ def _size(n):
         "status": "the last runs, their age, size and result; exit 1 if the last failed or backups are older than the RPO",
         "list": "the backups on the host and in the off-host store",
         "verify": "check a backup (default the newest; or --verify ID) against its manifest, and the off-host store",
+        "prune": "from this machine, with the store's full-access key (backups.offsite.ssh_key): forget the off-host "
+                 "snapshots backups.retention drops, then restic prune (production's own key is append-only)",
+        "dry_run": "with --prune: list what would be forgotten, change nothing",
         "verbose": "log what the library does",
     },
 )
-def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, list_=False, verify=None, verbose=False):
-    """Back the site's production host up now, or install/inspect its scheduled backups."""
+def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, list_=False, verify=None, prune=False,
+           dry_run=False, verbose=False):
+    """Back the site's production host up now, or install/inspect its scheduled backups, or apply the off-host retention."""
     from relaunch.backup import status as backups
     from relaunch.backup.site import connect_production, install_site
     from relaunch.inventory import load_site
@@ -230,6 +234,25 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
     _setup_logging(verbose)
     try:
         inv = load_site(site)
+        if prune:
+            from relaunch.backup.prune import prune_site
+            from relaunch.inventory.secrets import resolve_all
+
+            with console.status(f"off-host retention of {_e(site)}"):
+                done = prune_site(inv, resolve_all(inv), dry_run=dry_run)
+            table = Table(title=f"off-host ({_e(done.repository)}){' (dry run)' if dry_run else ''}")
+            for col in ("snapshot", "backup id", "decision"):
+                table.add_column(col)
+            for short, backup_id, why in done.keep:
+                table.add_row(_e(short), _e(backup_id or "-"), "keep: " + _e(", ".join(why)))
+            for short, backup_id, _ in done.forget:
+                table.add_row(_e(short), _e(backup_id), "[yellow]forget[/]" + (" (dry run)" if dry_run else ""))
+            console.print(table)
+            if not dry_run:
+                console.print(f"[green]{len(done.forget)} snapshot(s) forgotten, repository pruned[/] in {done.seconds:.1f} s")
+                if done.prune_output:
+                    console.print(_e(done.prune_output))
+            return
         if install:
             with console.status(f"installing the backup of {_e(site)}"):
                 done = install_site(inv, interval_minutes=int(interval) if interval else None)
@@ -239,6 +262,8 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 console.print("  restic installed")
             if done.repository_created:
                 console.print(f"  restic repository created: {_e(inv.backups.offsite.repository)}")
+            if done.store_append_only:
+                console.print("  its store key is append-only (forget/prune: `fab backup --prune` from here)")
             return
         conn = connect_production(inv)
         try:
@@ -257,6 +282,11 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 if age is not None:
                     console.print(f"newest good backup: {_e(st.newest_good.id)}, {age.total_seconds() / 60:.0f} min old "
                                   f"(RPO objective {st.rpo_minutes} min); timer {'active' if st.timer_active else 'inactive'}, next {_e(st.next_run or '?')}")
+                retention = next(((r.offsite or {}).get("retention") for r in reversed(st.runs)
+                                  if (r.offsite or {}).get("retention")), None)
+                if retention and retention.get("would_forget"):
+                    console.print(f"off-host: {retention['would_forget']} of {retention['snapshots']} snapshot(s) are past "
+                                  f"backups.retention; this host cannot forget them: `fab backup --prune --site {_e(site)}`")
                 for w in st.warnings:
                     console.print(f"[yellow]warning[/]: {_e(w)}")
                 from relaunch.alerts import after_backup_status

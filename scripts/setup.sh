@@ -16,6 +16,8 @@ missing_packages() {
     # and option files with MariaDB's own parser (`my_print_defaults`).
     command -v docker-compose >/dev/null || echo docker-compose
     command -v my_print_defaults >/dev/null || echo mariadb-client-core
+    # `fab backup --prune` forgets and prunes off-host backups from this machine (production's store key is append-only).
+    command -v restic >/dev/null || echo restic
 }
 
 # --print-missing: say what would be installed and change nothing (the tests run this).

@@ -157,4 +157,97 @@ def test_every_runner_deadline_is_under_the_units_timeout(secrets, interval: int
 def test_backup_config_names_the_compose_apps_and_the_retention_floor(secrets) -> None:
     config = install.backup_config(load(EXAMPLE), COMPOSE, STORE)
     assert config["compose_apps"] == [{"app": "blog", "services": ["db", "web"]}]
-    assert config["min_free_percent"] > 0 and config["prune_interval_hours"] >= 24
+    assert config["min_free_percent"] > 0
+    assert "prune_interval_hours" not in config  # the host never prunes (relaunch.backup.prune, the operator's)
+
+
+APPEND_ONLY_STORE = install.StoreHost(alias="backup.example.test", address="10.9.8.7",
+                                      host_key="ssh-ed25519 AAAAC3Nza-store-key", append_only=True)
+
+
+def test_an_append_only_store_is_reached_through_rclones_restic_server_over_the_pinned_ssh(secrets) -> None:
+    files = by_path(install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, APPEND_ONLY_STORE))
+    off = json.loads(files[install.CONFIG_PATH].content)["offsite"]
+    assert off["repository"] == "rclone:backup.example.test:/srv/restic/example"
+    # restic runs this program for its rclone backend; the store's forced command answers whatever it is asked
+    assert off["options"] == ["-o", f"rclone.program=ssh -F {install.STORE_SSH_CONFIG} restic@backup.example.test"]
+    assert off["append_only"] is True
+    assert "StrictHostKeyChecking yes" in files[install.STORE_SSH_CONFIG].content.decode()  # same pinned host key
+    sftp = json.loads(by_path(install.render_backup_files(load(EXAMPLE), secrets, COMPOSE, STORE))[install.CONFIG_PATH].content)
+    assert sftp["offsite"]["append_only"] is False
+
+
+def test_authorized_line_forces_one_server_per_kind_of_access() -> None:
+    pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample relaunch-backup@prod"
+    assert install.authorized_line(pub) == \
+        'restrict,command="/usr/lib/openssh/sftp-server" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample relaunch-backup'
+    assert install.authorized_line(pub, read_only=True, comment="relaunch-read-only").startswith(
+        'restrict,command="/usr/lib/openssh/sftp-server -R" ssh-ed25519 ')
+    line = install.authorized_line(pub, append_only_repo="/srv/restic/example")
+    assert line.startswith('restrict,command="rclone serve restic --stdio --config=/dev/null --append-only '
+                           '/srv/restic/example" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ')
+    spaced = install.authorized_line(pub, append_only_repo="/srv/my repo")
+    assert "--append-only '/srv/my repo'\" ssh-ed25519" in spaced  # quoted for the shell sshd runs it with
+
+
+@pytest.mark.parametrize("path", ['/srv/a"b', "/srv/a'b", "/srv/a\\b", "/srv/a\nb", "relative/path", "/srv/a\x07b"])
+def test_authorized_line_refuses_a_path_it_cannot_carry_safely(path: str) -> None:
+    with pytest.raises(RelaunchError, match="authorized_keys"):
+        install.authorized_line("ssh-ed25519 AAAAkey", append_only_repo=path)
+
+
+def test_authorized_line_refuses_what_is_not_a_public_key() -> None:
+    with pytest.raises(RelaunchError, match="not an SSH public key"):
+        install.authorized_line("-----BEGIN OPENSSH PRIVATE KEY-----")
+
+
+def test_public_line_of_a_private_key_is_its_public_half(tmp_path: Path) -> None:
+    from relaunch.remote import ensure_client_key
+
+    public = ensure_client_key(tmp_path / "id_ed25519")
+    assert install.public_line_of((tmp_path / "id_ed25519").read_text()).split()[:2] == public.split()[:2]
+    with pytest.raises(ValueError):
+        install.public_line_of("not a key")
+
+
+class LocalConn:
+    """Runs the store-side script here, with getent/chown/install/rclone faked on PATH onto a temporary home."""
+
+    host = "store"
+
+    def __init__(self, tmp_path: Path) -> None:
+        import os
+
+        self.home = tmp_path / "home"
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        fakes = {"getent": f'echo "restic:x:999:999::{self.home}:/bin/sh"', "chown": "exit 0", "rclone": "exit 0",
+                 "install": 'while [ $# -gt 1 ]; do case "$1" in -o|-g|-m) shift 2;; -d) shift;; *) break;; esac; done; '
+                            'mkdir -p "$1"'}
+        for name, body in fakes.items():
+            (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+            (bindir / name).chmod(0o755)
+        self.env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+
+    def run(self, command: str, **_: object):
+        import subprocess
+        from types import SimpleNamespace
+
+        done = subprocess.run(["/bin/sh", "-c", command], env=self.env, capture_output=True, text=True, timeout=30)
+        return SimpleNamespace(ok=done.returncode == 0, exited=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+    def keys(self) -> list[str]:
+        return (self.home / ".ssh/authorized_keys").read_text().splitlines()
+
+
+def test_authorize_store_key_migrates_an_sftp_key_to_append_only_and_leaves_other_keys(tmp_path: Path) -> None:
+    conn = LocalConn(tmp_path)
+    production, operator = "ssh-ed25519 AAAAprod relaunch-backup@prod", "ssh-ed25519 AAAAoperator relaunch"
+    assert install.authorize_store_key(conn, "restic", operator, comment="relaunch-operator")
+    assert install.authorize_store_key(conn, "restic", production)  # an older install: SFTP, full access
+    assert install.authorize_store_key(conn, "restic", production, append_only_repo="/srv/restic/example")  # migrated
+    assert conn.keys() == [install.authorized_line(operator, comment="relaunch-operator"),
+                           install.authorized_line(production, append_only_repo="/srv/restic/example")]
+    assert not install.authorize_store_key(conn, "restic", production, append_only_repo="/srv/restic/example")
+    assert len(conn.keys()) == 2  # idempotent
+    assert (conn.home / ".ssh/authorized_keys").stat().st_mode & 0o077 == 0

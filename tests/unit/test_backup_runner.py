@@ -444,7 +444,11 @@ def test_below_the_free_space_floor_backups_not_off_host_go_oldest_first_and_the
     assert [p.name for p in backups(tmp_path)] == [last["id"]]  # never the newest
 
 
-def test_offsite_queries_and_forget_are_scoped_to_the_site(tmp_path: Path) -> None:
+def test_offsite_queries_are_scoped_to_the_site_and_the_host_never_forgets_or_prunes(tmp_path: Path) -> None:
+    """The host's store key is append-only: retention off-host is the operator's (relaunch.backup.prune).
+
+    The run still says what the policy would forget there, counting this site's snapshots only.
+    """
     offsite, env, state = fake_restic(tmp_path)
     other = [{"id": f"{n:064x}", "short_id": f"{n:08x}", "hostname": "other", "tags": ["relaunch", "site:other", bid],
               "paths": ["/x"], "time": "2020-01-01T00:00:00Z"} for n, bid in ((1, "20200101T000000Z"), (2, "20200102T000000Z"))]
@@ -453,37 +457,27 @@ def test_offsite_queries_and_forget_are_scoped_to_the_site(tmp_path: Path) -> No
     legacy = {"id": f"{4:064x}", "short_id": f"{4:08x}", "hostname": "unit", "tags": ["relaunch", "20200104T000000Z"],
               "paths": ["/x"], "time": "2020-01-04T00:00:00Z"}
     state.write_text(json.dumps({"snapshots": [*other, mislabelled, legacy], "calls": []}))
-    config = make_config(tmp_path, offsite=offsite, local_keep_last=4)
-    res = run(config, "run", env=env)
-    assert res.returncode == 0, res.stderr
+    config = make_config(tmp_path, offsite={**offsite, "append_only": True}, local_keep_last=4)
+    for _ in range(2):
+        res = run(config, "run", env=env)
+        assert res.returncode == 0, res.stderr
+        time.sleep(1.05)
     st = restic_state(state)
-    ids = {s["id"] for s in st["snapshots"]}
-    assert {s["id"] for s in other} <= ids and mislabelled["id"] in ids  # another site's: untouched though years old
-    assert legacy["id"] not in ids  # this site's own (made before site tags): the policy applies
+    assert {s["id"] for s in [*other, mislabelled, legacy]} <= {s["id"] for s in st["snapshots"]}  # nothing forgotten
+    assert not [c for c in st["calls"] if c[0] in ("forget", "prune")], st["calls"]
     for call in st["calls"]:
         if call[0] == "snapshots":
             assert call[call.index("--host") + 1] == "unit", call
         if call[0] == "backup":
             assert call[call.index("--host") + 1] == "unit" and "site:unit" in call, call
-        if call[0] == "forget":
-            assert call[1:] == [legacy["id"]], call  # by exact ID, of this site's snapshots only
-    listed = json.loads(run(config, "list", env=env).stdout)["offsite"]
-    assert [s["id"] for s in listed] == [json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]["id"]]
-
-
-def test_prune_runs_at_most_once_per_interval_and_the_status_records_it(tmp_path: Path) -> None:
-    offsite, env, state = fake_restic(tmp_path)
-    config = make_config(tmp_path, offsite=offsite, local_keep_last=4, prune_interval_hours=24)
-    for _ in range(3):
-        assert run(config, "run", env=env).returncode == 0
-        time.sleep(1.05)
-    calls = restic_state(state)["calls"]
-    assert [c[0] for c in calls].count("prune") == 1
-    assert not any(c[0] == "forget" and "--prune" in c for c in calls)
     status = json.loads((tmp_path / "state" / "status.json").read_text())
-    assert status["prune"]["ok"] and status["prune"]["last_ok_at"]
-    assert status["runs"][0]["offsite"]["prune"]["ran"] is True
-    assert status["runs"][-1]["offsite"]["prune"]["ran"] is False and status["runs"][-1]["offsite"]["prune"]["due_after"]
+    retention = status["runs"][-1]["offsite"]["retention"]
+    # this site's: the legacy snapshot (years old: the policy drops it) and the two just made (kept)
+    assert (retention["snapshots"], retention["would_forget"], retention["would_keep"]) == (3, 1, 2), retention
+    assert retention["append_only"] is True and "fab backup --prune" in retention["by"]
+    assert "prune" not in status
+    listed = json.loads(run(config, "list", env=env).stdout)["offsite"]
+    assert [s["id"] for s in listed][-2:] == [r["id"] for r in status["runs"]]
 
 
 # --- subprocesses: stderr drained, deadlines, SIGTERM, a status entry however a run ends ---

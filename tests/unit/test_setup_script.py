@@ -47,6 +47,7 @@ def bin_dir(tmp_path: Path) -> Path:
     _fake(directory, "python3")  # `python3 -c 'import venv, ensurepip'` succeeds
     _fake(directory, "docker-compose")  # the test suite's readers of rendered files
     _fake(directory, "my_print_defaults")
+    _fake(directory, "restic")  # fab backup --prune runs it here
     return directory
 
 
@@ -78,6 +79,7 @@ def test_print_missing_names_debootstrap_and_venv_when_absent(tmp_path: Path) ->
     _fake(bin_dir, "python3", status=1)  # no ensurepip: Debian's python3-venv is missing
     _fake(bin_dir, "docker-compose")
     _fake(bin_dir, "my_print_defaults")
+    _fake(bin_dir, "restic")
     assert _missing(bin_dir) == ["debootstrap", "python3-venv"]
 
 
@@ -87,3 +89,10 @@ def test_print_missing_names_the_test_readers_when_absent(bin_dir: Path) -> None
     (bin_dir / "docker-compose").unlink()
     (bin_dir / "my_print_defaults").unlink()
     assert _missing(bin_dir) == ["docker-compose", "mariadb-client-core"]
+
+
+def test_print_missing_names_restic_for_the_operators_prune_when_absent(bin_dir: Path) -> None:
+    _fake(bin_dir, "docker")
+    _fake(bin_dir, "dockerd")
+    (bin_dir / "restic").unlink()
+    assert _missing(bin_dir) == ["restic"]

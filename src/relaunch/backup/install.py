@@ -4,8 +4,10 @@ Rendering is pure (:func:`render_backup_files` returns ``RenderedFile`` values, 
 type ``relaunch.render`` makes, so ``relaunch.upload.upload`` writes only what differs and
 secret files are 0600 before a byte is in them). :func:`install` then runs the few host
 steps: restic from Debian's archive, the host's own SSH key for the off-host store (made
-on the host; only its public half leaves it), the store's authorization of that key,
-the repository's creation, the timer enabled.
+on the host; only its public half leaves it), the store's authorization of that key
+(append-only: ``rclone serve restic --append-only`` forced for it, so a compromised or
+mistaken production host cannot delete its own off-host history; forgetting and pruning
+are the operator's, ``relaunch.backup.prune``), the repository's creation, the timer enabled.
 
 The config (``/etc/relaunch/backup.json``) holds no secret value: the restic password
 is the path of a 0600 file, dump commands read database passwords from their 0600
@@ -65,8 +67,9 @@ PARALLEL_STEPS = 3
 LOCAL_KEEP_LAST = 4
 #: Below this much free space (percent of its filesystem) the host removes even backups not off-host yet.
 MIN_FREE_PERCENT = 10
-#: ``restic prune`` (an exclusive lock on the repository) at most this often.
-PRUNE_INTERVAL_HOURS = 24
+#: What the store runs for the production host's key (``authorized_keys`` forced command): restic's REST
+#: protocol over the SSH channel, append-only (no delete, no overwrite; restic's own locks excepted).
+APPEND_ONLY_SERVER = "rclone serve restic --stdio --config=/dev/null --append-only"
 #: Seconds the runner leaves itself, under the unit's TimeoutStartSec=, to report a child it stopped.
 REPORT_MARGIN = 120
 
@@ -98,6 +101,9 @@ class StoreHost:
     address: str
     host_key: str  # public line
     port: int = 22
+    #: The host's key is authorized on the store append-only (``rclone serve restic --append-only``): restic
+    #: speaks REST through ``ssh`` (its ``rclone:`` backend) instead of SFTP.
+    append_only: bool = False
 
 
 def timer_schedule(interval_minutes: int) -> str | None:
@@ -148,8 +154,15 @@ def offsite_config(inv: Inventory, store: StoreHost | None) -> dict[str, Any] | 
     }
     if off.kind == "sftp" and store is not None:
         repo = parse_sftp(off.repository)
-        command = f"ssh -F {STORE_SSH_CONFIG} {repo.user}@{store.alias} -s sftp"
-        section["options"] = ["-o", f"sftp.command={command}"]
+        if store.append_only:
+            # restic's rclone backend runs this program and speaks REST on its stdin/stdout; the store's forced
+            # command (APPEND_ONLY_SERVER) answers, whatever arguments restic adds (ssh sends them, sshd ignores them)
+            section["repository"] = f"rclone:{store.alias}:{repo.path}"
+            section["options"] = ["-o", f"rclone.program=ssh -F {STORE_SSH_CONFIG} {repo.user}@{store.alias}"]
+        else:
+            command = f"ssh -F {STORE_SSH_CONFIG} {repo.user}@{store.alias} -s sftp"
+            section["options"] = ["-o", f"sftp.command={command}"]
+    section["append_only"] = bool(store is not None and store.append_only)
     return section
 
 
@@ -176,7 +189,6 @@ def backup_config(
         # is there, deduplicated); one not off-host yet stays, down to the free-space floor
         "local_keep_last": LOCAL_KEEP_LAST if inv.backups.offsite is not None else None,
         "min_free_percent": MIN_FREE_PERCENT,
-        "prune_interval_hours": PRUNE_INTERVAL_HOURS,
         "timeouts": run_timeouts(interval),
         "parallel": PARALLEL_STEPS,
         # the manifest's deploy.images: what each compose app's services run, by digest
@@ -274,6 +286,8 @@ class InstallResult:
     files_written: list[str] = field(default_factory=list)
     restic_installed: bool = False
     store_key_authorized: bool = False
+    #: The host's store key is append-only there (it can add snapshots, never delete or overwrite any).
+    store_append_only: bool = False
     repository_created: bool = False
     next_run: str = ""
 
@@ -299,7 +313,10 @@ def install(
     """Install (or update) the backup on the production host behind ``conn``; idempotent.
 
     ``store``/``store_conn``: the SFTP store host (its record, with the pinned host key, and
-    a root connection to it), for authorizing this host's store key there. Without them,
+    a root connection to it), for authorizing this host's store key there, append-only
+    (:func:`authorized_line`; an older install's SFTP key is migrated): the host adds
+    snapshots and can delete none; ``fab backup --prune`` forgets and prunes with the
+    operator's key (``relaunch.backup.prune``). Without them,
     ``store_host`` (where the store answers and its pinned key, e.g. from the inventory's
     ``backups.offsite.known_hosts``) and ``store_key`` (a private key already authorized
     there, e.g. ``backups.offsite.ssh_key``) set the host up to reach it; with none of
@@ -310,7 +327,9 @@ def install(
     compose = compose_command(conn)
     off = inv.backups.offsite
     if off is not None and off.kind == "sftp" and store is not None:
-        store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key)
+        # relaunch authorizes the host's key on the store itself, so it can make it append-only
+        store_host = StoreHost(alias=parse_sftp(off.repository).host, address=store.ipv4, host_key=store.host_key,
+                               append_only=store_conn is not None)
     elif off is None or off.kind != "sftp":
         store_host = None
     files = render_backup_files(inv, secrets, compose, store_host, interval_minutes=interval_minutes)
@@ -327,15 +346,17 @@ def install(
         ), "installing restic")
         result.restic_installed = "installed" in out
     if store_host is not None:
-        key = shlex.quote(STORE_KEY)
-        public = _sh(conn, (
-            f"install -d -m 0700 {shlex.quote(STORE_DIR)}; "
-            f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; "
-            f"[ -s {key}.pub ] || ssh-keygen -y -f {key} > {key}.pub; cat {key}.pub"  # a key given by the inventory has no .pub
-        ), "making the host's key for the off-host store").strip()
+        public = _host_store_key(conn)
+        if store_host.append_only and _blob(public) in _operator_blobs(inv, secrets):
+            # the host holds the operator's full-access key (a rebuild gave it backups.offsite.ssh_key): it gets
+            # a key of its own, which the store can restrict without taking the operator's access away
+            _sh(conn, f"rm -f {shlex.quote(STORE_KEY)} {shlex.quote(STORE_KEY + '.pub')}", "replacing the host's store key")
+            public = _host_store_key(conn)
         if store_conn is not None:
             repo = parse_sftp(off.repository)  # type: ignore[union-attr]
-            result.store_key_authorized = authorize_store_key(store_conn, repo.user, public)
+            result.store_key_authorized = authorize_store_key(
+                store_conn, repo.user, public, append_only_repo=repo.path if store_host.append_only else None)
+        result.store_append_only = store_host.append_only
     if off is not None:
         out = _sh(conn, f"python3 {shlex.quote(RUNNER_PATH)} --config {shlex.quote(CONFIG_PATH)} init-offsite",
                   "creating the restic repository", timeout=300)
@@ -354,27 +375,97 @@ def install(
     return result
 
 
-def authorize_store_key(store_conn: Connection, user: str, public_line: str, *, read_only: bool = False,
-                        comment: str = "relaunch-backup") -> bool:
-    """Let ``public_line`` use the store's ``user`` for SFTP only; return True if it was added.
+def _host_store_key(conn: Connection) -> str:
+    """The public line of the production host's own key for the store, made on the host if it has none."""
+    key = shlex.quote(STORE_KEY)
+    return _sh(conn, (
+        f"install -d -m 0700 {shlex.quote(STORE_DIR)}; "
+        f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; "
+        f"[ -s {key}.pub ] || ssh-keygen -y -f {key} > {key}.pub; cat {key}.pub"  # a key given by the inventory has no .pub
+    ), "making the host's key for the off-host store").strip()
 
-    The key is restricted (``restrict``: no shell, no forwarding, no pty) and forced to run
-    the SFTP server: a stolen production key reaches the repository, nothing else.
-    ``read_only``: the SFTP server runs with ``-R`` (every write refused), for a host that
-    only restores (a drill's scratch host, a rebuild's data step); restic then reads with
-    ``--no-lock``.
+
+def _blob(public_line: str) -> str:
+    words = public_line.split()
+    return words[1] if len(words) > 1 else ""
+
+
+def _operator_blobs(inv: Inventory, secrets: Mapping[str, SecretLike]) -> set[str]:
+    """The public blob of the inventory's full-access store key (``backups.offsite.ssh_key``), if it can be read."""
+    off = inv.backups.offsite
+    if off is None or not off.ssh_key or off.ssh_key not in secrets:
+        return set()
+    try:
+        return {_blob(public_line_of(secrets[off.ssh_key].reveal()))}
+    except ValueError:
+        return set()
+
+
+def public_line_of(private_openssh: str) -> str:
+    """``ssh-ed25519 AAAA...`` of an OpenSSH private key (unencrypted). Raise ValueError if it is not one."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_ssh_private_key(private_openssh.encode(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def authorized_line(public_line: str, *, read_only: bool = False, append_only_repo: str | None = None,
+                    comment: str = "relaunch-backup") -> str:
+    """The store's ``authorized_keys`` line for ``public_line``: restricted, forced to one server.
+
+    ``restrict`` (no shell, no forwarding, no pty) and a forced command, so the key reaches the
+    repository and nothing else, whatever command the client asks for:
+
+    - default: the SFTP server (full access: what the operator's key uses for ``forget``/``prune``);
+    - ``read_only``: the SFTP server with ``-R`` (every write refused), for a host that only restores;
+    - ``append_only_repo`` (the repository's path on the store): ``rclone serve restic --append-only``
+      on that path, restic's REST protocol over the SSH channel: new files only, no delete, no
+      overwrite (restic's lock files excepted), for the production host.
+
+    Raise RelaunchError for a public key that is not one, or a path that cannot be written into
+    the line safely (it is read by sshd, between double quotes, then by the user's shell).
     """
     words = public_line.split()
     if len(words) < 2 or not words[0].startswith("ssh-"):
-        raise RelaunchError(f"the production host's store key is not an SSH public key: {public_line[:40]!r}")
-    server = "/usr/lib/openssh/sftp-server -R" if read_only else "/usr/lib/openssh/sftp-server"
-    line = f'restrict,command="{server}" {words[0]} {words[1]} {comment}'
-    home = f"~{user}"
+        raise RelaunchError(f"the store key is not an SSH public key: {public_line[:40]!r}")
+    if append_only_repo is not None:
+        if not append_only_repo.startswith("/") or any(c in append_only_repo for c in '"\'\\\n\r') \
+                or not append_only_repo.isprintable():
+            raise RelaunchError(f"backups.offsite.repository path {append_only_repo!r}: expected an absolute path "
+                                "without quotes, backslashes or control characters (it goes into the store's "
+                                "authorized_keys)")
+        server = f"{APPEND_ONLY_SERVER} {shlex.quote(append_only_repo)}"
+    else:
+        server = "/usr/lib/openssh/sftp-server -R" if read_only else "/usr/lib/openssh/sftp-server"
+    return f'restrict,command="{server}" {words[0]} {words[1]} {comment}'
+
+
+def authorize_store_key(store_conn: Connection, user: str, public_line: str, *, read_only: bool = False,
+                        append_only_repo: str | None = None, comment: str = "relaunch-backup") -> bool:
+    """Let ``public_line`` reach the store's ``user`` as :func:`authorized_line` says; return True if that changed anything.
+
+    A line already there for the same key with other options (an SFTP key of an older install
+    that must become append-only, say) is replaced, so running this again migrates. With
+    ``append_only_repo`` rclone is installed on the store first (Debian's package) if missing.
+    """
+    line = authorized_line(public_line, read_only=read_only, append_only_repo=append_only_repo, comment=comment)
+    blob = public_line.split()[1]
+    u = shlex.quote(user)
+    if append_only_repo is not None:
+        _sh(store_conn, (
+            "command -v rclone >/dev/null && exit 0; export DEBIAN_FRONTEND=noninteractive; "
+            "get() { apt-get install -y -q --no-install-recommends rclone >/dev/null; }; "
+            "get || { apt-get update -q >/dev/null && get; }"
+        ), "installing rclone on the store")
     script = (
-        f"set -e; h=$(getent passwd {shlex.quote(user)} | cut -d: -f6); "
-        f'install -d -m 0700 -o {shlex.quote(user)} -g {shlex.quote(user)} "$h/.ssh"; '
-        f'f="$h/.ssh/authorized_keys"; touch "$f"; chown {shlex.quote(user)}: "$f"; chmod 0600 "$f"; '
-        f'if grep -qF {shlex.quote(words[1])} "$f"; then echo present; else printf "%s\\n" {shlex.quote(line)} >> "$f"; echo added; fi'
+        f"set -e; umask 077; h=$(getent passwd {u} | cut -d: -f6); "
+        f'install -d -m 0700 -o {u} -g {u} "$h/.ssh"; '
+        f'f="$h/.ssh/authorized_keys"; touch "$f"; chown {u}: "$f"; chmod 0600 "$f"; '
+        f'if grep -qxF {shlex.quote(line)} "$f"; then echo present; '
+        f'elif grep -qF {shlex.quote(blob)} "$f"; then '
+        f'{{ grep -vF {shlex.quote(blob)} "$f" || true; printf "%s\\n" {shlex.quote(line)}; }} > "$f.new"; '
+        f'chown {u}: "$f.new"; mv -f "$f.new" "$f"; echo replaced; '
+        f'else printf "%s\\n" {shlex.quote(line)} >> "$f"; echo added; fi'
     )
-    out = _sh(store_conn, script, f"authorizing the production host's key for {user} ({home}) on the store")
-    return "added" in out
+    out = _sh(store_conn, script, f"authorizing a key for {user} on the store")
+    return "added" in out or "replaced" in out

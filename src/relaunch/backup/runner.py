@@ -23,9 +23,10 @@ Commands (``backup.py [--config PATH] COMMAND``):
   the image digests the compose apps run (``deploy``), writes ``manifest.json``, all in
   ``ROOT/.tmp-ID``, then renames it to ``ROOT/ID`` (no half backup is ever visible under
   its ID). Then the off-host copy: every local backup not yet off-host is uploaded, oldest
-  first (restic backup tagged ``relaunch``, ``site:<site>`` and the ID, ``--host <site>``),
-  snapshots the policy drops are forgotten, and ``restic prune`` runs at most every
-  ``prune_interval_hours`` (it takes the repository's exclusive lock). Then local
+  first (restic backup tagged ``relaunch``, ``site:<site>`` and the ID, ``--host <site>``).
+  This host never forgets or prunes off-host (its store key is append-only where relaunch
+  authorized it): the status says how many snapshots the policy would forget, and the
+  operator does it with other credentials (``fab backup --prune``). Then local
   retention: the policy, and with an off-host store a cap of ``local_keep_last``, remove
   only backups already off-host; one not yet off-host is kept unless the filesystem's
   free space is below the floor (``min_free_percent`` / ``min_free_bytes``), which the run's
@@ -101,8 +102,6 @@ TAIL = 4000
 #: Without ``min_free_percent`` in the config: the free space (percent of the filesystem)
 #: below which even backups that are not off-host yet are removed, oldest first.
 DEFAULT_MIN_FREE_PERCENT = 10.0
-#: Without ``prune_interval_hours``: ``restic prune`` at most this often.
-DEFAULT_PRUNE_INTERVAL_HOURS = 24.0
 #: The tag that scopes a site's snapshots in a repository other sites may share.
 SITE_TAG_PREFIX = "site:"
 
@@ -925,7 +924,12 @@ def upload(config: dict, root: Path, backup_id: str) -> dict:
 
 
 def offsite_sync(config: dict, root: Path, result: dict, done: set[str]) -> None:
-    """Upload every local backup not off-host yet (oldest first), forget by the policy, prune when due.
+    """Upload every local backup not off-host yet (oldest first); say what the retention policy would forget there.
+
+    This host never forgets or prunes: its store credentials may be append-only (they are,
+    where relaunch authorized them), so that a compromised host cannot erase its own off-host
+    history. The operator does that with other credentials (``fab backup --prune``);
+    ``result["retention"]`` says how many snapshots the policy would forget now.
 
     ``done`` (the IDs off-host, or uploaded once and since forgotten by the policy) and
     ``result`` (for the status) are filled as the work goes, so a failure part-way leaves
@@ -945,45 +949,23 @@ def offsite_sync(config: dict, root: Path, result: dict, done: set[str]) -> None
         result["data_added"] += up["data_added"] or 0
         result["snapshot"] = up["snapshot"]
     result["total_bytes_processed"] = sum(u["total_bytes_processed"] or 0 for u in result["uploaded"])
-    snaps = snapshots(config)
-    by_snapshot = {s["full_id"]: parse_id(s["id"]) for s in snaps if s.get("id") and s.get("full_id") and parse_id(s["id"])}
-    decided = plan(by_snapshot, Policy(**config["retention"]), now_utc())
-    if decided.remove:
-        log(f"offsite: forgetting {len(decided.remove)} snapshot(s) of {config['site']} by the retention policy")
-        restic(config, "forget", *sorted(decided.remove), step="offsite forget")
-    result["forgotten"] = len(decided.remove)
-    prune_when_due(config, result)
+    decided = retention_decision(snapshots(config), config["retention"], now_utc())
+    result["retention"] = {
+        "snapshots": len(decided.keep) + len(decided.remove), "would_keep": len(decided.keep),
+        "would_forget": len(decided.remove), "append_only": bool(config["offsite"].get("append_only")),
+        "by": "the operator, with other credentials: fab backup --prune",
+    }
 
 
-def prune_when_due(config: dict, result: dict) -> None:
-    """``restic prune`` if the last good one is older than ``prune_interval_hours`` (it locks the repository exclusively).
+def retention_decision(snaps: list[dict], retention: dict, now: dt.datetime):
+    """The policy's decision over a site's snapshots (``parse_snapshots`` entries), keyed by full snapshot ID.
 
-    The status file's ``prune`` says when the last one ran, how it went and when the next is due.
+    A snapshot's time is its backup ID's (when the backup was taken, not when it was uploaded);
+    one without a relaunch backup ID is left out (never forgotten by relaunch). Returns
+    ``relaunch_retention.Plan``.
     """
-    hours = float(config.get("prune_interval_hours") or DEFAULT_PRUNE_INTERVAL_HOURS)
-    status = load_status(config)
-    last = status.get("prune") or {}
-    last_ok = parse_iso(last.get("last_ok_at"))
-    now = now_utc()
-    if last_ok is not None and now - last_ok < dt.timedelta(hours=hours):
-        result["prune"] = {"ran": False, "last_ok_at": last.get("last_ok_at"),
-                           "due_after": iso(last_ok + dt.timedelta(hours=hours))}
-        return
-    started = time.monotonic()
-    log("offsite: restic prune (due)")
-    record = {"at": iso(now), "ok": False, "error": None, "last_ok_at": last.get("last_ok_at"), "interval_hours": hours}
-    try:
-        restic(config, "prune", step="offsite prune")
-        record.update(ok=True, last_ok_at=iso(now))
-    except StepFailed as exc:
-        record["error"] = exc.message[-1000:]
-        raise
-    finally:
-        record["seconds"] = round(time.monotonic() - started, 3)
-        status = load_status(config)
-        status["prune"] = record
-        save_status(config, status)
-        result["prune"] = {"ran": True, **record}
+    by_snapshot = {s["full_id"]: parse_id(s["id"]) for s in snaps if s.get("id") and s.get("full_id") and parse_id(s["id"])}
+    return plan(by_snapshot, Policy(**retention), now)
 
 
 # --- status ----------------------------------------------------------------------------

@@ -4,8 +4,9 @@
 somewhere to copy its backups that is not its production host. The Droplet is made like
 any relaunch host (host key made here and pinned through cloud-init), gets a ``restic``
 system user (the repository's owner; the production host's own key is authorized for
-it by ``fab backup --install``, restricted to SFTP) and restic itself, so a backup can
-also be restored right there without the production host.
+it by ``fab backup --install``, append-only through rclone's restic server; the inventory's
+``backups.offsite.ssh_key``, the operator's, gets full SFTP access for ``fab backup --prune``),
+restic and rclone, so a backup can also be restored right there without the production host.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def ensure_backup_host(target, inv: Inventory) -> HostRecord | None:
         user, home = shlex.quote(repo.user), shlex.quote(posixpath.dirname(repo.path.rstrip("/")) or "/")
         script = (
             "set -e; "
-            "missing=; for p in restic openssh-sftp-server; do dpkg -s $p >/dev/null 2>&1 || missing=\"$missing $p\"; done; "
+            "missing=; for p in restic openssh-sftp-server rclone; do dpkg -s $p >/dev/null 2>&1 || missing=\"$missing $p\"; done; "
             "if [ -n \"$missing\" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null; fi; "
             f"id -u {user} >/dev/null 2>&1 || useradd --system --create-home --shell /bin/sh {user}; "
             f"install -d -m 0700 -o {user} -g {user} {home}"
@@ -91,7 +92,7 @@ def _operator_access(conn, inv: Inventory, user: str, alias: str, record: HostRe
     if off is None or not off.ssh_key or not off.ssh_key.startswith("file:") or not off.known_hosts:
         return
     key_path = file_reference_path(inv, off.ssh_key)
-    authorize_store_key(conn, user, ensure_client_key(key_path))
+    authorize_store_key(conn, user, ensure_client_key(key_path), comment="relaunch-operator")
     known = Path(off.known_hosts)
     make_private_dirs(known.parent)
     write_atomic(known, f"{alias},{record.ipv4} {record.host_key}\n".encode(), 0o644)
