@@ -440,13 +440,15 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         "region": "create the new Droplet in this region instead of the inventory's",
         "size": "create the new Droplet with this size instead of the inventory's",
         "no_switch": "stop after the health checks: leave DNS and the old host as they are",
+        "fallback_to_backup": "if the old host is lost during the final sync, go on from the newest verified backup "
+                              "(without it the rebuild stops and says how to go on)",
         "settle": "after a verified switch, wait SETTLE seconds, then put back a TTL lowered with dns-switch --prepare",
         "json": "print the report's JSON instead of the summary",
         "verbose": "log what the library does",
     }
 )
 def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, source=None, backup=None, region=None,
-            size=None, no_switch=False, settle=0, json=False, verbose=False):
+            size=None, no_switch=False, fallback_to_backup=False, settle=0, json=False, verbose=False):
     """Rebuild the site on a new Droplet with its newest data, verify it, and switch traffic over. Resumable."""
     import json as jsonlib
 
@@ -473,7 +475,8 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
             console.print(f"[green]rebuild aborted[/]; its journal: {escape(str(done.journal))}")
             return
         options = rebuild_.RebuildOptions(source=source or ("backup" if backup else None), backup_id=backup,
-                                          region=region, size=size, switch=not no_switch, settle=settle_s)
+                                          region=region, size=size, switch=not no_switch, settle=settle_s,
+                                          fallback_to_backup=fallback_to_backup)
         out = Console(stderr=True) if json else console
         with RunView(out, PHASES, title=f"rebuild of {site}") as view:
             result = rebuild_.rebuild(site, options, resume=resume, dry_run=dry_run, progress=view)
