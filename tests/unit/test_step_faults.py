@@ -247,3 +247,33 @@ def test_rebuild_task_passes_fallback_to_backup(monkeypatch) -> None:
     with pytest.raises(Exit, match="stop here"):
         tasks.rebuild.body(None, fallback_to_backup=True, no_switch=True)
     assert seen["options"].fallback_to_backup is True and seen["options"].switch is False
+
+
+# --- data (live): the old host lost mid-way ------------------------------------------------
+
+
+@pytest.mark.parametrize("lost", ["paramiko", "invoke", "relaunch"])
+def test_data_live_losing_the_old_host_stops_with_the_commands_to_go_on(monkeypatch, lost) -> None:
+    import invoke
+    import paramiko
+
+    errors = {"paramiko": paramiko.SSHException("SSH session not active"),
+              "invoke": invoke.exceptions.UnexpectedExit(SimpleNamespace(exited=-1, command="x", hide=(),
+                                                                         pty=False, stdout="", stderr="")),
+              "relaunch": RelaunchError("old: pg_dump failed (exit -1)")}
+    monkeypatch.setattr(data, "data_live", lambda ctx: (_ for _ in ()).throw(errors[lost]))
+    with pytest.raises(RelaunchError) as err:
+        data.data_any(Ctx())  # type: ignore[arg-type]
+    assert "`fab rebuild --resume --site s`" in str(err.value)
+    assert "`fab rebuild --resume --source backup --site s`" in str(err.value)
+
+
+def test_data_live_losing_the_old_host_falls_back_to_the_newest_backup_when_allowed(monkeypatch) -> None:
+    import paramiko
+
+    monkeypatch.setattr(data, "data_live", lambda ctx: (_ for _ in ()).throw(paramiko.SSHException("gone")))
+    monkeypatch.setattr(data, "data_backup", lambda ctx: {"source": "backup", "backup_id": "b1"})
+    ctx = Ctx(fallback_to_backup=True)
+    out = data.data_any(ctx)  # type: ignore[arg-type]
+    assert out["source"] == "backup" and "fell back to the newest backup" in out["source_reason"]
+    assert ctx.dropped == 1

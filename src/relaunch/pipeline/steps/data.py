@@ -25,6 +25,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import invoke.exceptions
+import paramiko
+
 from relaunch import apps, transfer
 from relaunch.backup import offsite
 from relaunch.backup.manifest import MANIFEST, parse
@@ -126,7 +129,8 @@ def data_any(ctx: RunContext) -> dict[str, Any]:
         return data_backup(ctx)
     try:
         return data_live(ctx)
-    except (RelaunchError, OSError, EOFError) as exc:
+    # a host lost mid-way shows as any of these: a command's error, a dead socket, paramiko's or invoke's own
+    except (RelaunchError, OSError, EOFError, paramiko.SSHException, invoke.exceptions.Failure) as exc:
         site = ctx.inv.site
         if not ctx.options.get("fallback_to_backup"):
             raise RelaunchError(
