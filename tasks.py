@@ -435,6 +435,7 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         "dry_run": "print the plan (what will be created, the data source and why, the records, the objectives); create nothing",
         "resume": "continue a paused rebuild from its first unfinished step",
         "abort": "end a paused rebuild before its switch: the old host's apps and backup timer go back on",
+        "destroy": "with --abort: also destroy the run's new Droplet and any half-created one (kept otherwise)",
         "source": "live (final sync from the old host) or backup (the newest verified backup); default: live if the old host answers",
         "backup": "with --source backup: this backup ID instead of the newest",
         "region": "create the new Droplet in this region instead of the inventory's",
@@ -448,7 +449,7 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
     }
 )
 def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, source=None, backup=None, region=None,
-            size=None, no_switch=False, fallback_to_backup=False, settle=0, json=False, verbose=False):
+            size=None, no_switch=False, fallback_to_backup=False, settle=0, json=False, verbose=False, destroy=False):
     """Rebuild the site on a new Droplet with its newest data, verify it, and switch traffic over. Resumable."""
     import json as jsonlib
 
@@ -469,7 +470,7 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
         raise Exit("rebuild: --dry-run, --resume and --abort go alone", code=2)
     try:
         if abort:
-            done = rebuild_.abort(site)
+            done = rebuild_.abort(site, destroy=destroy)
             for line in done.undone:
                 console.print(f"  {escape(line)}")
             console.print(f"[green]rebuild aborted[/]; its journal: {escape(str(done.journal))}")

@@ -95,7 +95,7 @@ def _half_created(ctx: RunContext, name: str, exc: RelaunchError) -> RelaunchErr
     return RelaunchError(
         f"creating Droplet {name} failed: {reason}. The half-created Droplet {name} (id {found.id}, status "
         f"{found.status}) is kept for inspection{f', tagged {FAILED_TAG}' if tagged else ''}; it is billed: destroy it "
-        f"when done (DigitalOcean console or API). Nothing was switched. `fab rebuild --resume --site {ctx.inv.site}` "
+        f"when done (`fab rebuild --abort --destroy --site {ctx.inv.site}` also ends the run). Nothing was switched. `fab rebuild --resume --site {ctx.inv.site}` "
         "creates a new Droplet.")
 
 
