@@ -163,9 +163,11 @@ def container(backend, droplet_id: int):
 
 
 def lose_old_host_in_data(backend, droplet_id: int, seen: list):
-    """A progress sink that kills the old host's SSH (server and every session) once the data step moves bytes."""
+    """A progress sink that kills the old host's SSH (server and every session) once the data step moves bytes
+    (or, with data too small to report bytes, once its first dump or tree has landed: the others are on their way)."""
     def progress(event: Event) -> None:
-        if event.step == "data" and event.kind == "bytes" and not seen:
+        moving = event.kind == "bytes" or (event.kind == "info" and event.message.startswith(("database ", "tree ")))
+        if event.step == "data" and moving and not seen:
             seen.append(event)
             container(backend, droplet_id).exec_run(["sh", "-c", KILL_SSH])
 
@@ -233,7 +235,7 @@ def test_old_host_lost_in_the_middle_of_the_data_step_stops_with_the_commands_to
         assert secrets_in_runs(site_root) == []
     finally:
         revive(sandbox_backend, old["droplet_id"], record, target.key_path)
-    observed(f"killed after {seen[0].done} bytes of {seen[0].what}; run paused at data: "
+    observed(f"killed at {seen[0].kind} {seen[0].what or seen[0].message[:40]}; run paused at data: "
              f"{result.error.splitlines()[0][:100]}...; commands printed; DNS still {old['address']}; no link left")
 
 
@@ -341,7 +343,8 @@ def test_old_host_lost_in_the_middle_of_the_data_step_falls_back_to_the_newest_b
         elif state.get("new_id"):
             target.cloud.destroy_droplet(int(state["new_id"]))
             forget_host("example", state["new_name"])
-    observed(f"old host killed in data after {seen[0].done} bytes; {record['source_reason'][:110]}; backup "
+    observed(f"old host killed in data at {seen[0].kind} {seen[0].what or seen[0].message[:40]}; "
+             f"{record['source_reason'][:110]}; backup "
              f"{record['backup_id']}, RPO {record['rpo_seconds']} s; DNS unchanged")
 
 

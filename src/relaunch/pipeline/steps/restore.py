@@ -48,13 +48,18 @@ exit 0
 def restore(ctx: RunContext) -> dict[str, Any]:
     """Restore every database from its dump file and, for a backup, extract every archive.
 
-    When the SSH connection to the new host drops during the restore, what the cut-off
-    attempt left running there is stopped and the whole restore runs again on a new
-    connection (each database is dropped and restored afresh, each tree replaced whole),
-    up to :data:`RESTORE_ATTEMPTS`; any other failure stops the step at once.
+    Every attempt first stops what an attempt cut off before it left running on the host (a
+    dropped connection, or Ctrl-C/SIGTERM before a ``--resume``: sshd does not stop a
+    session's commands when the session goes, so a client could go on writing into the
+    database the new attempt recreates). When the SSH connection to the new host drops
+    during the restore, the whole restore runs again on a new connection (each database
+    dropped and restored afresh, each tree replaced whole), up to :data:`RESTORE_ATTEMPTS`;
+    any other failure stops the step at once.
     """
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
         try:
+            ctx.new_conn().run(f"sh -c {shlex.quote(_KILL_LEFTOVERS)} {shlex.quote(workdir(ctx))}", hide=True,
+                               in_stream=False, warn=True, timeout=120)
             return _restore_once(ctx)
         except Exception as exc:
             if not ctx.conn_lost("new") or attempt == RESTORE_ATTEMPTS:
@@ -62,9 +67,6 @@ def restore(ctx: RunContext) -> dict[str, Any]:
             ctx.say("restore", f"the SSH connection to the new host dropped ({ctx.mask(str(exc))[:200]}); "
                     f"restoring again on a new connection (attempt {attempt + 1} of {RESTORE_ATTEMPTS})")
             ctx.drop_conn("new")
-            new = ctx.new_conn(timeout=120)
-            new.run(f"sh -c {shlex.quote(_KILL_LEFTOVERS)} {shlex.quote(workdir(ctx))}", hide=True, in_stream=False,
-                    warn=True, timeout=120)
     raise AssertionError("unreachable")
 
 
