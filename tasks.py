@@ -469,18 +469,21 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         "dry_run": "print the plan (what will be created, the data source and why, the records, the objectives); create nothing",
         "resume": "continue a paused rebuild from its first unfinished step",
         "abort": "end a paused rebuild before its switch: the old host's apps and backup timer go back on",
+        "destroy": "with --abort: also destroy the run's new Droplet and any half-created one (kept otherwise)",
         "source": "live (final sync from the old host) or backup (the newest verified backup); default: live if the old host answers",
         "backup": "with --source backup: this backup ID instead of the newest",
         "region": "create the new Droplet in this region instead of the inventory's",
         "size": "create the new Droplet with this size instead of the inventory's",
         "no_switch": "stop after the health checks: leave DNS and the old host as they are",
+        "fallback_to_backup": "if the old host is lost during the final sync, go on from the newest verified backup "
+                              "(without it the rebuild stops and says how to go on)",
         "settle": "after a verified switch, wait SETTLE seconds, then put back a TTL lowered with dns-switch --prepare",
         "json": "print the report's JSON instead of the summary",
         "verbose": "log what the library does",
     }
 )
 def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, source=None, backup=None, region=None,
-            size=None, no_switch=False, settle=0, json=False, verbose=False):
+            size=None, no_switch=False, fallback_to_backup=False, settle=0, json=False, verbose=False, destroy=False):
     """Rebuild the site on a new Droplet with its newest data, verify it, and switch traffic over. Resumable."""
     import json as jsonlib
 
@@ -501,13 +504,14 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
         raise Exit("rebuild: --dry-run, --resume and --abort go alone", code=2)
     try:
         if abort:
-            done = rebuild_.abort(site)
+            done = rebuild_.abort(site, destroy=destroy)
             for line in done.undone:
                 console.print(f"  {escape(line)}")
             console.print(f"[green]rebuild aborted[/]; its journal: {escape(str(done.journal))}")
             return
         options = rebuild_.RebuildOptions(source=source or ("backup" if backup else None), backup_id=backup,
-                                          region=region, size=size, switch=not no_switch, settle=settle_s)
+                                          region=region, size=size, switch=not no_switch, settle=settle_s,
+                                          fallback_to_backup=fallback_to_backup)
         out = Console(stderr=True) if json else console
         with RunView(out, PHASES, title=f"rebuild of {site}") as view:
             result = rebuild_.rebuild(site, options, resume=resume, dry_run=dry_run, progress=view)

@@ -40,6 +40,17 @@ def _keep_user_state_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         yield
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``retires_production`` run after every other test of the session, in their own order.
+
+    They switch the example site over to a host they rebuild, so the session's production (``up``)
+    is retired under them; tests in any directory that use ``up`` as it is must run first.
+    """
+    last = [item for item in items if item.get_closest_marker("retires_production") is not None]
+    if last:
+        items[:] = [item for item in items if item.get_closest_marker("retires_production") is None] + last
+
+
 def _network_name() -> str:
     return f"relaunch-sandbox-t{os.getpid()}"
 

@@ -18,6 +18,10 @@ from relaunch.state import HostRecord, load_hosts, save_host, site_dir
 
 log = logging.getLogger(__name__)
 
+#: Seconds a new Droplet gets to finish its create action and become active with a public IPv4
+#: (DigitalOcean's usually take under a minute); beyond that the create is a hard failure.
+CREATE_TIMEOUT = 600.0
+
 
 def site_droplets(cloud: Cloud, inv: Inventory) -> list[Droplet]:
     """Return the site's Droplets: those carrying its first tag (all Droplets if it has none)."""
@@ -69,6 +73,7 @@ def create_host(
         user_data=user_data(host_key),
         tags=list(inv.provider.tags),
         ipv6=wants_ipv6(inv),
+        timeout=CREATE_TIMEOUT,
         ssh_timeout=ssh_timeout,
     )
     if not droplet.ipv4:

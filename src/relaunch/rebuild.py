@@ -41,7 +41,7 @@ from relaunch.pipeline.steps import switch as switch_step
 from relaunch.pipeline.store import missing_for_backup
 from relaunch.provision import wants_ipv6
 from relaunch.remote import HostKeyMismatch, ensure_client_key
-from relaunch.state import HostRecord, production_record
+from relaunch.state import HostRecord, forget_host, production_record
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,9 @@ def _next_steps(ctx: RunContext, status: str) -> list[str]:
     return [f"see what failed above; continue with `fab rebuild --resume --site {site}`",
             f"or give up and put the old host back in service: `fab rebuild --abort --site {site}`",
             *( [f"the new Droplet {new} (id {state.get('new_id')}) is kept for inspection: ssh root@{state.get('new_ipv4')} "
-                "with relaunch's key"] if state.get("new_id") else [])]
+                "with relaunch's key"] if state.get("new_id") else []),
+            *[f"the half-created Droplet {d['name']} (id {d['id']}{', tagged ' + d['tagged'] if d.get('tagged') else ''}) "
+              "is kept for inspection; it is billed: destroy it when done" for d in state.get("failed_droplets") or []]]
 
 
 def _where(journal: Journal) -> str:
@@ -375,6 +377,13 @@ def abort(site: str, *, root: Path | str | None = None, destroy: bool = False, w
                 if journal.state.get("old_backup_timer_was_on"):
                     apps.enable_backup_timer(conn, True)
                     undone.append("turned the old host's backup timer on again")
+            for failed in journal.state.get("failed_droplets") or []:
+                if destroy:
+                    cloud.destroy_droplet(int(failed["id"]))
+                    forget_host(inv.site, failed["name"])
+                    undone.append(f"destroyed the half-created Droplet {failed['name']}")
+                else:
+                    undone.append(f"kept the half-created Droplet {failed['name']} (id {failed['id']}) for inspection")
             if journal.state.get("new_id"):
                 if destroy:
                     cloud.destroy_droplet(int(journal.state["new_id"]))

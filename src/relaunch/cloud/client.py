@@ -345,6 +345,15 @@ class Cloud:
         log.info("destroyed droplet %s", droplet_id)
         return True
 
+    def tag_droplet(self, droplet_id: int, tag: str) -> None:
+        """Put tag `tag` on Droplet `droplet_id` (the tag is created when it does not exist yet)."""
+        with self._doing(f"tagging droplet {droplet_id} {tag!r}"):
+            # POST /v2/tags answers 201 with the tag, also when it exists already (DigitalOcean's documented form).
+            self._t.request("POST", "tags", {"name": tag}, retry_unsafe=True)
+            self._t.request("POST", f"tags/{_q(tag)}/resources",
+                            {"resources": [{"resource_id": str(int(droplet_id)), "resource_type": "droplet"}]},
+                            retry_unsafe=True)
+
     def destroy_droplets_by_tag(self, tag: str) -> list[int]:
         """Destroy every Droplet tagged `tag`; return their ids.
 

@@ -173,9 +173,15 @@ def create_command(db: Database, compose: list[str] | None = None) -> RemoteComm
 
 
 def drop_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
-    """Return the command that drops ``db.database`` if it exists (all its data goes)."""
+    """Return the command that drops ``db.database`` if it exists (all its data goes).
+
+    ``--force`` (PostgreSQL 13+) ends the sessions still connected to it: a restore cut off by a
+    dropped SSH connection leaves its pg_restore running inside a container, which would make a
+    plain dropdb fail ("being accessed by other users") and the restore's retry with it.
+    """
     name, _ = _names(db)
-    return RemoteCommand((*_client(db, compose, "dropdb", admin=True), "--no-password", "--if-exists", name), f"dropdb {name}")
+    return RemoteCommand((*_client(db, compose, "dropdb", admin=True), "--no-password", "--force", "--if-exists", name),
+                         f"dropdb {name}")
 
 
 def fingerprint_command(db: Database, compose: list[str] | None = None, snapshot: str | None = None) -> RemoteCommand:

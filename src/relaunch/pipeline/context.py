@@ -121,6 +121,14 @@ class RunContext:
             self._conns["old"] = conn
         return conn
 
+    def conn_lost(self, which: str) -> bool:
+        """Whether the connection ``which`` was opened and its SSH transport has since died (dropped, host gone)."""
+        conn = self._conns.get(which)
+        if conn is None:
+            return False
+        transport = conn.client.get_transport() if conn.client is not None else None
+        return transport is None or not transport.is_active()
+
     def drop_conn(self, which: str) -> None:
         conn = self._conns.pop(which, None)
         if conn is not None:

@@ -25,6 +25,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import invoke.exceptions
+import paramiko
+
 from relaunch import apps, transfer
 from relaunch.backup import offsite
 from relaunch.backup.manifest import MANIFEST, Manifest, parse
@@ -126,7 +129,8 @@ def data_any(ctx: RunContext) -> dict[str, Any]:
         return data_backup(ctx)
     try:
         return data_live(ctx)
-    except (RelaunchError, OSError, EOFError) as exc:
+    # a host lost mid-way shows as any of these: a command's error, a dead socket, paramiko's or invoke's own
+    except (RelaunchError, OSError, EOFError, paramiko.SSHException, invoke.exceptions.Failure) as exc:
         site = ctx.inv.site
         if not ctx.options.get("fallback_to_backup"):
             raise RelaunchError(
@@ -140,11 +144,24 @@ def data_any(ctx: RunContext) -> dict[str, Any]:
         return out
 
 
+#: Backups a rebuild tries, newest first, when no backup was asked for and the newer ones fail their checks.
+BACKUP_CANDIDATES = 5
+
+
 def data_backup(ctx: RunContext) -> dict[str, Any]:
-    """Have the new host fetch a backup from the off-host store and check it against its manifest."""
+    """Have the new host fetch a backup from the off-host store and check it against its manifest.
+
+    Without a backup asked for (``--backup ID``, a drill's canary backup), the newest one
+    whose every artifact matches its manifest's sha256 is used: a backup that fails the
+    check (or cannot be fetched) is removed from the new host and the next older one tried,
+    up to :data:`BACKUP_CANDIDATES`; each one skipped is journaled and named in the RPO's
+    basis, so the report says which backup was used and why not a newer one. An asked-for
+    backup that fails is a hard failure.
+    """
     new = ctx.new_conn()
     work = workdir(ctx)
     new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
+    skipped: list[dict[str, str]] = []
     with store_access(ctx, new) as repo:
         found = sorted((s for s in offsite.snapshots(new, repo, ctx.inv.site) if s.get("id")), key=lambda s: s["id"])
         wanted = ctx.options.get("backup_id") or ctx.state.get("backup_id")
@@ -152,21 +169,39 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
             if not found:
                 raise RelaunchError(f"the off-host store {ctx.inv.backups.offsite.repository} holds no backup of "  # type: ignore[union-attr]
                                     f"site {ctx.inv.site!r}; nothing to rebuild from")
-            wanted = found[-1]["id"]
+            candidates = [s["id"] for s in reversed(found)][:BACKUP_CANDIDATES]
         elif wanted not in {s["id"] for s in found}:
             raise RelaunchError(f"the off-host store holds no backup {wanted!r} of site {ctx.inv.site!r} "
                                 f"(it holds {', '.join(s['id'] for s in found[-5:]) or 'none'}{' ...' if len(found) > 5 else ''})")
-        ctx.say("data", f"fetching backup {wanted} from the off-host store onto the new host")
-        directory = offsite.fetch(new, wanted, posixpath.join(work, "backup"), repo, site=ctx.inv.site)
-    check = offsite.verify_remote_dir(new, directory)
-    if not check.ok:
-        raise RelaunchError(f"backup {wanted} fetched onto {new.host} does not match its manifest: {check.describe()}")
+        else:
+            candidates = [wanted]
+        for i, backup_id in enumerate(candidates):
+            dest = posixpath.join(work, "backup" if i == 0 else f"backup-{i}")
+            ctx.say("data", f"fetching backup {backup_id} from the off-host store onto the new host")
+            try:
+                directory = offsite.fetch(new, backup_id, dest, repo, site=ctx.inv.site)
+                check = offsite.verify_remote_dir(new, directory)
+                problem = None if check.ok else "does not match its manifest: " + "; ".join(check.problems)
+            except RelaunchError as exc:
+                problem = f"could not be fetched: {ctx.mask(str(exc))[:600]}"
+            if problem is None:
+                break
+            if wanted:
+                raise RelaunchError(f"backup {backup_id} fetched onto {new.host} {problem}")
+            skipped.append({"id": backup_id, "reason": problem[:600]})
+            ctx.journal.record(backups_skipped=skipped)
+            ctx.say("data", f"backup {backup_id} {problem[:300]}; trying the next older one")
+            new.run(f"rm -rf -- {shlex.quote(dest)}", hide=True, in_stream=False, warn=True, timeout=600)
+        else:
+            raise RelaunchError(f"none of the {len(candidates)} newest backups of site {ctx.inv.site!r} passed its "
+                                "checks: " + "; ".join(f"{s['id']} {s['reason'][:200]}" for s in skipped))
     manifest = parse(new.run(f"cat {shlex.quote(posixpath.join(directory, MANIFEST))}", hide=True,
                              in_stream=False, timeout=60).stdout)
-    return {**backup_facts(manifest, directory), "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found]}
+    return {**backup_facts(manifest, directory, skipped=skipped),
+            "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found]}
 
 
-def backup_facts(manifest: Manifest, directory: str, where: str = "") -> dict[str, Any]:
+def backup_facts(manifest: Manifest, directory: str, where: str = "", skipped: list[dict] | None = None) -> dict[str, Any]:
     """What the later steps need of a backup checked in ``directory`` on the new host: dumps, archives, fingerprints, RPO."""
     fingerprints = {a.name: json.dumps(a.extra["fingerprint"]) for a in manifest.artifacts
                     if a.kind == "database" and a.extra.get("fingerprint")}
@@ -176,7 +211,9 @@ def backup_facts(manifest: Manifest, directory: str, where: str = "") -> dict[st
                          "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
     # how much a rebuild from it loses: its age now (never below 0: a drill's canary backup is seconds old)
     age = max(datetime.now(timezone.utc) - manifest.finished_at, timedelta(0))
+    basis = f"backup {manifest.id}{where} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"
+    if skipped:
+        basis += "; newer backup(s) skipped: " + "; ".join(f"{s['id']} {s['reason'][:200]}" for s in skipped)
     return {"source": "backup", "backup_id": manifest.id, "images": manifest.images, "backup_dir": directory,
             "source_fingerprints": fingerprints, "dumps": dumps, "archives": archives,
-            "rpo_seconds": round(age.total_seconds()),
-            "rpo_basis": f"backup {manifest.id}{where} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"}
+            "rpo_seconds": round(age.total_seconds()), "backups_skipped": list(skipped or []), "rpo_basis": basis}

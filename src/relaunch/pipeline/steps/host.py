@@ -48,12 +48,55 @@ def provision(ctx: RunContext) -> dict[str, Any]:
         if (region, size) != (inv.provider.region, inv.provider.size):
             inv = inv.model_copy(update={"provider": inv.provider.model_copy(update={"region": region, "size": size})})
         public = ensure_client_key(ctx.key_path)
-        record = create_host(
-            ctx.cloud, inv, name, ctx.options.get("role", "rebuild"), public,
-            lambda hk: render_user_data(render_context(ctx, hk)), ssh_timeout=None,
-        )
+        try:
+            record = create_host(
+                ctx.cloud, inv, name, ctx.options.get("role", "rebuild"), public,
+                lambda hk: render_user_data(render_context(ctx, hk)), ssh_timeout=None,
+            )
+        except RelaunchError as exc:
+            raise _half_created(ctx, name, exc) from None
     return {"new_id": record.droplet_id, "new_ipv4": record.ipv4, "new_ipv6": record.ipv6 if wants_ipv6(ctx.inv) else None,
             "created": created}
+
+
+#: The tag a rebuild puts on a Droplet whose create failed half-way (kept for inspection, still billed).
+FAILED_TAG = "relaunch-failed"
+
+
+def _half_created(ctx: RunContext, name: str, exc: RelaunchError) -> RelaunchError:
+    """The error for a create that failed (the API's errors and waits are retried in the adapter within its limits).
+
+    A Droplet may exist anyway (its create action errored, or it never became active). A
+    drill destroys it with the rest of its scratch (it looks it up by name). Any other run
+    tags it ``relaunch-failed``, journals it, names it in the error, and moves the run on to
+    a fresh name, so a resume creates a new Droplet instead of adopting the broken one.
+    """
+    reason = ctx.mask(str(exc))
+    try:
+        found = find_droplet(ctx.cloud, ctx.inv, name)
+    except RelaunchError as lookup:
+        return RelaunchError(f"creating Droplet {name} failed: {reason}. Whether a half-created Droplet {name} exists "
+                             f"could not be checked ({ctx.mask(str(lookup))}): look for it in the DigitalOcean console")
+    if found is None:
+        return RelaunchError(f"creating Droplet {name} failed: {reason}. No Droplet {name} was left behind.")
+    if ctx.journal.kind == "drill":
+        return RelaunchError(f"creating the scratch Droplet {name} failed: {reason}. The half-created Droplet "
+                             f"({found.id}) is destroyed with the drill's scratch.")
+    tagged = True
+    try:
+        ctx.cloud.tag_droplet(found.id, FAILED_TAG)
+    except RelaunchError:
+        tagged = False
+    failed = [*(ctx.state.get("failed_droplets") or []), {"name": name, "id": found.id, "status": found.status,
+                                                          "tagged": FAILED_TAG if tagged else None}]
+    attempt = len(failed) + 1
+    base = ctx.state.get("base_name") or name
+    ctx.journal.record(failed_droplets=failed, base_name=base, new_name=f"{base}-{attempt}")
+    return RelaunchError(
+        f"creating Droplet {name} failed: {reason}. The half-created Droplet {name} (id {found.id}, status "
+        f"{found.status}) is kept for inspection{f', tagged {FAILED_TAG}' if tagged else ''}; it is billed: destroy it "
+        f"when done (`fab rebuild --abort --destroy --site {ctx.inv.site}` also ends the run). Nothing was switched. `fab rebuild --resume --site {ctx.inv.site}` "
+        "creates a new Droplet.")
 
 
 def boot(ctx: RunContext) -> dict[str, Any]:

@@ -23,14 +23,54 @@ from relaunch.databases import Fingerprint, engine
 from relaunch.databases.runner import run as run_command
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.steps.data import PARALLEL, database_files, run_all, trees
+from relaunch.pipeline.steps.data import PARALLEL, database_files, run_all, trees, workdir
 
 #: pg_restore workers per PostgreSQL database.
 PG_JOBS = 2
 
 
+#: Attempts of the restore when the SSH connection to the new host drops under it (the restore is idempotent).
+RESTORE_ATTEMPTS = 3
+
+# What an attempt cut off by a dropped connection may have left running on the host: every process that
+# still holds a file of the run's work directory open (a client reading a dump, tar reading an archive).
+_KILL_LEFTOVERS = r"""
+for p in /proc/[0-9]*; do
+  [ "${p#/proc/}" = "$$" ] && continue
+  for fd in "$p"/fd/*; do
+    case "$(readlink "$fd" 2>/dev/null)" in "$0"/*) kill -KILL "${p#/proc/}" 2>/dev/null; break;; esac
+  done
+done
+exit 0
+"""
+
+
 def restore(ctx: RunContext) -> dict[str, Any]:
-    """Restore every database from its dump file and, for a backup, extract every archive."""
+    """Restore every database from its dump file and, for a backup, extract every archive.
+
+    Every attempt first stops what an attempt cut off before it left running on the host (a
+    dropped connection, or Ctrl-C/SIGTERM before a ``--resume``: sshd does not stop a
+    session's commands when the session goes, so a client could go on writing into the
+    database the new attempt recreates). When the SSH connection to the new host drops
+    during the restore, the whole restore runs again on a new connection (each database
+    dropped and restored afresh, each tree replaced whole), up to :data:`RESTORE_ATTEMPTS`;
+    any other failure stops the step at once.
+    """
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        try:
+            ctx.new_conn().run(f"sh -c {shlex.quote(_KILL_LEFTOVERS)} {shlex.quote(workdir(ctx))}", hide=True,
+                               in_stream=False, warn=True, timeout=120)
+            return _restore_once(ctx)
+        except Exception as exc:
+            if not ctx.conn_lost("new") or attempt == RESTORE_ATTEMPTS:
+                raise
+            ctx.say("restore", f"the SSH connection to the new host dropped ({ctx.mask(str(exc))[:200]}); "
+                    f"restoring again on a new connection (attempt {attempt + 1} of {RESTORE_ATTEMPTS})")
+            ctx.drop_conn("new")
+    raise AssertionError("unreachable")
+
+
+def _restore_once(ctx: RunContext) -> dict[str, Any]:
     new = ctx.new_conn()
     apps.stop_writers(new, ctx.inv, backup_timer=False)
     apps.start_databases(new, ctx.inv)
