@@ -210,6 +210,12 @@ def _mysql_string(value: str) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def _mysql_grant_db(value: str) -> str:
+    """A database name as GRANT ... ON `db`.* reads it: a pattern, where ``_`` and ``%`` are wildcards and ``\\``
+    escapes (MariaDB's GRANT docs); escaped, it names exactly the one database, backslashes and all."""
+    return _mysql_ident(str(value).replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%"))
+
+
 def _pg_ident(value: str) -> str:
     return '"' + str(value).replace('"', '""') + '"'
 
@@ -224,8 +230,8 @@ def _environment(ctx: render.RenderContext) -> jinja2.Environment:
         ctx.templates_dir, finalize=_shell_finalize, comment_start_string="{##", comment_end_string="##}"
     )
     env.filters.update(quote=lambda v: ShellText(shlex.quote(str(v))), words=_words, verbatim=ShellText)
-    env.filters.update(mysql_ident=_mysql_ident, mysql_string=_mysql_string, pg_ident=_pg_ident, pg_string=_pg_string,
-                       mysql_option=formats.option_file_value)
+    env.filters.update(mysql_ident=_mysql_ident, mysql_grant_db=_mysql_grant_db, mysql_string=_mysql_string,
+                       pg_ident=_pg_ident, pg_string=_pg_string, mysql_option=formats.option_file_value)
     return env
 
 

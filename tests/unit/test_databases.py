@@ -365,6 +365,33 @@ def test_sqlite_restore_refuses_garbage_and_leaves_the_target_alone(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
+def test_sqlite_restore_onto_a_full_disk_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
+    """A write that fails (here a file size limit standing in for a full disk) says which file, cleans up."""
+    import resource
+    import signal
+
+    src, dst = tmp_path / "notes.db", tmp_path / "full dir" / "notes.db"
+    dst.parent.mkdir()
+    _notes_db(src)
+    con = sqlite3.connect(src)
+    con.executemany("INSERT INTO notes (body) VALUES (?)", [("x" * 1000,)] * 200)
+    con.commit()
+    con.close()
+    dump = _python(sqlite._BACKUP, str(src)).stdout
+    assert len(dump) > 64 * 1024
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    result = subprocess.run([sys.executable, "-c", sqlite._RESTORE, str(dst)], input=dump, capture_output=True,
+                            preexec_fn=limit)
+    assert result.returncode != 0
+    assert f"relaunch: writing {dst} failed: File too large".encode() in result.stderr, result.stderr
+    assert list(dst.parent.iterdir()) == []
+    assert str(dst) in sqlite.restore_command(Database(name="notes", engine="sqlite", path=str(dst))).description
+
+
 def test_sqlite_dump_of_a_missing_file_fails_clearly(tmp_path: Path) -> None:
     result = _python(sqlite._BACKUP, str(tmp_path / "nope.db"))
     assert result.returncode != 0 and b"no such database file" in result.stderr

@@ -12,7 +12,7 @@ import pytest
 from relaunch.errors import RelaunchError
 from relaunch.pipeline import PHASES
 from relaunch.pipeline.events import Event
-from relaunch.pipeline.journal import Journal, holder_pid, run_lock
+from relaunch.pipeline.journal import Journal
 from relaunch.pipeline.plan import Plan, Step, execute
 
 SECRET = "hunter2-very-secret"
@@ -113,59 +113,12 @@ def test_unreadable_journal_is_refused_not_guessed(tmp_path):
     path.unlink()
 
 
-def test_lock_refuses_a_second_run_and_names_the_holder():
-    import os
-
-    with run_lock("example", "rebuild"):
-        assert holder_pid("example", "rebuild") == os.getpid()
-        with pytest.raises(RelaunchError, match=f"pid {os.getpid()}"):
-            with run_lock("example", "rebuild"):
-                pass
-    assert holder_pid("example", "rebuild") is None
-
-
 def test_a_resumed_journal_keeps_the_order_its_steps_ran_in():
     ctx = FakeContext(_journal())
     plan = Plan("rebuild", "example", [Step(n, n, lambda c: {}) for n in ("preflight", "provision", "data", "bootstrap")])
     execute(plan, ctx)
     reloaded = Journal.load("example", "rebuild")  # the file's keys come back sorted by name
     assert [n for n, _ in reloaded.ordered_steps()] == ["preflight", "provision", "data", "bootstrap"]
-
-
-def test_a_rebuild_stops_a_running_drill_and_waits_for_it_to_let_go(tmp_path):
-    """A drill holding its lock gets SIGTERM (it cleans up on it) and the rebuild goes on once the lock is free."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from relaunch.rebuild import stop_drill
-
-    ready = tmp_path / "ready"
-    drill = subprocess.Popen([sys.executable, "-c", f"""
-import signal, sys, time, pathlib
-from relaunch.pipeline.journal import run_lock
-def stop(*_):
-    time.sleep(0.5)  # a drill cleaning up
-    sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
-with run_lock("example", "drill"):
-    pathlib.Path({str(ready)!r}).write_text("held")
-    time.sleep(60)
-"""], env=os.environ.copy())
-    try:
-        for _ in range(100):
-            if ready.exists():
-                break
-            time.sleep(0.1)
-        events = []
-        assert stop_drill("example", events.append, timeout=20) == drill.pid
-        assert drill.wait(timeout=10) == 0
-        assert holder_pid("example", "drill") is None
-        assert "stopping it" in events[0].message
-        assert stop_drill("example") is None
-    finally:
-        drill.kill()
 
 
 def _context(journal: Journal):

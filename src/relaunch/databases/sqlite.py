@@ -87,8 +87,9 @@ _RESTORE = r"""
 import os, shutil, sqlite3, sys, tempfile
 path = sys.argv[1]
 d = os.path.dirname(path)
-fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".relaunch-restore-", dir=d)
+tmp = None
 try:
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".relaunch-restore-", dir=d)
     with os.fdopen(fd, "wb") as f:
         shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
         f.flush()
@@ -114,9 +115,11 @@ try:
     dfd = os.open(d, os.O_RDONLY)
     os.fsync(dfd)
     os.close(dfd)
-except BaseException:
-    if os.path.exists(tmp):
+except BaseException as exc:
+    if tmp is not None and os.path.exists(tmp):
         os.unlink(tmp)
+    if isinstance(exc, OSError):  # a full disk, a quota: say which file (the traceback named none)
+        sys.exit("relaunch: writing %s failed: %s" % (path, exc.strerror or exc))
     raise
 """
 
@@ -169,7 +172,7 @@ def restore_command(db: Database, compose: list[str] | None = None) -> RemoteCom
     replaced one keeps its owner and mode.
     """
     path = _path(db)
-    return RemoteCommand(("python3", "-c", _RESTORE, path), f"sqlite restore {db.name}")
+    return RemoteCommand(("python3", "-c", _RESTORE, path), f"sqlite restore {db.name} into {path}")
 
 
 def restore_from_file_command(db: Database, compose: list[str] | None, path: str, jobs: int = 1) -> RemoteCommand:
