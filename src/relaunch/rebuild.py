@@ -40,7 +40,7 @@ from relaunch.pipeline.steps import data, host, restore
 from relaunch.pipeline.steps import switch as switch_step
 from relaunch.pipeline.store import missing_for_backup
 from relaunch.provision import wants_ipv6
-from relaunch.remote import HostKeyMismatch, ensure_client_key
+from relaunch.remote import HostKeyMismatch, NotRoot, check_root, ensure_client_key
 from relaunch.state import HostRecord, production_record
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     old: dict[str, Any] = {}
     if record is not None:
         old = {"name": record.name, "droplet_id": record.droplet_id, "address": record.ipv4,
-               "user": inv.production.user, "host_key": record.host_key}
+               "user": record.user, "host_key": record.host_key}
     ctx.journal.record(old=old)
     source, reason, images = opts.get("source"), "", {}
     if source == "backup":
@@ -100,9 +100,10 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     else:
         try:
             conn = ctx.old_conn(timeout=15)
+            check_root(conn, "production.user")  # root, or a sudoer with NOPASSWD: every command runs as root
             images = apps.deployed_images(conn, inv)
             source, reason = "live", f"the old host {old['address']} answers: final sync, nothing lost"
-        except HostKeyMismatch:
+        except (HostKeyMismatch, NotRoot):
             raise
         except (RelaunchError, OSError) as exc:
             if source == "live":
@@ -402,7 +403,7 @@ def data_restore_verify(site: str, old: HostRecord, new: HostRecord, *, root: Pa
     inv, secrets, where = open_site(site, root, where)
     journal = Journal.ephemeral(inv.site, "bench", {})
     journal.state.update(new_name=new.name, source="live", old={
-        "name": old.name, "droplet_id": old.droplet_id, "address": old.ipv4, "user": inv.production.user,
+        "name": old.name, "droplet_id": old.droplet_id, "address": old.ipv4, "user": old.user,
         "host_key": old.host_key})
     phases: dict[str, float] = {}
 

@@ -294,8 +294,8 @@ print("relaunch-closed", len(ended))
 """
 
 
-def _must(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None) -> str:
-    res = _exec(conn, cmd, stdin)
+def _must(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None, as_login: bool = False) -> str:
+    res = _exec(conn, cmd, stdin, as_login=as_login)
     if res.status != 0:
         raise RelaunchError(f"{conn.host}: {cmd.description} failed (exit {res.status}): {res.err or '-'}")
     return res.out.decode("utf-8", "replace")
@@ -309,13 +309,15 @@ def _make_dir(dst: Connection, directory: str, private: bytes, pins: list[str]) 
 
 
 def _authorize(src: Connection, line: str, lifetime: int) -> None:
-    out = _must(src, RemoteCommand(("sh", "-c", _AUTHORIZE, "sh", line, str(int(lifetime))), "authorize the link key"))
+    # as the login user: the key goes into HIS authorized_keys (sudo would make $HOME root's)
+    out = _must(src, RemoteCommand(("sh", "-c", _AUTHORIZE, "sh", line, str(int(lifetime))), "authorize the link key"),
+                as_login=True)
     if "relaunch-authorized" not in out:
         raise RelaunchError(f"{src.host}: adding the link key to authorized_keys gave no answer")
 
 
 def _revoke(src: Connection, token: str) -> int:
-    out = _must(src, RemoteCommand(("python3", "-", token), "remove the link key"), stdin=_REVOKE.encode())
+    out = _must(src, RemoteCommand(("python3", "-", token), "remove the link key"), stdin=_REVOKE.encode(), as_login=True)
     return int(out.split()[-1]) if out.startswith("relaunch-revoked") else 0
 
 
@@ -452,14 +454,14 @@ class _Result:
 
 
 def _exec(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None,
-          on_line: Callable[[str], None] | None = None) -> _Result:
+          on_line: Callable[[str], None] | None = None, as_login: bool = False) -> _Result:
     """Run ``cmd`` on ``conn``'s host; return its exit status, stdout and stderr tail (never raises on exit status).
 
     With ``on_line`` each stdout line (split at ``\\n`` and ``\\r``: rsync's progress) is
     handed over as it comes and only the last 64 KiB of stdout are kept.
     Raise RelaunchError if the connection breaks.
     """
-    channel = _open(conn, cmd)
+    channel = _open(conn, cmd, as_login=as_login)
     err = _Tail(channel.recv_stderr, "stderr")
     out = bytearray()
     pending = b""
