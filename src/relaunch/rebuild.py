@@ -87,7 +87,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     old: dict[str, Any] = {}
     if record is not None:
         old = {"name": record.name, "droplet_id": record.droplet_id, "address": record.ipv4,
-               "user": record.user, "host_key": record.host_key}
+               "user": record.user, "host_key": record.host_key, "adopted": record.adopted}
     ctx.journal.record(old=old)
     source, reason, images = opts.get("source"), "", {}
     if source == "backup":
@@ -101,7 +101,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         try:
             conn = ctx.old_conn(timeout=15)
             check_root(conn, "production.user")  # root, or a sudoer with NOPASSWD: every command runs as root
-            images = apps.deployed_images(conn, inv)
+            images = apps.deployed_images(conn, inv, hand_built=record.adopted)
             source, reason = "live", f"the old host {old['address']} answers: final sync, nothing lost"
         except (HostKeyMismatch, NotRoot):
             raise
@@ -371,7 +371,7 @@ def abort(site: str, *, root: Path | str | None = None, destroy: bool = False, w
         try:
             if journal.state.get("old_writers_stopped"):
                 conn = ctx.old_conn(timeout=30)
-                apps.start_apps(conn, inv)
+                apps.start_apps(conn, inv, hand_built=ctx.old_hand_built)
                 undone.append(f"started the apps on the old host {conn.host} again")
                 if journal.state.get("old_backup_timer_was_on"):
                     apps.enable_backup_timer(conn, True)

@@ -121,6 +121,11 @@ class RunContext:
             self._conns["old"] = conn
         return conn
 
+    @property
+    def old_hand_built(self) -> bool:
+        """Whether the old host was set up by hand (adopted): its apps' ``control`` says how to stop and start them."""
+        return bool((self.state.get("old") or {}).get("adopted"))
+
     def drop_conn(self, which: str) -> None:
         conn = self._conns.pop(which, None)
         if conn is not None:

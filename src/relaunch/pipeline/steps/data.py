@@ -73,7 +73,7 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     """Freeze the old host's writers, then pull every dump and tree from it onto the new host."""
     old, new = ctx.old_conn(), ctx.new_conn()
     ctx.say("data", f"stopping the writers on the old host {old.host}")
-    stopped = apps.stop_writers(old, ctx.inv)
+    stopped = apps.stop_writers(old, ctx.inv, hand_built=ctx.old_hand_built)
     ctx.journal.record(old_writers_stopped=True, old_backup_timer_was_on=stopped.backup_timer)
     apps.start_databases(old, ctx.inv)
     compose_old = apps.compose_command(old)
