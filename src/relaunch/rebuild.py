@@ -181,8 +181,8 @@ def plan_rebuild(ctx: RunContext) -> Plan:
     boot_strap = Step("bootstrap", "upload the rendered templates, run the runbooks (backup timer off)", host.bootstrap_host)
     if source == "backup":
         which = opts.get("backup_id") or "the newest backup"
-        dat = Step("data", f"the new host fetches {which} from the off-host store and checks it against its manifest",
-                   data.data_any)
+        dat = Step("data", f"the new host fetches {which} from the old host's backup directory when it answers, else "
+                   "from the off-host store, and checks it against its manifest", data.data_any)
         # the backup's manifest says which images production ran: fetched before the bootstrap (unless a live
         # attempt already bootstrapped this host)
         middle = [boot_strap, dat] if ctx.journal.done("bootstrap") else [dat, boot_strap]

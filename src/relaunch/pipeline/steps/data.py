@@ -5,9 +5,11 @@ database is fingerprinted and dumped while nothing writes, and every dump and fi
 goes host to host — the new host pulls them over a temporary SSH link
 (:mod:`relaunch.transfer`), nothing is relayed through this machine. RPO 0.
 
-**backup**: the new host fetches a backup from the off-host store itself (restic, with the
-store access :mod:`relaunch.pipeline.store` sets up) and checks every artifact against
-the manifest's sha256 before anything is restored. RPO is that backup's age.
+**backup**: in a rebuild whose old host still answers, the new host pulls the backup from
+the old host's backup directory (:mod:`.old_host_backup`); otherwise (and always in a
+drill) it fetches it from the off-host store itself (restic, with the store access
+:mod:`relaunch.pipeline.store` sets up). Either way every artifact is checked against the
+manifest's sha256 before anything is restored. RPO is that backup's age.
 
 Either way the step leaves, in a 0700 work directory on the new host, one dump file per
 database and what the restore needs (archives or trees already in place), and journals
@@ -31,6 +33,7 @@ from relaunch.backup.manifest import MANIFEST, parse
 from relaunch.databases import engine
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.steps import old_host_backup
 from relaunch.pipeline.store import store_access
 
 #: Dumps and trees moved at once (each mostly waits on a disk or the link).
@@ -135,16 +138,37 @@ def data_any(ctx: RunContext) -> dict[str, Any]:
                 f"`fab rebuild --resume --source backup --site {site}`") from exc
         ctx.say("data", f"the final sync failed ({ctx.mask(str(exc))[:200]}); falling back to the newest backup")
         ctx.drop_conn("old")
-        out = data_backup(ctx)
+        out = data_backup(ctx, old_host=False)
         out["source_reason"] = f"fell back to the newest backup: the final sync failed ({ctx.mask(str(exc))[:160]})"
         return out
 
 
-def data_backup(ctx: RunContext) -> dict[str, Any]:
-    """Have the new host fetch a backup from the off-host store and check it against its manifest."""
+def data_backup(ctx: RunContext, old_host: bool | None = None) -> dict[str, Any]:
+    """Have the new host fetch a backup and check it against its manifest: from the old host's backup directory
+    when it answers (``old_host``; see :mod:`.old_host_backup`), else from the off-host store.
+
+    ``old_host`` defaults to whether this is a rebuild: a drill rehearses from the store alone, never production.
+    """
+    if old_host is None:
+        old_host = ctx.journal.kind == "rebuild"
     new = ctx.new_conn()
     work = workdir(ctx)
     new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
+    wanted = ctx.options.get("backup_id") or ctx.state.get("backup_id")
+    pulled = old_host_backup.fetch_from_old_host(ctx, new, wanted, posixpath.join(work, "old-host")) if old_host else None
+    if pulled is not None:
+        directory, backup_id, held = pulled
+        check = offsite.verify_remote_dir(new, directory)
+        if check.ok:
+            return _backup_outputs(ctx, new, directory, [{"id": i, "time": None} for i in held],
+                                   f"the old host's {old_host_backup.BACKUP_ROOT}")
+        ctx.say("data", f"backup {backup_id} from the old host does not match its manifest ({check.describe()[:200]}): "
+                        "using the off-host store")
+    return _data_from_store(ctx, new, work)
+
+
+def _data_from_store(ctx: RunContext, new: Any, work: str) -> dict[str, Any]:
+    """The new host fetches a backup from the off-host store itself."""
     with store_access(ctx, new) as repo:
         found = sorted((s for s in offsite.snapshots(new, repo, ctx.inv.site) if s.get("id")), key=lambda s: s["id"])
         wanted = ctx.options.get("backup_id") or ctx.state.get("backup_id")
@@ -161,6 +185,12 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
     check = offsite.verify_remote_dir(new, directory)
     if not check.ok:
         raise RelaunchError(f"backup {wanted} fetched onto {new.host} does not match its manifest: {check.describe()}")
+    return _backup_outputs(ctx, new, directory, [{"id": s["id"], "time": s.get("time")} for s in found],
+                           "the off-host store")
+
+
+def _backup_outputs(ctx: RunContext, new: Any, directory: str, held: list[dict[str, Any]], origin: str) -> dict[str, Any]:
+    """What the data step journals for a backup unpacked (and checked) in ``directory`` on the new host."""
     manifest = parse(new.run(f"cat {shlex.quote(posixpath.join(directory, MANIFEST))}", hide=True,
                              in_stream=False, timeout=60).stdout)
     fingerprints = {a.name: json.dumps(a.extra["fingerprint"]) for a in manifest.artifacts
@@ -171,7 +201,8 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
                          "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
     # how much a rebuild from it loses: its age now (never below 0: a drill's canary backup is seconds old)
     age = max(datetime.now(timezone.utc) - manifest.finished_at, timedelta(0))
-    return {"source": "backup", "backup_id": manifest.id, "images": manifest.images,
-            "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found], "backup_dir": directory, "source_fingerprints": fingerprints,
+    return {"source": "backup", "backup_id": manifest.id, "images": manifest.images, "backup_origin": origin,
+            "store_backups": held, "backup_dir": directory, "source_fingerprints": fingerprints,
             "dumps": dumps, "archives": archives, "rpo_seconds": round(age.total_seconds()),
-            "rpo_basis": f"backup {manifest.id} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"}
+            "rpo_basis": f"backup {manifest.id} (taken {manifest.finished_at.isoformat(timespec='seconds')}, "
+                         f"from {origin}), its age"}
