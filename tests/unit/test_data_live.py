@@ -54,7 +54,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(data.transfer, "link", link)
     monkeypatch.setattr(data.transfer, "pull_dump", pull_dump)
     monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
-    monkeypatch.setattr(data.transfer, "tree_listing", lambda conn, path, exclude=(): {".": Entry("d", 0, 0o755, 0, 0, "", "")})
+    monkeypatch.setattr(data.transfer, "tree_listing", lambda conn, path, sample=None, exclude=(): {".": Entry("d", 0, 0o755, 0, 0, "", "")})
     monkeypatch.setattr(data.apps, "stop_writers", lambda conn, inv, **kw: SimpleNamespace(backup_timer=False))
     monkeypatch.setattr(data.apps, "start_databases", lambda conn, inv: None)
     monkeypatch.setattr(data.apps, "compose_command", lambda conn: ["docker-compose"])

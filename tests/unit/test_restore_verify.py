@@ -27,6 +27,7 @@ class Ctx:
         self.journal = Journal.ephemeral("site", "bench", {})
         self.journal.state.update(source="live", source_fingerprints={n: fingerprint(10).to_json() for n in "abc"})
         self._listings = listings
+        self.options: dict[str, Any] = {}
 
     @property
     def state(self) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         barrier.wait()
         return fingerprint(got["rows"][db.name])
 
-    def listing(conn: object, path: str, exclude: object = ()) -> dict[str, Entry]:
+    def listing(conn: object, path: str, sample: object = None, exclude: object = ()) -> dict[str, Entry]:
         barrier.wait()
         return dict(LISTING)
 

@@ -57,6 +57,14 @@ def database_files(ctx: RunContext) -> set[str]:
     return paths
 
 
+def sampling(ctx: RunContext) -> transfer.Sampling:
+    """How trees are hashed in this run: every file, or a sample seeded by the run's id for very large trees
+    (the same files on the source and the new host, other files in the next run)."""
+    defaults = transfer.Sampling(ctx.journal.id)
+    return transfer.Sampling(ctx.journal.id, int(ctx.options.get("sample_above_bytes") or defaults.above),
+                             int(ctx.options.get("sample_bytes") or defaults.budget))
+
+
 def trees(ctx: RunContext) -> list[str]:
     return [path for app in ctx.inv.apps for path in app.files]
 
@@ -109,7 +117,7 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
 
         def one_listing(path: str) -> None:
-            listings[path] = transfer.tree_listing(old, path, exclude=sorted(skip))
+            listings[path] = transfer.tree_listing(old, path, sampling(ctx), exclude=sorted(skip))
 
         # The writers are stopped, so the data holds still: each database's fingerprint is taken while it is
         # dumped, and the source trees' listings while they are copied, not one after the other.
