@@ -205,6 +205,16 @@ class HealthCheck(Strict):
     timeout: float = Field(5.0, gt=0, le=120, allow_inf_nan=False, description="seconds to wait for the answer")
 
 
+#: Where Docker's local volume driver keeps a named volume's files (``<project>_<volume>/_data`` below).
+DOCKER_VOLUMES = "/var/lib/docker/volumes"
+
+
+def _volume_name(value: str) -> str:
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}", value):
+        raise ValueError("a Compose volume name (letters, digits, '_', '.', '-'), e.g. 'media'")
+    return value
+
+
 class ComposeApp(Strict):
     """How a Docker Compose app is deployed."""
 
@@ -214,6 +224,10 @@ class ComposeApp(Strict):
         description="service name -> image repository; deployed by digest (what production ran)",
         examples=[{"web": "example/blog"}],
     )
+    volumes: list[Annotated[str, AfterValidator(_volume_name)]] = Field(
+        default_factory=list,
+        description="named volumes of its compose file whose files are carried to a new host with its trees (owners, "
+        "modes, links kept); not a database's volume: a database moves as a dump", examples=[["media"]])
 
 
 class SystemdApp(Strict):
@@ -285,9 +299,21 @@ class App(Strict):
         default_factory=AppControl, description="how to stop and start it on a production host set up by hand "
         "(`fab adopt`): its unit, or its Compose directory; the defaults are relaunch's own layout")
 
+    def volume_paths(self) -> list[str]:
+        """Where its carried named volumes' files are on a host relaunch built (Compose project ``<name>``)."""
+        volumes = self.compose.volumes if self.compose else []
+        return [f"{DOCKER_VOLUMES}/{self.name}_{v}/_data" for v in volumes]
+
+    def trees(self) -> list[str]:
+        """Every file tree carried to a new host: its ``files``, then its named volumes' directories."""
+        return [*self.files, *self.volume_paths()]
+
     @model_validator(mode="after")
     def _kind_section(self) -> App:
         problems: list[tuple[KeyPath, str]] = []
+        if self.compose is not None and self.compose.volumes and self.control.compose_dir is not None:
+            problems.append((("compose", "volumes"), "named volumes are carried from relaunch's layout only (Compose "
+                             "project <name>); not with control.compose_dir yet"))
         if self.kind == "compose" and self.control.unit is not None:
             problems.append((("control", "unit"), "a Compose app is stopped and started by its compose_dir, not a unit"))
         if self.kind == "systemd" and (self.control.compose_dir or self.control.compose_project):

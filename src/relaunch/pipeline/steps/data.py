@@ -66,7 +66,7 @@ def sampling(ctx: RunContext) -> transfer.Sampling:
 
 
 def trees(ctx: RunContext) -> list[str]:
-    return [path for app in ctx.inv.apps for path in app.files]
+    return [path for app in ctx.inv.apps for path in app.trees()]  # files and named volumes
 
 
 def run_all(workers: int, jobs: list[Callable[[], None]]) -> None:
