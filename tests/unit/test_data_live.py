@@ -62,7 +62,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def context(databases: list[Any], files: list[str]) -> RunContext:
-    inv = SimpleNamespace(databases=databases, apps=[SimpleNamespace(files=files)], site="example")
+    inv = SimpleNamespace(databases=databases, apps=[SimpleNamespace(files=files, trees=lambda: files)], site="example")
     journal = Journal.ephemeral("example", "bench", {})
     journal.state["old"] = {"address": "10.0.0.1", "host_key": "ssh-ed25519 AAAA"}
     ctx = RunContext(inv, Secrets({}), None, None, journal, {})  # type: ignore[arg-type]
