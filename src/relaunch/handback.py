@@ -33,12 +33,16 @@ from relaunch.cloud import Cloud
 from relaunch.dns.switch import SwitchResult
 from relaunch.dns.switch import switch as dns_switch
 from relaunch.errors import RelaunchError
+from relaunch.health import wait_healthy
 from relaunch.inventory.model import Inventory
 from relaunch.pipeline.journal import now_iso, runs_dir
 from relaunch.remote import connect, wait_for_ssh
 from relaunch.state import load_hosts, set_role, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+#: Seconds the old host's apps get to answer every health check after they start.
+HEALTH_TIMEOUT = 180
 
 
 @dataclass
@@ -94,9 +98,18 @@ def switch_to_old(cloud: Cloud, inv: Inventory, key_path: Path, *, dry_run: bool
             raise RelaunchError(f"the old host {old.get('name')} ({old['address']}) does not answer ({exc}); nothing was "
                                 f"changed. To point the records at it anyway: `fab dns-switch --to {old['address']} "
                                 "--force`") from None
-        say(f"starting the apps on the old host {old['address']} again")
+        say(f"starting the database servers and the apps on the old host {old['address']} again")
+        apps.start_databases(conn, inv)  # the outage may have left them down too
         started = apps.start_apps(conn, inv, hand_built=hand_built)
         try:
+            # the apps need a moment to answer: wait for them (bounded) before the switch's own checks
+            ready = wait_healthy(inv, [old["address"]], timeout=HEALTH_TIMEOUT,
+                                 on_attempt=lambda r: say(f"old host: {sum(x.ok for x in r.results)}/{len(r.results)} "
+                                                          "health checks passing"))
+            if not ready.ok:
+                failed = "; ".join(r.describe() for r in ready.failures())
+                raise RelaunchError(f"the old host {old['address']} does not pass its health checks after its apps "
+                                    f"started ({failed}); its apps were stopped again, the records left as they are")
             back.result = switch(cloud, inv, "old", progress=progress, **switch_options)
         except BaseException:
             with contextlib.suppress(Exception):

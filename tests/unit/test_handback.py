@@ -46,6 +46,9 @@ def site(tmp_path, monkeypatch):
     monkeypatch.setattr(handback.apps, "stop_writers",
                         lambda conn, inv, disable=False, hand_built=False: calls.append(("stop", conn.host, disable)))
     monkeypatch.setattr(handback.apps, "enable_backup_timer", lambda conn, on: calls.append(("timer", conn.host, on)))
+    monkeypatch.setattr(handback.apps, "start_databases", lambda conn, inv: None)
+    monkeypatch.setattr(handback, "wait_healthy", lambda inv, addresses, timeout, on_attempt=None:
+                        calls.append(("healthy?", tuple(addresses))) or SimpleNamespace(ok=True))
     return SimpleNamespace(inv=inv, path=path, calls=calls)
 
 
@@ -57,7 +60,8 @@ def test_switch_to_old_starts_the_old_hosts_apps_before_the_switch_then_its_time
         return SimpleNamespace(ok=True)
 
     back = handback.switch_to_old(None, site.inv, tmp_path / "key", switch=fake_switch, via="dns")
-    assert order == [("start", "192.0.2.10", "admin", True), ("switch", "old"), ("timer", "192.0.2.10", True),
+    assert order == [("start", "192.0.2.10", "admin", True), ("healthy?", ("192.0.2.10",)), ("switch", "old"),
+                     ("timer", "192.0.2.10", True),
                      ("timer", "192.0.2.20", False)]
     assert any("apps blog, stats, notes started and enabled again" in line for line in back.undone)
     assert any("backup timer on again" in line for line in back.undone)
@@ -78,7 +82,8 @@ def test_a_refused_switch_stops_the_old_hosts_apps_again(site, tmp_path) -> None
 
     with pytest.raises(RelaunchError, match="health checks fail"):
         handback.switch_to_old(None, site.inv, tmp_path / "key", switch=refused)
-    assert site.calls == [("start", "192.0.2.10", "admin", True), ("stop", "192.0.2.10", True)]
+    assert site.calls == [("start", "192.0.2.10", "admin", True), ("healthy?", ("192.0.2.10",)),
+                          ("stop", "192.0.2.10", True)]
     assert "handed_back" not in json.loads(site.path.read_text())["state"]
 
 
@@ -111,3 +116,11 @@ def test_rebuild_abort_before_the_switch_starts_the_old_hosts_apps_and_timer_and
                                  "turned the old host's backup timer on again"]
     assert "kept the new Droplet example-r1 (id 9) for inspection" in result.undone[2]
     assert Journal.load("example", "rebuild") is None  # closed: a new rebuild may start
+
+
+def test_an_old_host_whose_apps_do_not_come_up_is_stopped_again_and_nothing_switched(site, tmp_path, monkeypatch) -> None:
+    bad = SimpleNamespace(ok=False, failures=lambda: [SimpleNamespace(describe=lambda: "notes -> 502")])
+    monkeypatch.setattr(handback, "wait_healthy", lambda inv, addresses, timeout, on_attempt=None: bad)
+    with pytest.raises(RelaunchError, match=r"does not pass its health checks after its apps started \(notes -> 502\)"):
+        handback.switch_to_old(None, site.inv, tmp_path / "key", switch=lambda *a, **kw: pytest.fail("switched"))
+    assert site.calls == [("start", "192.0.2.10", "admin", True), ("stop", "192.0.2.10", True)]
