@@ -418,20 +418,32 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
                     console.print("[green]TTL restored[/]")
                 return
             with out.status(f"switching {_e(site)} to {_e(to)}") as spinner:
-                result = dns_switch_.switch(
-                    cloud, inv, str(to), via=via, force=force, dry_run=dry_run, wait_ttl=wait_ttl,
-                    max_wait_ttl=float(max_wait), dns_port=dns_port, settle=settle_s,
-                    progress=lambda msg: spinner.update(_e(msg)),
-                )
+                options = dict(via=via, force=force, dry_run=dry_run, wait_ttl=wait_ttl, max_wait_ttl=float(max_wait),
+                               dns_port=dns_port, settle=settle_s, progress=lambda msg: spinner.update(_e(msg)))
+                back = None
+                if str(to) == "old":  # after a rebuild: the old host's apps and timer go back on too
+                    from relaunch.backup.site import login_key
+                    from relaunch.handback import switch_to_old
+
+                    back = switch_to_old(cloud, inv, login_key(inv), **options)
+                    result = back.result
+                else:
+                    result = dns_switch_.switch(cloud, inv, str(to), **options)
     except RelaunchError as exc:
         if json:
             print(jsonlib.dumps({"ok": False, "error": str(exc)}, indent=2))
         raise Exit(f"dns-switch failed: {exc}", code=1) from exc
     summary = result.to_json()
+    if back is not None:
+        summary.update(undone=back.undone, handback_warnings=back.warnings)
     verification = result.verification
     if json:
         print(jsonlib.dumps(summary, indent=2))
     else:
+        for line in back.undone if back is not None else []:
+            console.print(f"undone: {_e(line)}")
+        for line in back.warnings if back is not None else []:
+            console.print(f"[yellow]warning[/]: {_e(line)}")
         for w in result.plan.warnings + result.warnings:
             console.print(f"[bold red]{_e(w)}[/]" if w.startswith("FORCED") else f"[yellow]warning[/]: {_e(w)}")
         plan = result.plan

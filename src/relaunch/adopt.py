@@ -7,8 +7,9 @@ only when the fingerprint the user confirmed (typed, or given as ``--fingerprint
 exactly that one. From then on every command reaches the host as it reaches one relaunch
 built: the record has role ``production`` and ``adopted`` set.
 
-Then the login is checked: the user must be root (relaunch runs its commands as the login
-user; a sudoer would need every command wrapped, which is not built yet).
+Then the login is checked: ``production.user`` must be root or a sudoer with NOPASSWD (every
+command then runs through ``sudo -n``, see :class:`relaunch.remote.SudoConnection`); the
+record keeps the user, so every later command logs in the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import paramiko
 
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
-from relaunch.remote import connect, wait_for_ssh
+from relaunch.remote import check_root, connect, wait_for_ssh
 from relaunch.state import HostRecord, save_host
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def pin(inv: Inventory, scanned: ScannedKey, confirmed: str, key_path: Path, tim
     """Record ``scanned`` as the site's production host if ``confirmed`` is its fingerprint; check the login works.
 
     Raise RelaunchError (nothing recorded) when the fingerprints differ, when the login with
-    ``key_path`` fails, or when the login user is not root.
+    ``key_path`` fails, or when the login user is neither root nor a sudoer with NOPASSWD.
     """
     if confirmed.strip() != scanned.fingerprint:
         raise RelaunchError(f"the confirmed fingerprint {confirmed.strip()!r} is not the one {scanned.address} shows "
@@ -86,15 +87,12 @@ def pin(inv: Inventory, scanned: ScannedKey, confirmed: str, key_path: Path, tim
     conn = connect(scanned.address, scanned.public_line, key_path, user=user, port=scanned.port)
     try:
         wait_for_ssh(conn, timeout=timeout)
-        who = conn.run("id -u", hide=True, in_stream=False, timeout=30).stdout.strip()
+        check_root(conn, "production.user")
     finally:
         conn.close()
-    if who != "0":
-        raise RelaunchError(f"production.user {user!r} on {scanned.address} is not root (uid {who}); relaunch runs its "
-                            "commands as the login user and needs root (a sudoer is not supported yet)")
     record = HostRecord(name=host_name(inv), role="production", droplet_id=0, ipv4=scanned.address,
                         host_key=scanned.public_line,
-                        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), adopted=True)
+                        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), adopted=True, user=user)
     save_host(inv.site, record)
     log.info("pinned %s's host key %s for site %s", scanned.address, scanned.fingerprint, inv.site)
     return record

@@ -5,11 +5,18 @@ other than the ones its databases run in (those keep running so they can be dump
 restored). The backup timer is a writer too (a run during a final sync would make a
 "newest" backup of a half-stopped site). Every command is built from inventory names
 (slugs) and quoted; each function returns what it did, for the report.
+
+Hosts relaunch built all look alike (unit ``<app>.service``; Compose project ``<app>`` from
+``/srv/<app>/compose.yml``). A production host set up by hand (``fab adopt``) may not: there
+each app's ``control`` says its unit or its Compose directory (``hand_built=True``), and a
+host without relaunch's record of its Compose command gets the one it has.
 """
 
 from __future__ import annotations
 
 import logging
+import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -39,13 +46,45 @@ def writer_services(inv: Inventory, app: App) -> list[str]:
 
 
 def compose_command(conn: Connection) -> list[str]:
-    """The Compose command the bootstrap chose on the host (``[]`` when it has none: no Compose apps)."""
-    run = conn.run(f"cat {COMPOSE_COMMAND_FILE} 2>/dev/null || true", warn=True, hide=True, in_stream=False, timeout=30)
+    """The host's Compose command (``[]`` when the host has none: no Compose apps).
+
+    The one relaunch's bootstrap recorded; on a host set up by hand, ``docker compose`` (v2)
+    when it works, else ``docker-compose``.
+    """
+    run = conn.run(
+        f"cat {COMPOSE_COMMAND_FILE} 2>/dev/null || "
+        "{ if docker compose version >/dev/null 2>&1; then echo 'docker compose'; "
+        "elif command -v docker-compose >/dev/null; then echo docker-compose; fi; } || true",
+        warn=True, hide=True, in_stream=False, timeout=30)
     return parse_compose_command(run.stdout) if run.ok and run.stdout.strip() else []
 
 
-def _project(compose: list[str], app: App) -> list[str]:
-    return [*compose, "-p", app.name, "-f", f"/srv/{app.name}/compose.yml", "--env-file", env_file_path(app.name)]
+def unit_of(app: App, hand_built: bool = False) -> str:
+    """The systemd unit that runs ``app``: its ``control.unit`` on a host set up by hand, else ``<app>.service``."""
+    return (app.control.unit if hand_built else None) or f"{app.name}.service"
+
+
+def project_of(app: App, hand_built: bool = False) -> str:
+    """The Compose project name of ``app`` (its containers' ``com.docker.compose.project`` label)."""
+    if hand_built and app.control.compose_dir:
+        # as Compose derives it from the directory (v1 and v2 agree on this form)
+        return app.control.compose_project or re.sub(r"[^-_a-z0-9]", "", posixpath.basename(app.control.compose_dir).lower())
+    return app.name
+
+
+def _project(compose: list[str], app: App, hand_built: bool = False) -> str:
+    """The shell words that run ``compose`` on ``app``'s project (a ``cd`` into its directory on a hand-built host)."""
+    if hand_built and app.control.compose_dir:
+        return (f"cd {shlex.quote(app.control.compose_dir)} && "
+                + shlex.join([*compose, "-p", project_of(app, True)]))
+    return shlex.join([*compose, "-p", app.name, "-f", f"/srv/{app.name}/compose.yml", "--env-file", env_file_path(app.name)])
+
+
+def _compose_file_test(app: App, hand_built: bool) -> str:
+    if hand_built and app.control.compose_dir:
+        d = shlex.quote(app.control.compose_dir)
+        return f"[ -d {d} ]"
+    return f"[ -f /srv/{app.name}/compose.yml ]"
 
 
 #: Compose v1 gives up on a slow Docker API after 60 s by default; a busy host needs longer.
@@ -69,8 +108,10 @@ class Stopped:
 
 
 def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, backup_timer: bool = True,
-                 wait_backup: float = 900) -> Stopped:
+                 wait_backup: float = 900, hand_built: bool = False) -> Stopped:
     """Stop every writer of the site on ``conn``'s host (``disable``: also keep them from starting at boot).
+
+    ``hand_built``: the host was set up by hand; each app's ``control`` says how to reach it.
 
     A backup run in progress is waited for (up to ``wait_backup`` s), never killed: its
     backup would be lost. Idempotent: stopping what is stopped changes nothing.
@@ -91,34 +132,39 @@ def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, bac
     compose = compose_command(conn) if any(a.kind == "compose" for a in inv.apps) else []
     for app in inv.apps:
         if app.kind == "systemd":
-            unit = f"{app.name}.service"
+            unit = unit_of(app, hand_built)
             units.append(unit)
             lines.append(f"systemctl {'disable --now' if disable else 'stop'} --quiet {shlex.quote(unit)}")
         else:
             writers = writer_services(inv, app)
             services[app.name] = writers
             if writers and compose:
+                # a subshell: a hand-built host's `cd` stays inside it
                 lines.append(
-                    f"if [ -f /srv/{app.name}/compose.yml ]; then "
-                    f"{shlex.join(_project(compose, app))} stop {shlex.join(writers)}; fi"
+                    f"if {_compose_file_test(app, hand_built)}; then "
+                    f"( {_project(compose, app, hand_built)} stop {shlex.join(writers)} ); fi"
                 )
     _sh(conn, "set -e\n" + "\n".join(lines), "stopping the site's writers", timeout=wait_backup + 300)
     log.info("%s: writers stopped: %s %s", conn.host, units, services)
     return Stopped(units, services, had_timer)
 
 
-def start_apps(conn: Connection, inv: Inventory) -> list[str]:
-    """Start (and enable) every app of the site on ``conn``'s host; return what was started."""
+def start_apps(conn: Connection, inv: Inventory, hand_built: bool = False) -> list[str]:
+    """Start (and enable) every app of the site on ``conn``'s host; return what was started.
+
+    ``hand_built``: the host was set up by hand; each app's ``control`` says how to reach it.
+    """
     compose = compose_command(conn) if any(a.kind == "compose" for a in inv.apps) else []
     lines, started = ["set -e"], []
     for app in inv.apps:
         if app.kind == "systemd":
-            lines.append(f"systemctl enable --quiet --now {shlex.quote(app.name + '.service')}")
-            lines.append(f"systemctl restart {shlex.quote(app.name + '.service')}")
+            unit = shlex.quote(unit_of(app, hand_built))
+            lines.append(f"systemctl enable --quiet --now {unit}")
+            lines.append(f"systemctl restart {unit}")
         else:
             if not compose:
                 raise RelaunchError(f"{conn.host}: app {app.name!r} is a Compose app but the host has no compose command")
-            lines.append(f"{shlex.join(_project(compose, app))} up -d")
+            lines.append(f"( {_project(compose, app, hand_built)} up -d )")
         started.append(app.name)
     _sh(conn, "\n".join(lines), "starting the apps", timeout=600)
     return started
@@ -143,12 +189,12 @@ def start_databases(conn: Connection, inv: Inventory) -> None:
     compose_apps = [a for a in inv.apps if a.kind == "compose" and database_services(inv, a)]
     compose = compose_command(conn) if compose_apps else []
     for app in compose_apps:
-        lines.append(f"{shlex.join(_project(compose, app))} up -d {shlex.join(database_services(inv, app))}")
+        lines.append(f"{_project(compose, app)} up -d {shlex.join(database_services(inv, app))}")
     if len(lines) > 1:
         _sh(conn, "\n".join(lines), "starting the database servers", timeout=600)
 
 
-def deployed_images(conn: Connection, inv: Inventory) -> dict[str, dict[str, str]]:
+def deployed_images(conn: Connection, inv: Inventory, hand_built: bool = False) -> dict[str, dict[str, str]]:
     """The image each Compose service of the site runs on ``conn``'s host, as its container was created: app -> service -> ref.
 
     Read from the containers (running or stopped), so a rebuild deploys exactly what
@@ -159,7 +205,7 @@ def deployed_images(conn: Connection, inv: Inventory) -> dict[str, dict[str, str
         if app.kind != "compose":
             continue
         script = (
-            f"ids=$(docker ps -aq --filter label=com.docker.compose.project={shlex.quote(app.name)}); "
+            f"ids=$(docker ps -aq --filter label=com.docker.compose.project={shlex.quote(project_of(app, hand_built))}); "
             '[ -z "$ids" ] || docker inspect --format '
             + shlex.quote('{{index .Config.Labels "com.docker.compose.service"}} {{.Config.Image}}') + ' $ids'
         )

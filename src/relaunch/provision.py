@@ -116,6 +116,6 @@ def host_addresses(inv: Inventory, record: HostRecord) -> list[str]:
 
 def open_host(record: HostRecord, key_filename: Path, timeout: float = 180) -> Connection:
     """Connect to a recorded host, verifying its pinned key; wait while it boots."""
-    conn = connect(record.ipv4, record.host_key, key_filename)
+    conn = connect(record.ipv4, record.host_key, key_filename, user=record.user)
     wait_for_ssh(conn, timeout=timeout)
     return conn

@@ -15,8 +15,10 @@ refuses a new one. Every run, whatever its end, writes a report.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import shlex
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +40,10 @@ from relaunch.pipeline.report_record import record_from_run
 from relaunch.pipeline.steps import apps as app_steps
 from relaunch.pipeline.steps import data, host, restore
 from relaunch.pipeline.steps import switch as switch_step
-from relaunch.pipeline.store import missing_for_backup
+from relaunch.backup.install import RESTIC_PASSWORD_FILE, STORE_KEY
+from relaunch.pipeline.store import missing_for_backup, sandbox_store_record
 from relaunch.provision import wants_ipv6
-from relaunch.remote import HostKeyMismatch, ensure_client_key
+from relaunch.remote import HostKeyMismatch, NotRoot, check_root, ensure_client_key
 from relaunch.state import HostRecord, forget_host, production_record
 
 log = logging.getLogger(__name__)
@@ -87,7 +90,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     old: dict[str, Any] = {}
     if record is not None:
         old = {"name": record.name, "droplet_id": record.droplet_id, "address": record.ipv4,
-               "user": inv.production.user, "host_key": record.host_key}
+               "user": record.user, "host_key": record.host_key, "adopted": record.adopted}
     ctx.journal.record(old=old)
     source, reason, images = opts.get("source"), "", {}
     if source == "backup":
@@ -100,9 +103,13 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     else:
         try:
             conn = ctx.old_conn(timeout=15)
-            images = apps.deployed_images(conn, inv)
+            check_root(conn, "production.user")  # root, or a sudoer with NOPASSWD: every command runs as root
+            images = apps.deployed_images(conn, inv, hand_built=record.adopted)
             source, reason = "live", f"the old host {old['address']} answers: final sync, nothing lost"
-        except HostKeyMismatch:
+            for warning in secrets_only_on_production(inv, ctx.secrets, conn):
+                ctx.say("preflight", f"warning: {warning}")
+                ctx.journal.record(preflight_warnings=[*ctx.state.get("preflight_warnings", []), warning])
+        except (HostKeyMismatch, NotRoot):
             raise
         except (RelaunchError, OSError) as exc:
             if source == "live":
@@ -115,6 +122,39 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
             raise RelaunchError(f"a rebuild of {inv.site!r} from backup cannot start: " + "; ".join(problems))
     ctx.say("preflight", f"data source: {source} ({reason})")
     return {"source": source, "source_reason": reason, "images": images}
+
+
+#: Files of the backup on a production host that hold a secret a rebuild may need (relaunch.backup.install).
+_PRODUCTION_SECRETS = {"store_key": STORE_KEY, "restic_password": RESTIC_PASSWORD_FILE}
+
+
+def secrets_only_on_production(inv: Inventory, secrets: Any, conn: Any) -> list[str]:
+    """What a rebuild needs that exists only on production, read on ``conn``'s host (the old one); one line each.
+
+    The key that reads an SFTP off-host store, when the inventory has none
+    (``backups.offsite.ssh_key`` and ``known_hosts``) and relaunch cannot log in to the store to
+    make one; the store's password, when production's differs from the inventory's. Only
+    presence and sha256 are read there, never a secret's content. A rebuild from the old host
+    works without these; the day the old host is gone, one from backup would not.
+    """
+    off = inv.backups.offsite
+    if off is None:
+        return []
+    script = "; ".join(f"if [ -f {shlex.quote(p)} ]; then echo {name} $(sha256sum < {shlex.quote(p)} | cut -c1-64); fi"
+                       for name, p in _PRODUCTION_SECRETS.items())
+    run = conn.run(script + "; true", warn=True, hide=True, in_stream=False, timeout=60)
+    found = dict(line.split()[:2] for line in run.stdout.splitlines() if len(line.split()) >= 2)
+    out = []
+    if off.kind == "sftp" and not (off.ssh_key and off.known_hosts) and sandbox_store_record(inv) is None:
+        where = f"it exists only on production ({STORE_KEY})" if "store_key" in found else "production has none either"
+        out.append(f"the key that reads the off-host store is not in the inventory: {where}. With production gone, no new "
+                   "host could fetch a backup: put a key authorized on the store in backups.offsite.ssh_key and the store's "
+                   "host key in backups.offsite.known_hosts")
+    local = hashlib.sha256(secrets[off.password].reveal().encode()).hexdigest()
+    if found.get("restic_password") not in (None, local):
+        out.append(f"backups.offsite.password is not the password production's backups use ({RESTIC_PASSWORD_FILE} "
+                   "differs): the store's backups open only with production's copy; put that one in the inventory's secret")
+    return out
 
 
 def _check_key(path: Path) -> None:
@@ -141,8 +181,8 @@ def plan_rebuild(ctx: RunContext) -> Plan:
     boot_strap = Step("bootstrap", "upload the rendered templates, run the runbooks (backup timer off)", host.bootstrap_host)
     if source == "backup":
         which = opts.get("backup_id") or "the newest backup"
-        dat = Step("data", f"the new host fetches {which} from the off-host store and checks it against its manifest",
-                   data.data_any)
+        dat = Step("data", f"the new host fetches {which} from the old host's backup directory when it answers, else "
+                   "from the off-host store, and checks it against its manifest", data.data_any)
         # the backup's manifest says which images production ran: fetched before the bootstrap (unless a live
         # attempt already bootstrapped this host)
         middle = [boot_strap, dat] if ctx.journal.done("bootstrap") else [dat, boot_strap]
@@ -318,8 +358,9 @@ def _next_steps(ctx: RunContext, status: str) -> list[str]:
     site, state = ctx.inv.site, ctx.state
     new = state.get("new_name")
     old = (state.get("old") or {}).get("name")
+    warnings = [f"before the next outage: {w}" for w in state.get("preflight_warnings", [])]
     if status == "passed":
-        steps = []
+        steps = warnings
         if ctx.options.get("switch", True):
             steps.append(f"watch the site for a while; to go back: `fab dns-switch --to old --site {site}` "
                          "(then start the old host's apps again)")
@@ -329,7 +370,7 @@ def _next_steps(ctx: RunContext, status: str) -> list[str]:
         else:
             steps.append(f"the new host {new} is verified but not switched: `fab dns-switch --to {new} --site {site}`")
         return steps
-    return [f"see what failed above; continue with `fab rebuild --resume --site {site}`",
+    return [*warnings, f"see what failed above; continue with `fab rebuild --resume --site {site}`",
             f"or give up and put the old host back in service: `fab rebuild --abort --site {site}`",
             *( [f"the new Droplet {new} (id {state.get('new_id')}) is kept for inspection: ssh root@{state.get('new_ipv4')} "
                 "with relaunch's key"] if state.get("new_id") else []),
@@ -372,7 +413,7 @@ def abort(site: str, *, root: Path | str | None = None, destroy: bool = False, w
         try:
             if journal.state.get("old_writers_stopped"):
                 conn = ctx.old_conn(timeout=30)
-                apps.start_apps(conn, inv)
+                apps.start_apps(conn, inv, hand_built=ctx.old_hand_built)
                 undone.append(f"started the apps on the old host {conn.host} again")
                 if journal.state.get("old_backup_timer_was_on"):
                     apps.enable_backup_timer(conn, True)
@@ -411,7 +452,7 @@ def data_restore_verify(site: str, old: HostRecord, new: HostRecord, *, root: Pa
     inv, secrets, where = open_site(site, root, where)
     journal = Journal.ephemeral(inv.site, "bench", {})
     journal.state.update(new_name=new.name, source="live", old={
-        "name": old.name, "droplet_id": old.droplet_id, "address": old.ipv4, "user": inv.production.user,
+        "name": old.name, "droplet_id": old.droplet_id, "address": old.ipv4, "user": old.user,
         "host_key": old.host_key})
     phases: dict[str, float] = {}
 

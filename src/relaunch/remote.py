@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -112,12 +113,16 @@ def connect(
 ) -> Connection:
     """Return a lazily opened Fabric connection to ``host`` that accepts only ``host_key``.
 
+    A ``user`` other than root gives a :class:`SudoConnection`: every command runs as root
+    through ``sudo -n`` (a passwordless sudoer; :func:`check_root` says when it is not).
+
     ``host_key`` is the pinned public line ("ssh-ed25519 AAAA..."). Any other key the
     server shows makes the connection fail (paramiko's BadHostKeyException or
     SSHException), whatever is in ~/.ssh/known_hosts.
     """
     config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": False, "in_stream": False}})
-    conn = Connection(
+    cls = Connection if user == "root" else SudoConnection
+    conn = cls(
         host=host,
         user=user,
         port=port,
@@ -139,6 +144,62 @@ def connect(
     name = host if port == 22 else f"[{host}]:{port}"
     client.get_host_keys().add(name, pinned.get_name(), pinned)
     return conn
+
+
+class NotRoot(RelaunchError):
+    """The login user cannot run commands as root (not root, and not a sudoer with NOPASSWD)."""
+
+
+class SudoConnection(Connection):
+    """A connection as a passwordless sudoer (a production host set up by hand, root login off).
+
+    relaunch's commands need root on every host; here each runs as root through
+    ``sudo -n -- bash -c LINE`` (:func:`root_line`): :meth:`run` wraps it, and so does the
+    channel runner of :mod:`relaunch.databases.runner`. ``-n``: never a password prompt, a
+    sudoer without NOPASSWD fails at once with sudo's own message. sudo resets the
+    environment (HOME is root's), so a command that must act as the login user himself (a
+    key in his own ``~/.ssh/authorized_keys``) uses :meth:`run_as_login`. SFTP still writes
+    as the login user: :mod:`relaunch.upload` sends file contents through a command instead.
+    """
+
+    def run(self, command: str, **kwargs: object) -> Result:  # type: ignore[override]
+        return super().run(root_line(self, command), **kwargs)
+
+    def run_as_login(self, command: str, **kwargs: object) -> Result:
+        """Run ``command`` as the login user (no sudo)."""
+        return super().run(command, **kwargs)
+
+
+def needs_sudo(conn: Connection) -> bool:
+    """Whether ``conn``'s commands go through sudo (its user is not root)."""
+    return isinstance(conn, SudoConnection)
+
+
+def root_line(conn: Connection, line: str) -> str:
+    """The shell line that runs ``line`` as root on ``conn``'s host: itself for root, through ``sudo -n`` for a sudoer."""
+    if needs_sudo(conn):
+        return "sudo -n -- bash -c " + shlex.quote(line)
+    return line
+
+
+def check_root(conn: Connection, what: str) -> None:
+    """Check that relaunch's commands run as root on ``conn``'s host (root, or a sudoer with NOPASSWD).
+
+    Raise :class:`NotRoot` naming the user, the host and the sudoers line to add when they do not.
+    """
+    try:
+        res = conn.run("id -u", warn=True, hide=True, in_stream=False, timeout=QUICK_TIMEOUT)
+    except CommandTimedOut:
+        raise RelaunchError(f"{what}: {conn.host}: `id -u` did not answer within {QUICK_TIMEOUT:.0f} s") from None
+    if res.ok and res.stdout.strip() == "0":
+        return
+    said = (res.stderr or res.stdout).strip()[-300:]
+    if needs_sudo(conn):
+        raise NotRoot(
+            f"{what}: {conn.user}@{conn.host} cannot run commands as root without a password ({said or 'sudo -n failed'}); "
+            f"relaunch needs root or a sudoer with NOPASSWD: add `{conn.user} ALL=(ALL) NOPASSWD: ALL` to "
+            f"/etc/sudoers.d/relaunch on that host (visudo -f), or log in as root")
+    raise NotRoot(f"{what}: {conn.user}@{conn.host} is not root (uid {res.stdout.strip() or '?'}: {said})")
 
 
 def wait_for_ssh(conn: Connection, timeout: float = 180) -> float:

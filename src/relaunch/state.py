@@ -47,6 +47,7 @@ class HostRecord:
     created_at: str
     ipv6: str | None = None  # when the site has AAAA records (the Droplet is made with IPv6)
     adopted: bool = False  # a host relaunch did not build, pinned by `fab adopt` after the user confirmed its key
+    user: str = "root"  # who relaunch logs in as: root, or (an adopted host) a sudoer with NOPASSWD
 
 
 def load_hosts(site: str) -> dict[str, HostRecord]:

@@ -294,8 +294,8 @@ print("relaunch-closed", len(ended))
 """
 
 
-def _must(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None) -> str:
-    res = _exec(conn, cmd, stdin)
+def _must(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None, as_login: bool = False) -> str:
+    res = _exec(conn, cmd, stdin, as_login=as_login)
     if res.status != 0:
         raise RelaunchError(f"{conn.host}: {cmd.description} failed (exit {res.status}): {res.err or '-'}")
     return res.out.decode("utf-8", "replace")
@@ -309,13 +309,15 @@ def _make_dir(dst: Connection, directory: str, private: bytes, pins: list[str]) 
 
 
 def _authorize(src: Connection, line: str, lifetime: int) -> None:
-    out = _must(src, RemoteCommand(("sh", "-c", _AUTHORIZE, "sh", line, str(int(lifetime))), "authorize the link key"))
+    # as the login user: the key goes into HIS authorized_keys (sudo would make $HOME root's)
+    out = _must(src, RemoteCommand(("sh", "-c", _AUTHORIZE, "sh", line, str(int(lifetime))), "authorize the link key"),
+                as_login=True)
     if "relaunch-authorized" not in out:
         raise RelaunchError(f"{src.host}: adding the link key to authorized_keys gave no answer")
 
 
 def _revoke(src: Connection, token: str) -> int:
-    out = _must(src, RemoteCommand(("python3", "-", token), "remove the link key"), stdin=_REVOKE.encode())
+    out = _must(src, RemoteCommand(("python3", "-", token), "remove the link key"), stdin=_REVOKE.encode(), as_login=True)
     return int(out.split()[-1]) if out.startswith("relaunch-revoked") else 0
 
 
@@ -452,14 +454,14 @@ class _Result:
 
 
 def _exec(conn: Connection, cmd: RemoteCommand, stdin: bytes | None = None,
-          on_line: Callable[[str], None] | None = None) -> _Result:
+          on_line: Callable[[str], None] | None = None, as_login: bool = False) -> _Result:
     """Run ``cmd`` on ``conn``'s host; return its exit status, stdout and stderr tail (never raises on exit status).
 
     With ``on_line`` each stdout line (split at ``\\n`` and ``\\r``: rsync's progress) is
     handed over as it comes and only the last 64 KiB of stdout are kept.
     Raise RelaunchError if the connection breaks.
     """
-    channel = open_channel(conn, cmd)
+    channel = open_channel(conn, cmd, as_login=as_login)
     err = Tail(channel.recv_stderr, "stderr")
     out = bytearray()
     pending = b""
@@ -850,10 +852,19 @@ Listing = dict[str, Entry]
 
 # python3 - ROOT SAMPLE [EXCLUDE...]: one JSON line per entry,
 # [path, type, size, mode, uid, gid, content, inode-key], then "relaunch-done N".
+# SAMPLE: -1 (hash every file), N (the N files with the smallest sha256 of their path), or
+# "auto:SEED:ABOVE:BUDGET" (every file while the tree's files total at most ABOVE bytes; above,
+# files in the order of sha256(SEED + path) until BUDGET bytes are hashed).
 _TREE_LISTING = r"""
 import hashlib, json, os, stat, sys
 root = os.path.normpath(os.fsencode(sys.argv[1]))
-sample = int(sys.argv[2])
+spec = sys.argv[2]
+seed, above, budget = b"", -1, -1
+if spec.startswith("auto:"):
+    _, seed, above, budget = spec.split(":", 3)
+    seed, above, budget, sample = os.fsencode(seed), int(above), int(budget), -1
+else:
+    sample = int(spec)
 exclude = {os.path.normpath(os.fsencode(p)) for p in sys.argv[3:]}
 try:
     st = os.lstat(root)
@@ -883,11 +894,20 @@ while stack:
         entries.append((r, full, s))
         if stat.S_ISDIR(s.st_mode):
             stack.append((full, r + b"/"))
-hash_all = sample < 0
+files = [(r, s.st_size) for r, _, s in entries if stat.S_ISREG(s.st_mode)]
+hash_all = sample < 0 and (above < 0 or sum(size for _, size in files) <= above)
 chosen = set()
 if not hash_all:
-    files = [r for r, _, s in entries if stat.S_ISREG(s.st_mode)]
-    chosen = set(sorted(files, key=lambda r: hashlib.sha256(r).digest())[:sample])
+    order = sorted(files, key=lambda f: hashlib.sha256(seed + f[0]).digest())
+    if sample >= 0:
+        chosen = {r for r, _ in order[:sample]}
+    else:
+        hashed = 0
+        for r, size in order:
+            if hashed >= budget:
+                break
+            chosen.add(r)
+            hashed += size
 out = sys.stdout
 for r, full, s in entries:
     kind = KIND.get(stat.S_IFMT(s.st_mode), "?")
@@ -1000,19 +1020,56 @@ def _json_rows(conn: Connection, out: bytes, what: str) -> list[list]:
     return rows
 
 
-def tree_listing(conn: Connection, path: str, sample: int | None = None, exclude: Sequence[str] = ()) -> Listing:
+@dataclass(frozen=True)
+class Sampling:
+    """Very large trees: above ``above`` bytes of files, hash only a seeded sample of about ``budget`` bytes.
+
+    The files are taken in the order of sha256(``seed`` + path), so two hosts holding the same
+    tree hash the same files, and runs with other seeds (each rebuild or drill its own) hash
+    other ones. Every file's type, size, mode and owner is still compared.
+    """
+
+    seed: str
+    above: int = 8 * 1024**3
+    budget: int = 512 * 1024**2
+
+    def __post_init__(self) -> None:
+        if ":" in self.seed or not self.seed.isprintable():
+            raise RelaunchError(f"sampling seed {self.seed!r}: printable, without ':'")
+
+    def arg(self) -> str:
+        return f"auto:{self.seed}:{int(self.above)}:{int(self.budget)}"
+
+    def describe(self, listing: Listing) -> str:
+        """How the files of ``listing`` were checked, for the report."""
+        files = [e for e in listing.values() if e.type == "f"]
+        hashed = [e for e in files if e.content is not None]
+        if len(hashed) == len(files):
+            return "every file hashed"
+        total, part = sum(e.size for e in files), sum(e.size for e in hashed)
+        return (f"seeded sample (tree above {_gib(self.above)}): {len(hashed)} of {len(files)} files, {part} of {total} "
+                f"bytes hashed (seed {self.seed}); every file's type, size, mode and owner compared")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:g} GiB" if n >= 1024**3 else f"{n} bytes"
+
+
+def tree_listing(conn: Connection, path: str, sample: int | Sampling | None = None,
+                 exclude: Sequence[str] = ()) -> Listing:
     """Return the listing of tree ``path`` on ``conn``'s host, computed there (only the listing comes here).
 
     Every file is hashed (sha256), or with ``sample`` only that many, the same ones on
-    any host holding the same paths (those with the smallest sha256 of their path); the
+    any host holding the same paths (those with the smallest sha256 of their path), or with a
+    :class:`Sampling` every file unless the tree is very large, then a seeded sample; the
     others have ``content`` None, which :func:`compare_listings` does not compare.
     ``exclude``: absolute paths left out (what a backup archive leaves out, e.g. SQLite
     files dumped on their own). Symlinks are listed, never followed. Raise RelaunchError
     if ``path`` is not a directory there.
     """
     path = _check_tree_path(path)
-    cmd = RemoteCommand(("python3", "-", path, str(-1 if sample is None else int(sample)), *exclude),
-                        f"list {path}")
+    spec = sample.arg() if isinstance(sample, Sampling) else str(-1 if sample is None else int(sample))
+    cmd = RemoteCommand(("python3", "-", path, spec, *exclude), f"list {path}")
     res = _exec(conn, cmd, stdin=_TREE_LISTING.encode())
     if res.status != 0:
         if "relaunch-missing" in res.err:

@@ -2,6 +2,10 @@
 
 Every remote step is bounded in time (``relaunch.remote.QUICK_TIMEOUT``). A file is written
 as ``PATH.relaunch-new`` and renamed into place; the backup never archives that name.
+
+Over SFTP for root; for a sudoer's connection (:class:`relaunch.remote.SudoConnection`: SFTP
+would write as the login user, who may not write there) each file travels on the stdin of
+a command run as root, which sets the mode before the first byte arrives (umask 077).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Protocol
 from fabric import Connection
 
 from relaunch.errors import RelaunchError
-from relaunch.remote import QUICK_TIMEOUT, execute, sftp
+from relaunch.databases.base import RemoteCommand
+from relaunch.databases.runner import run as run_command
+from relaunch.remote import QUICK_TIMEOUT, execute, needs_sudo, sftp
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,19 @@ def remote_state(conn: Connection, paths: list[str]) -> dict[str, tuple[str, int
     return state
 
 
+# $1 the path, $2 its mode (octal); the content on stdin. Made 0600 (umask) and set to its mode before filled.
+_WRITE_AS_ROOT = r"""
+set -eu
+umask 077
+tmp="$1.relaunch-new"
+rm -f -- "$tmp"
+: > "$tmp"
+chmod "$2" -- "$tmp"
+cat > "$tmp"
+mv -f -- "$tmp" "$1"
+"""
+
+
 def upload(conn: Connection, files: list[FileLike]) -> list[str]:
     """Write each file whose content or mode differs on the host; return the paths written.
 
@@ -57,6 +76,12 @@ def upload(conn: Connection, files: list[FileLike]) -> list[str]:
     dirs = sorted({posixpath.dirname(f.path) for f in changed})
     execute(conn, "mkdir -p -m 0755 " + " ".join(shlex.quote(d) for d in dirs), timeout=QUICK_TIMEOUT,
             what="making directories", warn=False)
+    if needs_sudo(conn):
+        for f in changed:
+            run_command(conn, RemoteCommand(("sh", "-c", _WRITE_AS_ROOT, "sh", f.path, f"{f.mode:o}"), f"writing {f.path}"),
+                        stdin=f.content)
+            log.info("%s: wrote %s (%o) through sudo", conn.host, f.path, f.mode)
+        return [f.path for f in changed]
     client = sftp(conn, QUICK_TIMEOUT)  # every read and write bounded: a dead link fails, never hangs
     for f in changed:
         try:

@@ -54,15 +54,15 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(data.transfer, "link", link)
     monkeypatch.setattr(data.transfer, "pull_dump", pull_dump)
     monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
-    monkeypatch.setattr(data.transfer, "tree_listing", lambda conn, path, exclude=(): {".": Entry("d", 0, 0o755, 0, 0, "", "")})
-    monkeypatch.setattr(data.apps, "stop_writers", lambda conn, inv: SimpleNamespace(backup_timer=False))
+    monkeypatch.setattr(data.transfer, "tree_listing", lambda conn, path, sample=None, exclude=(): {".": Entry("d", 0, 0o755, 0, 0, "", "")})
+    monkeypatch.setattr(data.apps, "stop_writers", lambda conn, inv, **kw: SimpleNamespace(backup_timer=False))
     monkeypatch.setattr(data.apps, "start_databases", lambda conn, inv: None)
     monkeypatch.setattr(data.apps, "compose_command", lambda conn: ["docker-compose"])
     return calls
 
 
 def context(databases: list[Any], files: list[str]) -> RunContext:
-    inv = SimpleNamespace(databases=databases, apps=[SimpleNamespace(files=files)], site="example")
+    inv = SimpleNamespace(databases=databases, apps=[SimpleNamespace(files=files, trees=lambda: files)], site="example")
     journal = Journal.ephemeral("example", "bench", {})
     journal.state["old"] = {"address": "10.0.0.1", "host_key": "ssh-ed25519 AAAA"}
     ctx = RunContext(inv, Secrets({}), None, None, journal, {})  # type: ignore[arg-type]

@@ -23,10 +23,12 @@ class Ctx:
     def __init__(self, listings: dict[str, Any]) -> None:
         self.inv = SimpleNamespace(
             databases=[SimpleNamespace(name=n, engine="postgresql", path=None) for n in ("a", "b", "c")],
-            apps=[SimpleNamespace(files=["/srv/x"]), SimpleNamespace(files=["/srv/y", "/srv/z"])])
+            apps=[SimpleNamespace(files=["/srv/x"], trees=lambda: ["/srv/x"]),
+                  SimpleNamespace(files=["/srv/y", "/srv/z"], trees=lambda: ["/srv/y", "/srv/z"])])
         self.journal = Journal.ephemeral("site", "bench", {})
         self.journal.state.update(source="live", source_fingerprints={n: fingerprint(10).to_json() for n in "abc"})
         self._listings = listings
+        self.options: dict[str, Any] = {}
 
     @property
     def state(self) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         barrier.wait()
         return fingerprint(got["rows"][db.name])
 
-    def listing(conn: object, path: str, exclude: object = ()) -> dict[str, Entry]:
+    def listing(conn: object, path: str, sample: object = None, exclude: object = ()) -> dict[str, Entry]:
         barrier.wait()
         return dict(LISTING)
 

@@ -273,7 +273,7 @@ def test_data_live_losing_the_old_host_falls_back_to_the_newest_backup_when_allo
     import paramiko
 
     monkeypatch.setattr(data, "data_live", lambda ctx: (_ for _ in ()).throw(paramiko.SSHException("gone")))
-    monkeypatch.setattr(data, "data_backup", lambda ctx: {"source": "backup", "backup_id": "b1"})
+    monkeypatch.setattr(data, "data_backup", lambda ctx, old_host=None: {"source": "backup", "backup_id": "b1"})
     ctx = Ctx(fallback_to_backup=True)
     out = data.data_any(ctx)  # type: ignore[arg-type]
     assert out["source"] == "backup" and "fell back to the newest backup" in out["source_reason"]

@@ -198,9 +198,9 @@ def backup_config(
         ],
         "databases": database_specs(inv, compose),
         "archives": [
-            {"app": app.name, "file": f"{app.name}-files.tar.gz", "paths": list(app.files),
+            {"app": app.name, "file": f"{app.name}-files.tar.gz", "paths": app.trees(),  # named volumes too
              "exclude": _dumped_files(inv, app.files)}
-            for app in inv.apps if app.files
+            for app in inv.apps if app.trees()
         ],
         "offsite": offsite_config(inv, store),
     }

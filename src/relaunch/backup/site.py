@@ -50,14 +50,27 @@ def connect_production(inv: Inventory, key_path: Path | None = None, timeout: fl
 
 
 def install_site(inv: Inventory, key_path: Path | None = None, interval_minutes: int | None = None) -> InstallResult:
-    """Install the backup on the site's production host, and authorize it on the sandbox store host if there is one."""
+    """Install the backup on the site's production host, and authorize it on the sandbox store host if there is one.
+
+    Without a store host relaunch can log in to (a clean operator machine, a host set up by
+    hand), an SFTP store is reached with the inventory's ``backups.offsite.ssh_key`` and
+    ``known_hosts``, as a rebuild's new host does.
+    """
     key = key_path or login_key(inv)
     secrets = resolve_all(inv)
     store = backup_host_record(inv)
+    extra: dict = {}
+    off = inv.backups.offsite
+    if store is None and off is not None and off.kind == "sftp" and off.ssh_key and off.known_hosts:
+        from relaunch.backup.install import StoreHost, parse_sftp
+        from relaunch.pipeline.store import endpoint_from_known_hosts
+
+        end = endpoint_from_known_hosts(off.known_hosts, parse_sftp(off.repository).host)
+        extra = {"store_host": StoreHost(end.alias, end.address, end.host_key), "store_key": secrets[off.ssh_key]}
     conn = connect_production(inv, key)
     store_conn = open_host(store, key) if store is not None else None
     try:
-        return install(conn, inv, secrets, store, store_conn, interval_minutes=interval_minutes)
+        return install(conn, inv, secrets, store, store_conn, interval_minutes=interval_minutes, **extra)
     finally:
         conn.close()
         if store_conn is not None:

@@ -5,7 +5,7 @@ machine's memory or disk as a whole: :func:`run_to_file` writes and hashes on th
 :func:`stream` moves a dump between two SSH channels one bounded chunk at a time.
 
 Every command runs on its own paramiko channel (``exec_command(shlex.join(argv))``),
-as the connection's user (root), with no pseudo-terminal. Every wait on a channel is
+as root (the connection's user, or through sudo for a sudoer), with no pseudo-terminal. Every wait on a channel is
 bounded (``IDLE_TIMEOUT`` without progress; the exit status too: paramiko's
 ``recv_exit_status`` would wait forever for a host that stopped answering).
 """
@@ -26,6 +26,7 @@ from fabric import Connection
 
 from relaunch.databases.base import RemoteCommand
 from relaunch.errors import RelaunchError
+from relaunch.remote import root_line
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ class Tail:
         return b"".join(self._chunks)[-TAIL:].decode("utf-8", "replace").strip()
 
 
-def open_channel(conn: Connection, cmd: RemoteCommand | str) -> paramiko.Channel:
-    """Start ``cmd`` on a new channel of ``conn`` (opened if needed)."""
+def open_channel(conn: Connection, cmd: RemoteCommand | str, as_login: bool = False) -> paramiko.Channel:
+    """Start ``cmd`` on a new channel of ``conn`` (opened if needed), as root (through sudo for a sudoer's
+    connection, see :class:`relaunch.remote.SudoConnection`), or ``as_login`` as the login user."""
     if not conn.is_connected:
         conn.open()
     transport = conn.client.get_transport()
@@ -84,6 +86,8 @@ def open_channel(conn: Connection, cmd: RemoteCommand | str) -> paramiko.Channel
     channel = transport.open_session()
     channel.settimeout(IDLE_TIMEOUT)
     line = cmd.shell() if isinstance(cmd, RemoteCommand) else cmd
+    if not as_login:
+        line = root_line(conn, line)
     log.debug("%s: %s", conn.host, line)
     channel.exec_command(line)
     return channel

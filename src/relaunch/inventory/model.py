@@ -205,6 +205,16 @@ class HealthCheck(Strict):
     timeout: float = Field(5.0, gt=0, le=120, allow_inf_nan=False, description="seconds to wait for the answer")
 
 
+#: Where Docker's local volume driver keeps a named volume's files (``<project>_<volume>/_data`` below).
+DOCKER_VOLUMES = "/var/lib/docker/volumes"
+
+
+def _volume_name(value: str) -> str:
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}", value):
+        raise ValueError("a Compose volume name (letters, digits, '_', '.', '-'), e.g. 'media'")
+    return value
+
+
 class ComposeApp(Strict):
     """How a Docker Compose app is deployed."""
 
@@ -214,6 +224,10 @@ class ComposeApp(Strict):
         description="service name -> image repository; deployed by digest (what production ran)",
         examples=[{"web": "example/blog"}],
     )
+    volumes: list[Annotated[str, AfterValidator(_volume_name)]] = Field(
+        default_factory=list,
+        description="named volumes of its compose file whose files are carried to a new host with its trees (owners, "
+        "modes, links kept); not a database's volume: a database moves as a dump", examples=[["media"]])
 
 
 class SystemdApp(Strict):
@@ -239,6 +253,29 @@ class SystemdApp(Strict):
         return self
 
 
+def _unit_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9:_.@\\-]*", value) or len(value) > 250:
+        raise ValueError("a systemd unit name (letters, digits, ':', '_', '.', '@', '-'), e.g. 'stats.service'")
+    return value if "." in value else value + ".service"
+
+
+class AppControl(Strict):
+    """How relaunch stops and starts an app on a production host set up by hand (`fab adopt`).
+
+    Hosts relaunch built use its own layout (unit ``<name>.service``; Compose project ``<name>``
+    from ``/srv/<name>/compose.yml`` with ``/etc/relaunch/<name>.env``): these are the defaults.
+    """
+
+    unit: Annotated[str, AfterValidator(_unit_name)] | None = Field(
+        None, description="systemd app: the unit that runs it there (default <name>.service)", examples=["stats.service"])
+    compose_dir: AbsPath | None = Field(
+        None, description="Compose app: the directory its compose file (and .env) is in, where `docker compose` "
+        "is run (default: relaunch's /srv/<name>/compose.yml with /etc/relaunch/<name>.env)", examples=["/opt/blog"])
+    compose_project: Slug | None = Field(
+        None, description="with compose_dir: the Compose project name (default: the directory's name, as Compose "
+        "derives it)", examples=["blog"])
+
+
 class App(Strict):
     """One application of the site, behind the reverse proxy by Host header."""
 
@@ -258,10 +295,31 @@ class App(Strict):
     )
     compose: ComposeApp | None = Field(None, description="required when kind is compose")
     systemd: SystemdApp | None = Field(None, description="required when kind is systemd")
+    control: AppControl = Field(
+        default_factory=AppControl, description="how to stop and start it on a production host set up by hand "
+        "(`fab adopt`): its unit, or its Compose directory; the defaults are relaunch's own layout")
+
+    def volume_paths(self) -> list[str]:
+        """Where its carried named volumes' files are on a host relaunch built (Compose project ``<name>``)."""
+        volumes = self.compose.volumes if self.compose else []
+        return [f"{DOCKER_VOLUMES}/{self.name}_{v}/_data" for v in volumes]
+
+    def trees(self) -> list[str]:
+        """Every file tree carried to a new host: its ``files``, then its named volumes' directories."""
+        return [*self.files, *self.volume_paths()]
 
     @model_validator(mode="after")
     def _kind_section(self) -> App:
         problems: list[tuple[KeyPath, str]] = []
+        if self.compose is not None and self.compose.volumes and self.control.compose_dir is not None:
+            problems.append((("compose", "volumes"), "named volumes are carried from relaunch's layout only (Compose "
+                             "project <name>); not with control.compose_dir yet"))
+        if self.kind == "compose" and self.control.unit is not None:
+            problems.append((("control", "unit"), "a Compose app is stopped and started by its compose_dir, not a unit"))
+        if self.kind == "systemd" and (self.control.compose_dir or self.control.compose_project):
+            problems.append((("control", "compose_dir"), "a systemd app is stopped and started by its unit"))
+        if self.control.compose_project and not self.control.compose_dir:
+            problems.append((("control", "compose_project"), "compose_project goes with compose_dir"))
         if self.kind == "compose" and self.compose is None:
             problems.append((("kind",), "an app of kind 'compose' needs a 'compose' section"))
         if self.kind == "systemd" and self.systemd is None:
@@ -603,6 +661,13 @@ class Inventory(Strict):
                 if app is None or app.kind != "compose":
                     problems.append(
                         (("databases", i, "runs", "app"), f"database {db.name!r} runs in compose app {db.runs.app!r}, which is not a compose app here")
+                    )
+                elif app.control.compose_dir is not None:
+                    # the engines and the backup runner reach a Compose database through /srv/<app>/compose.yml
+                    problems.append(
+                        (("databases", i, "runs", "app"), f"database {db.name!r} runs in compose app {db.runs.app!r}, whose "
+                         "control.compose_dir is not relaunch's layout: a database inside such a project is not supported "
+                         "yet (run it natively, or put the project's compose file at /srv/<app>/compose.yml)")
                     )
         if self.proxy.tls is None:
             for i, app in enumerate(self.apps):

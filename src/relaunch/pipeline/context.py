@@ -129,6 +129,11 @@ class RunContext:
         transport = conn.client.get_transport() if conn.client is not None else None
         return transport is None or not transport.is_active()
 
+    @property
+    def old_hand_built(self) -> bool:
+        """Whether the old host was set up by hand (adopted): its apps' ``control`` says how to stop and start them."""
+        return bool((self.state.get("old") or {}).get("adopted"))
+
     def drop_conn(self, which: str) -> None:
         conn = self._conns.pop(which, None)
         if conn is not None:

@@ -5,9 +5,11 @@ database is fingerprinted and dumped while nothing writes, and every dump and fi
 goes host to host — the new host pulls them over a temporary SSH link
 (:mod:`relaunch.transfer`), nothing is relayed through this machine. RPO 0.
 
-**backup**: the new host fetches a backup from the off-host store itself (restic, with the
-store access :mod:`relaunch.pipeline.store` sets up) and checks every artifact against
-the manifest's sha256 before anything is restored. RPO is that backup's age.
+**backup**: in a rebuild whose old host still answers, the new host pulls the backup from
+the old host's backup directory (:mod:`.old_host_backup`); otherwise (and always in a
+drill) it fetches it from the off-host store itself (restic, with the store access
+:mod:`relaunch.pipeline.store` sets up). Either way every artifact is checked against the
+manifest's sha256 before anything is restored. RPO is that backup's age.
 
 Either way the step leaves, in a 0700 work directory on the new host, one dump file per
 database and what the restore needs (archives or trees already in place), and journals
@@ -34,6 +36,7 @@ from relaunch.backup.manifest import MANIFEST, Manifest, parse
 from relaunch.databases import engine
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.steps import old_host_backup
 from relaunch.pipeline.store import store_access
 
 #: Dumps and trees moved at once (each mostly waits on a disk or the link).
@@ -57,8 +60,16 @@ def database_files(ctx: RunContext) -> set[str]:
     return paths
 
 
+def sampling(ctx: RunContext) -> transfer.Sampling:
+    """How trees are hashed in this run: every file, or a sample seeded by the run's id for very large trees
+    (the same files on the source and the new host, other files in the next run)."""
+    defaults = transfer.Sampling(ctx.journal.id)
+    return transfer.Sampling(ctx.journal.id, int(ctx.options.get("sample_above_bytes") or defaults.above),
+                             int(ctx.options.get("sample_bytes") or defaults.budget))
+
+
 def trees(ctx: RunContext) -> list[str]:
-    return [path for app in ctx.inv.apps for path in app.files]
+    return [path for app in ctx.inv.apps for path in app.trees()]  # files and named volumes
 
 
 def run_all(workers: int, jobs: list[Callable[[], None]]) -> None:
@@ -76,7 +87,7 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     """Freeze the old host's writers, then pull every dump and tree from it onto the new host."""
     old, new = ctx.old_conn(), ctx.new_conn()
     ctx.say("data", f"stopping the writers on the old host {old.host}")
-    stopped = apps.stop_writers(old, ctx.inv)
+    stopped = apps.stop_writers(old, ctx.inv, hand_built=ctx.old_hand_built)
     ctx.journal.record(old_writers_stopped=True, old_backup_timer_was_on=stopped.backup_timer)
     apps.start_databases(old, ctx.inv)
     compose_old = apps.compose_command(old)
@@ -109,7 +120,7 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
 
         def one_listing(path: str) -> None:
-            listings[path] = transfer.tree_listing(old, path, exclude=sorted(skip))
+            listings[path] = transfer.tree_listing(old, path, sampling(ctx), exclude=sorted(skip))
 
         # The writers are stopped, so the data holds still: each database's fingerprint is taken while it is
         # dumped, and the source trees' listings while they are copied, not one after the other.
@@ -139,7 +150,7 @@ def data_any(ctx: RunContext) -> dict[str, Any]:
                 f"`fab rebuild --resume --source backup --site {site}`") from exc
         ctx.say("data", f"the final sync failed ({ctx.mask(str(exc))[:200]}); falling back to the newest backup")
         ctx.drop_conn("old")
-        out = data_backup(ctx)
+        out = data_backup(ctx, old_host=False)
         out["source_reason"] = f"fell back to the newest backup: the final sync failed ({ctx.mask(str(exc))[:160]})"
         return out
 
@@ -148,8 +159,32 @@ def data_any(ctx: RunContext) -> dict[str, Any]:
 BACKUP_CANDIDATES = 5
 
 
-def data_backup(ctx: RunContext) -> dict[str, Any]:
-    """Have the new host fetch a backup from the off-host store and check it against its manifest.
+def data_backup(ctx: RunContext, old_host: bool | None = None) -> dict[str, Any]:
+    """Have the new host fetch a backup and check it against its manifest: from the old host's backup directory
+    when it answers (``old_host``; see :mod:`.old_host_backup`), else from the off-host store.
+
+    ``old_host`` defaults to whether this is a rebuild: a drill rehearses from the store alone, never production.
+    """
+    if old_host is None:
+        old_host = ctx.journal.kind == "rebuild"
+    new = ctx.new_conn()
+    work = workdir(ctx)
+    new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
+    wanted = ctx.options.get("backup_id") or ctx.state.get("backup_id")
+    pulled = old_host_backup.fetch_from_old_host(ctx, new, wanted, posixpath.join(work, "old-host")) if old_host else None
+    if pulled is not None:
+        directory, backup_id, held = pulled
+        check = offsite.verify_remote_dir(new, directory)
+        if check.ok:
+            return _backup_outputs(ctx, new, directory, [{"id": i, "time": None} for i in held],
+                                   f"the old host's {old_host_backup.BACKUP_ROOT}")
+        ctx.say("data", f"backup {backup_id} from the old host does not match its manifest ({check.describe()[:200]}): "
+                        "using the off-host store")
+    return _data_from_store(ctx, new, work)
+
+
+def _data_from_store(ctx: RunContext, new: Any, work: str) -> dict[str, Any]:
+    """The new host fetches a backup from the off-host store itself.
 
     Without a backup asked for (``--backup ID``, a drill's canary backup), the newest one
     whose every artifact matches its manifest's sha256 is used: a backup that fails the
@@ -158,9 +193,6 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
     basis, so the report says which backup was used and why not a newer one. An asked-for
     backup that fails is a hard failure.
     """
-    new = ctx.new_conn()
-    work = workdir(ctx)
-    new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
     skipped: list[dict[str, str]] = []
     with store_access(ctx, new) as repo:
         found = sorted((s for s in offsite.snapshots(new, repo, ctx.inv.site) if s.get("id")), key=lambda s: s["id"])
@@ -195,10 +227,16 @@ def data_backup(ctx: RunContext) -> dict[str, Any]:
         else:
             raise RelaunchError(f"none of the {len(candidates)} newest backups of site {ctx.inv.site!r} passed its "
                                 "checks: " + "; ".join(f"{s['id']} {s['reason'][:200]}" for s in skipped))
+    return _backup_outputs(ctx, new, directory, [{"id": s["id"], "time": s.get("time")} for s in found],
+                           "the off-host store", skipped)
+
+
+def _backup_outputs(ctx: RunContext, new: Any, directory: str, held: list[dict[str, Any]], origin: str,
+                    skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """What the data step journals for a backup unpacked (and checked) in ``directory`` on the new host."""
     manifest = parse(new.run(f"cat {shlex.quote(posixpath.join(directory, MANIFEST))}", hide=True,
                              in_stream=False, timeout=60).stdout)
-    return {**backup_facts(manifest, directory, skipped=skipped),
-            "store_backups": [{"id": s["id"], "time": s.get("time")} for s in found]}
+    return {**backup_facts(manifest, directory, f" from {origin}", skipped), "backup_origin": origin, "store_backups": held}
 
 
 def backup_facts(manifest: Manifest, directory: str, where: str = "", skipped: list[dict] | None = None) -> dict[str, Any]:

@@ -9,7 +9,9 @@ copied them).
 Verify computes each database's fingerprint on the new host and compares it with the
 source's (the final dump's, or the backup manifest's), and each tree's listing (every
 file's type, size, mode, owner and sha256) with the source's: the old host's listing
-taken after its writers stopped, or the backup archive's. Any difference stops the run
+taken after its writers stopped, or the backup archive's; a very large tree's files are
+hashed as a sample seeded by the run's id (:func:`.data.sampling`), which the report says.
+Any difference stops the run
 before anything is switched, naming the database and table or the path.
 """
 
@@ -23,7 +25,7 @@ from relaunch.databases import Fingerprint, engine
 from relaunch.databases.runner import run as run_command
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.steps.data import PARALLEL, database_files, run_all, trees, workdir
+from relaunch.pipeline.steps.data import PARALLEL, database_files, run_all, sampling, trees, workdir
 
 #: pg_restore workers per PostgreSQL database.
 PG_JOBS = 2
@@ -121,7 +123,7 @@ def verify(ctx: RunContext) -> dict[str, Any]:
         got_fp[db.name] = engine(db.engine).fingerprint(new, db, compose)
 
     def one_tree(path: str) -> None:
-        got_listing[path] = transfer.tree_listing(new, path, exclude=sorted(skip))
+        got_listing[path] = transfer.tree_listing(new, path, sampling(ctx), exclude=sorted(skip))
 
     run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases]
             + [lambda p=p: one_tree(p) for p in trees(ctx)])
@@ -146,7 +148,7 @@ def verify(ctx: RunContext) -> dict[str, Any]:
         diff = transfer.compare_listings(want, actual) if want is not None else [f"no source listing of {path}"]
         size = sum(e.size for e in actual.values() if e.type == "f")
         files.append({"path": path, "files": sum(1 for e in actual.values() if e.type == "f"), "bytes": size,
-                      "match": not diff, "method": "every file hashed", "mismatches": diff[:20]})
+                      "match": not diff, "method": sampling(ctx).describe(actual), "mismatches": diff[:20]})
         problems += [f"{path}: {line}" for line in diff]
     ctx.journal.record(verify_databases=databases, verify_files=files)
     if problems:

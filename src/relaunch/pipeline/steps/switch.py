@@ -48,7 +48,7 @@ def _retire_old(ctx: RunContext) -> list[str]:
     """Keep the old host's apps and backup timer stopped and disabled (when it still answers)."""
     try:
         conn = ctx.old_conn(timeout=15)
-        apps.stop_writers(conn, ctx.inv, disable=True)
+        apps.stop_writers(conn, ctx.inv, disable=True, hand_built=ctx.old_hand_built)
         return ["old host: apps and backup timer stopped and disabled"]
     except (RelaunchError, OSError) as exc:
         return [f"old host did not answer ({ctx.mask(str(exc))[:200]}): disable its apps and backup timer by hand "

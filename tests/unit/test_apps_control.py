@@ -1,0 +1,92 @@
+"""relaunch.apps on a production host set up by hand: each app's `control` says its unit or its Compose directory."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from relaunch import apps
+from relaunch.inventory import InventoryError, load_text
+
+EXAMPLE_TEXT = (Path(__file__).resolve().parents[2] / "inventory" / "example.yml").read_text()
+
+
+def edited(*pairs: tuple[str, str]) -> str:
+    text = EXAMPLE_TEXT
+    for old, new in pairs:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+STATS_UNIT = ("      packages: [python3, python3-pymysql]\n",
+              "      packages: [python3, python3-pymysql]\n    control: {unit: site-stats}\n")
+
+
+class FakeHost:
+    """Answers every command with ``ok``; the compose command file holds ``docker-compose``."""
+
+    host = "192.0.2.10"
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def run(self, command: str, **kw: object) -> SimpleNamespace:
+        self.scripts.append(command)
+        out = "docker-compose\n" if "compose-command" in command else ""
+        return SimpleNamespace(ok=True, stdout=out, stderr="", exited=0)
+
+
+def test_control_unit_defaults_to_the_app_name_and_takes_a_suffix() -> None:
+    inv = load_text(edited(STATS_UNIT), "inventory/example.yml")
+    stats, notes = inv.app("stats"), inv.app("notes")
+    assert stats.control.unit == "site-stats.service"
+    assert apps.unit_of(stats, hand_built=True) == "site-stats.service"
+    assert apps.unit_of(stats) == "stats.service"  # a host relaunch built: its own layout
+    assert apps.unit_of(notes, hand_built=True) == "notes.service"
+
+
+@pytest.mark.parametrize("pairs, expected", [
+    ([("    compose:\n      template", "    control: {unit: blog}\n    compose:\n      template")],
+     "a Compose app is stopped and started by its compose_dir"),
+    ([("      packages: [python3]\n", "      packages: [python3]\n    control: {compose_dir: /opt/notes}\n")],
+     "a systemd app is stopped and started by its unit"),
+    ([("    compose:\n      template", "    control: {compose_dir: /opt/blog}\n    compose:\n      template")],
+     "database 'blog' runs in compose app 'blog', whose control.compose_dir is not relaunch's layout"),
+    ([("      packages: [python3]\n", "      packages: [python3]\n    control: {unit: 'a b'}\n")],
+     "a systemd unit name"),
+])
+def test_control_refuses_what_does_not_fit_the_app(pairs, expected) -> None:
+    with pytest.raises(InventoryError, match=expected):
+        load_text(edited(*pairs), "inventory/example.yml")
+
+
+def test_stop_and_start_on_a_hand_built_host_use_the_control_settings() -> None:
+    inv = load_text(edited(STATS_UNIT), "inventory/example.yml")
+    blog = inv.app("blog")
+    # a Compose app without databases may live in a directory of its own
+    inv.apps[0] = blog.model_copy(update={"control": blog.control.model_copy(update={"compose_dir": "/opt/My Blog"}),
+                                          "databases": []})
+    inv.databases.pop(0)
+    host = FakeHost()
+    stopped = apps.stop_writers(host, inv, hand_built=True)
+    assert stopped.units == ["site-stats.service", "notes.service"]
+    script = host.scripts[-1]
+    assert "systemctl stop --quiet site-stats.service" in script
+    assert "if [ -d '/opt/My Blog' ]; then ( cd '/opt/My Blog' && docker-compose -p myblog stop db web ); fi" in script
+    apps.start_apps(host, inv, hand_built=True)
+    assert "systemctl enable --quiet --now site-stats.service" in host.scripts[-1]
+    assert "( cd '/opt/My Blog' && docker-compose -p myblog up -d )" in host.scripts[-1]
+    # the same inventory on a host relaunch built: its own layout
+    apps.stop_writers(host, inv)
+    assert "systemctl stop --quiet stats.service" in host.scripts[-1]
+    assert shlex.join(["docker-compose", "-p", "blog", "-f", "/srv/blog/compose.yml"]) in host.scripts[-1]
+
+
+def test_compose_command_is_detected_on_a_host_without_relaunchs_record() -> None:
+    host = FakeHost()
+    apps.compose_command(host)
+    assert "docker compose version" in host.scripts[-1] and "command -v docker-compose" in host.scripts[-1]
