@@ -27,6 +27,7 @@ backup source always, and what makes a rehearsal safe:
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -243,6 +244,9 @@ def drill(site: str, options: DrillOptions | None = None, *, root: Path | str | 
                     status = "passed"
                 except RelaunchError as exc:
                     error = ctx.mask(str(exc))
+                except Exception as exc:  # noqa: BLE001 - a drill runs unattended: whatever broke, the report and alert go out
+                    error = ctx.mask(_unexpected(exc))
+                    log.error("drill of %s: %s", inv.site, error)
                 finally:
                     ctx.close()
                     if not opts.keep:
@@ -259,6 +263,16 @@ def drill(site: str, options: DrillOptions | None = None, *, root: Path | str | 
         journal.close(record["status"])
         sent = alerts.after_drill(inv, secrets, record, md)
         return DrillResult(record["status"], journal, record, md, js, cleaned, error, sent)
+
+
+def _unexpected(exc: Exception) -> str:
+    """A failure that is not a RelaunchError (a bug, a dropped connection) as one line: what and where it was raised.
+
+    No traceback goes to the log: its frames would hold values the journal's masking never sees.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"unexpected {type(exc).__name__}{where}: {exc}"
 
 
 def _write(ctx: RunContext, status: str, error: str | None, destroyed: bool,

@@ -137,6 +137,12 @@ class Verification:
     problems: tuple[str, ...]
     checked: tuple[str, ...] = ()
 
+    def describe(self) -> str:
+        """One line for a message: every bad artifact by file and what is wrong with it, or that all matched."""
+        if self.ok:
+            return f"all {len(self.checked)} artifact(s) match the manifest"
+        return "; ".join(self.problems) or "the check failed without naming an artifact"
+
 
 def verify(manifest: Manifest, actual: Mapping[str, tuple[str, int] | None]) -> Verification:
     """Compare the manifest with ``actual``: file name -> (sha256, size), or None when the file is missing.
