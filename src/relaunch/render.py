@@ -38,6 +38,7 @@ import yaml
 
 from relaunch import formats
 from relaunch.errors import RelaunchError
+from relaunch.images import in_registry, is_by_tag
 from relaunch.inventory.model import App, Inventory
 from relaunch.inventory.tls import CertificateError, read_certificate
 from relaunch.remote import HostKey
@@ -544,20 +545,20 @@ SANDBOX_REGISTRY = "relaunch-sandbox-registry:5000"
 
 
 def preview_images(inv: Inventory, sandbox: bool) -> dict[str, dict[str, str]]:
-    """Return image references by tag (``:latest``) for a local preview.
+    """Return image references by tag for a local preview (``:latest`` for an image of your own).
 
     A rebuild deploys by digest, read from what production runs; a preview made without
     production at hand can only name the repository.
     """
     registry = SANDBOX_REGISTRY if sandbox else inv.docker.registry
-    out: dict[str, dict[str, str]] = {}
-    for app in inv.apps:
-        if app.compose is not None:
-            out[app.name] = {
-                service: f"{registry}/{repo}:latest" if registry else f"{repo}:latest"
-                for service, repo in app.compose.images.items()
-            }
-    return out
+
+    def preview(repo: str) -> str:
+        if is_by_tag(repo):  # a public image: as written (in the sandbox, its registry plays the public one)
+            return in_registry(repo, SANDBOX_REGISTRY) if sandbox else repo
+        return f"{registry}/{repo}:latest" if registry else f"{repo}:latest"
+
+    return {app.name: {service: preview(repo) for service, repo in app.compose.images.items()}
+            for app in inv.apps if app.compose is not None}
 
 
 @dataclass(frozen=True)

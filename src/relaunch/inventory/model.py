@@ -24,7 +24,7 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a
 _SECRET = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 # Docker's reference grammar (distribution/reference): path components, an optional registry host[:port]
 _IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-_IMAGE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_IMAGE_PATH}$")
+_IMAGE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_IMAGE_PATH}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?$")
 _REGISTRY = re.compile(rf"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?(?:/{_IMAGE_PATH})?$")
 _SERVICE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _URL_PATH = re.compile(r"^/[\x21-\x7e]{0,2000}$")
@@ -75,7 +75,9 @@ def _abs_path(value: str) -> str:
 
 def _image(value: str) -> str:
     if not _IMAGE.match(value):
-        raise ValueError("an image repository without tag or digest (e.g. 'example/blog' or 'registry.example.test:5000/blog')")
+        raise ValueError("an image repository of your own without tag (e.g. 'example/blog'), or a public image by tag "
+                         "(e.g. 'docker.io/library/nginx:1.25' or 'nginx:1.25'); never a digest: relaunch pins the digest "
+                         "when it deploys")
     return value
 
 
@@ -211,8 +213,10 @@ class ComposeApp(Strict):
     template: Text = Field(description="compose file template, relative to templates/", examples=["apps/blog/compose.yml.j2"])
     images: dict[ServiceName, Image] = Field(
         default_factory=dict,
-        description="service name -> image repository; deployed by digest (what production ran)",
-        examples=[{"web": "example/blog"}],
+        description="service name -> image: a repository of your own without tag (pushed to docker.registry), or a "
+        "public image by tag (e.g. 'docker.io/library/nginx:1.25'), resolved to its digest when deployed; hosts always "
+        "run images by digest, and a rebuild deploys the digests production ran (never the tag again)",
+        examples=[{"web": "example/blog", "cache": "docker.io/library/redis:7.0"}],
     )
 
 
