@@ -60,6 +60,9 @@ NGINX_TEMPLATE = "nginx/site.conf.j2"
 NGINX_DEFAULT_TEMPLATE = "nginx/default.conf.j2"
 #: The unit of an app given by ``systemd.command``.
 COMMAND_UNIT_TEMPLATE = "systemd/command.service.j2"
+#: A PHP app's PHP-FPM (systemd.php_fpm): its unit and its pool configuration.
+PHP_FPM_UNIT_TEMPLATE = "systemd/php-fpm.service.j2"
+PHP_FPM_POOL_TEMPLATE = "php-fpm/pool.conf.j2"
 
 _SKIP_PARTS = {"__pycache__", ".git"}
 
@@ -288,6 +291,11 @@ def env_file_path(app: str) -> str:
     return f"{RELAUNCH_DIR}/{app}.env"
 
 
+def fpm_config_path(app: str) -> str:
+    """The PHP-FPM configuration of a PHP app (systemd.php_fpm)."""
+    return f"{RELAUNCH_DIR}/{app}.php-fpm.conf"
+
+
 def password_file_path(database: str) -> str:
     return f"{SECRETS_DIR}/{database}.password"
 
@@ -310,8 +318,11 @@ def app_sources(
     if app.compose is not None:
         special[_template_file(dirs, app.compose.template, app.name, must_exist)] = f"/srv/{app.name}/compose.yml"
     if app.systemd is not None:
-        unit = app.systemd.unit_template or COMMAND_UNIT_TEMPLATE
+        fpm = app.systemd.php_fpm is not None
+        unit = app.systemd.unit_template or (PHP_FPM_UNIT_TEMPLATE if fpm else COMMAND_UNIT_TEMPLATE)
         special[_template_file(dirs, unit, app.name, must_exist)] = f"/etc/systemd/system/{app.name}.service"
+        if fpm:
+            special[_template_file(dirs, PHP_FPM_POOL_TEMPLATE, app.name, must_exist)] = fpm_config_path(app.name)
     found: dict[str, Path] = {}
     for root in reversed(dirs):  # relaunch's first, the site's over it
         app_dir = root / "apps" / app.name
@@ -380,6 +391,7 @@ def app_values(ctx: RenderContext, app: App) -> dict[str, Any]:
         "app": app,
         "images": dict(ctx.images.get(app.name, {})),
         "env_file": env_file_path(app.name),
+        "fpm_config": fpm_config_path(app.name),
         "sandbox": ctx.sandbox,
     }
 
