@@ -38,7 +38,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "var/lib/apt").mkdir(parents=True)
     (root / "var/lib/dpkg/status").write_text(
         "Package: nginx\nStatus: install ok installed\nVersion: 1.22\n\n"
-        "Package: libc6\nStatus: install ok installed\nVersion: 2.36\n\n"
+        "Package: libc6\nStatus: install ok installed\nPriority: required\nVersion: 2.36\n\n"
         "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n")
     (root / "var/lib/apt/extended_states").write_text("Package: libc6\nArchitecture: amd64\nAuto-Installed: 1\n")
     (root / "var/lib/dpkg/info/nginx.list").write_text("/.\n/etc\n/etc/nginx\n/etc/nginx/nginx.conf\n/usr/sbin/nginx\n")
@@ -72,8 +72,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_packages_reads_dpkg_status_manual_marks_and_owners(host: Path) -> None:
     pkgs, owners = hostscript.packages()
     installed = int((host / "var/lib/dpkg/info/nginx.list").stat().st_mtime)
-    assert pkgs == {"nginx": {"version": "1.22", "manual": True, "installed_at": installed},
-                    "libc6": {"version": "2.36", "manual": False}}
+    assert pkgs == {"nginx": {"version": "1.22", "manual": True, "priority": "", "installed_at": installed},
+                    "libc6": {"version": "2.36", "manual": False, "priority": "required"}}
     assert owners["/etc/nginx/nginx.conf"] == "nginx"
     assert hostscript.owner(owners, "/usr/sbin/nginx") == "nginx"
 

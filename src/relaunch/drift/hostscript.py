@@ -101,7 +101,7 @@ def is_secret_file(st: os.stat_result) -> bool:
 
 
 def packages() -> tuple[dict, dict]:
-    """Installed packages {name: {version, manual}} and the owner of every path they installed."""
+    """Installed packages {name: {version, manual, priority}} and the owner of every path they installed."""
     auto: set[str] = set()
     try:
         with open(root("/var/lib/apt/extended_states"), encoding="utf-8", errors="replace") as fh:
@@ -128,7 +128,8 @@ def packages() -> tuple[dict, dict]:
                 fields[key] = value.strip()
         name = fields.get("Package")
         if name and fields.get("Status", "").endswith(" installed"):
-            out[name] = {"version": fields.get("Version", ""), "manual": name not in auto}
+            out[name] = {"version": fields.get("Version", ""), "manual": name not in auto,
+                         "priority": fields.get("Priority", "")}
     owners: dict[str, str] = {}
     for listing in glob.glob(root("/var/lib/dpkg/info/*.list")):
         pkg = os.path.basename(listing)[:-5].split(":")[0]
