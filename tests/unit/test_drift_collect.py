@@ -176,12 +176,12 @@ def test_draft_names_secret_references_never_values() -> None:
                       "env_names": ["MODE", "DB_PASSWORD"], "mounts": ["bind:/opt/data:/data"]}),
         Finding("database", "native mariadb/handmade", "extra", "native mariadb", "d", "a",
                 data={"server": "native mariadb", "engine": "mariadb", "name": "handmade"}),
-        Finding("file", "/srv/blog/notes.txt", "extra", "/srv/blog", "d", "a",
-                data={"app_tree": "/srv/blog", "rel": "notes.txt", "env_keys": [], "secret": False}),
+        Finding("file", "/srv/blog/notes", "extra", "/srv/blog", "d", "a",
+                data={"app_tree": "/srv/blog", "rel": "notes", "directory": True, "env_keys": [], "secret": False}),
     ]
     d = draft("example", findings, "example-prod (10.0.0.1)")
     doc = yaml.safe_load(d.inventory_yaml)
-    assert doc["files_to_add"] == {"blog": ["/srv/blog/notes.txt"]}
+    assert doc["files_to_add"] == {"blog": ["/srv/blog/notes"]}
     assert doc["databases"][0]["password"] == "file:../secrets/example/handmade-db-password"
     assert doc["apps"][0]["secret_env"] == {"DB_PASSWORD": "file:../secrets/example/hand-extra-db-password"}
     assert doc["apps"][0]["env"] == {"MODE": "prod"}
@@ -238,3 +238,13 @@ def test_check_compares_production_with_the_newest_reference_and_the_inventory_i
     assert check(quiet, Path("/nonexistent"), conn=FakeConn(prod)).findings == []
     with pytest.raises(RelaunchError, match="reading the host's state failed.*boom"):
         check(inv, Path("/nonexistent"), conn=FakeConn(prod, exited=1))
+
+
+def test_draft_never_proposes_a_lone_file_as_a_files_entry() -> None:
+    """``files`` entries are directories (backups, copies and listings carry trees): a lone file would be lost."""
+    lone = Finding("file", "/srv/blog/notes.txt", "extra", "/srv/blog", "d", "a",
+                   data={"app_tree": "/srv/blog", "rel": "notes.txt", "directory": False, "env_keys": [], "secret": False})
+    d = draft("example", [lone], "example-prod (10.0.0.1)")
+    doc = yaml.safe_load(d.inventory_yaml)
+    assert "files_to_add" not in (doc or {})
+    assert "/srv/blog/notes.txt" in d.inventory_yaml and "into a directory" in d.inventory_yaml

@@ -68,7 +68,14 @@ def _inventory(site: str, findings: Sequence[Finding], production: str) -> str:
     for f in findings:
         if f.kind == "file" and f.change == "extra":
             app = str(f.data.get("app_tree", "")).rsplit("/", 1)[-1]
-            files.setdefault(app, []).append(f.subject)
+            if f.data.get("directory"):
+                files.setdefault(app, []).append(f.subject)
+            else:
+                # a files entry is a tree: backups archive, rebuilds copy and verify directories, never a lone file
+                notes.append(f"{f.subject} is a lone file in the app's tree: relaunch carries directories (each "
+                             f"`files` entry is one), so move it into a directory of the app's files (or a new one, "
+                             f"e.g. {f.data.get('app_tree')}/data/, listed there), or make it a template if it is "
+                             "configuration")
             if f.data.get("env_keys") or f.data.get("secret"):
                 what = ", ".join(f.data.get("env_keys") or []) or "not readable by others"
                 notes.append(f"{f.subject} may hold secrets ({what}): as part of files it is carried as data; if it "
