@@ -31,6 +31,7 @@ BASE_PACKAGES = frozenset({
     "dbus", "ifupdown", "netbase", "iproute2", "isc-dhcp-client", "linux-image-amd64", "linux-image-cloud-amd64",
     "grub-pc", "grub-efi-amd64", "grub-cloud-amd64", "initramfs-tools", "unattended-upgrades", "apt-listchanges",
     "droplet-agent", "do-agent", "wget", "less", "vim", "nano", "bash-completion", "man-db", "qemu-guest-agent",
+    "iputils-ping", "procps",
 })
 #: Users every Debian server has with a login shell.
 BASE_USERS = frozenset({"root"})
