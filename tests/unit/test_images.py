@@ -138,3 +138,34 @@ def test_deployed_images_refuses_an_image_known_by_no_digest() -> None:
     host = FakeHost([(s, f"built-here/{s}:latest", "sha256:ab", []) for s in compose.compose.images])
     with pytest.raises(RelaunchError, match="known by no digest"):
         apps.deployed_images(host, inv)  # type: ignore[arg-type]
+
+
+def test_sandbox_up_resolves_public_images_by_tag_and_builds_only_its_own(monkeypatch) -> None:
+    """sandbox-up's images: a public image's tag is resolved to a digest (the sandbox registry plays the public one)."""
+    from relaunch.sandbox import site as sandbox_site
+
+    inv = _compose_inventory()
+    data = inv.model_dump(mode="json", exclude_none=True)
+    compose = next(a for a in data["apps"] if a["kind"] == "compose")
+    first = sorted(compose["compose"]["images"])[0]
+    compose["compose"]["images"][first] = "docker.io/library/redis:7.0"
+    inv = type(inv).model_validate(data)
+    built, resolved = [], []
+    monkeypatch.setattr(sandbox_site.docker, "from_env", lambda: object())
+    monkeypatch.setattr(sandbox_site, "ensure_image", lambda client: "base:1")
+    monkeypatch.setattr(sandbox_site, "Registry", lambda client, network, base: "registry")
+
+    def build(client, base, registry):
+        built.append(base)
+        return {"example/blog": f"r:5000/example/blog@{D1}", "example/postgres": f"r:5000/example/postgres@{D1}"}
+
+    def resolve(client, ref, registry):
+        resolved.append(ref)
+        return f"r:5000/library/redis@{D2}"
+
+    monkeypatch.setattr(sandbox_site, "build_example_images", build)
+    monkeypatch.setattr(sandbox_site, "resolve_public", resolve)
+    images = sandbox_site._images(inv, "net")
+    assert resolved == ["docker.io/library/redis:7.0"] and built == ["base:1"]
+    assert images[compose["name"]][first] == f"r:5000/library/redis@{D2}"  # by digest, never the tag
+    assert all("@sha256:" in ref for ref in images[compose["name"]].values())
