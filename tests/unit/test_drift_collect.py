@@ -248,3 +248,17 @@ def test_draft_never_proposes_a_lone_file_as_a_files_entry() -> None:
     doc = yaml.safe_load(d.inventory_yaml)
     assert "files_to_add" not in (doc or {})
     assert "/srv/blog/notes.txt" in d.inventory_yaml and "into a directory" in d.inventory_yaml
+
+
+def test_etc_checksums_leave_the_hosts_own_name_out(host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exim4 writes the host's name into its config when installed: the same config on a rebuilt host is no drift."""
+    conf = host / "etc/exim4/update-exim4.conf.conf"
+    conf.parent.mkdir(parents=True)
+    sums = []
+    for name in ("example-prod", "example-drill-20261127t180307z"):
+        monkeypatch.setattr(hostscript.os, "uname", lambda n=name: type("U", (), {"nodename": n})())
+        conf.write_text(f"dc_eximconfig_configtype='local'\ndc_other_hostnames='{name}'\n")
+        sums.append(hostscript.etc_files({})["/etc/exim4/update-exim4.conf.conf"]["sha256"])
+    assert sums[0] == sums[1]
+    conf.write_text("dc_eximconfig_configtype='smarthost'\ndc_other_hostnames='example-drill-20261127t180307z'\n")
+    assert hostscript.etc_files({})["/etc/exim4/update-exim4.conf.conf"]["sha256"] != sums[0]  # a real change shows
