@@ -162,11 +162,18 @@ def render(c, out, site=DEFAULT_SITE, verbose=False):
     console.print("  user-data holds a host key made just for this preview")
 
 
-@task(help={"name": "the new site's name (lowercase letters, digits, dashes)"})
-def init(c, name):
+@task(help={"name": "the new site's name (lowercase letters, digits, dashes)",
+            "from": "ADDRESS of a server to start from: what it runs is read (read only; its host key pinned after "
+                    "you confirm the fingerprint) and drafted in sites/NAME/draft/",
+            "fingerprint": "with --from: the SHA256 fingerprint you checked on the server (else you are asked)",
+            "ssh-key": "with --from: the private key to log in as root with (default: the sandbox's)",
+            "verbose": "log what happens"})
+def init(c, name, from_=None, fingerprint=None, ssh_key=None, verbose=False):
     """Make a new site of your own: inventory/NAME.yml (every key commented), sites/NAME/ (runbooks, templates), secrets/NAME/."""
     from relaunch.init_site import init_site
 
+    if from_:
+        return _init_from(name, from_, fingerprint, ssh_key, verbose)
     try:
         made = init_site(name)
     except RelaunchError as exc:
@@ -177,6 +184,37 @@ def init(c, name):
     console.print(f"  {_e(made.secrets_dir)} (0700; its files are ignored by git)")
     console.print(f"next: edit {_e(made.inventory)}, then `fab check --site {_e(name)}`, "
                   f"`fab sandbox-up --site {_e(name)}`, `fab drill --site {_e(name)}` (guide: docs/own-site.md)")
+
+
+def _init_from(name, address, fingerprint, ssh_key, verbose):
+    """`fab init NAME --from ADDRESS`: the scaffold, with drafts of what the server runs (read only), its key pinned."""
+    from pathlib import Path
+
+    from relaunch import adopt as adopt_
+    from relaunch.init_site import init_from_host
+    from relaunch.sandbox.site import client_key_path
+
+    _setup_logging(verbose)
+    try:
+        scanned = adopt_.scan(address)
+        console.print(f"{escape(scanned.address)} shows the host key {escape(scanned.public_line.split()[0])} "
+                      f"[bold]{escape(scanned.fingerprint)}[/]")
+        if fingerprint is None:
+            console.print("Check it on the server itself: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+            fingerprint = console.input("Type the fingerprint you saw there to go on (anything else: nothing is "
+                                        "read or written): ")
+        key = Path(ssh_key).expanduser() if ssh_key else client_key_path()
+        made = init_from_host(name, scanned, fingerprint, key)
+    except RelaunchError as exc:
+        raise Exit(f"init failed: {exc}", code=1) from exc
+    console.print(f"[green]made site {_e(repr(name))}[/] from {_e(address)} ({made.findings} finding(s), "
+                  f"{made.seconds:.1f} s; nothing was changed there):")
+    for path in made.scaffold.files:
+        console.print(f"  {_e(path)}")
+    console.print(f"pinned {_e(made.record.name)} at {_e(made.record.ipv4)} as the site's production host")
+    console.print(f"next: review {_e(made.inventory_draft)} and {_e(made.runbook_draft)}, merge what is right into "
+                  f"{_e(made.scaffold.inventory)} and sites/{_e(name)}/runbooks/, fill in the secret files they name, "
+                  f"then `fab check --site {_e(name)}` (guide: docs/own-site.md)")
 
 
 @task(help={"site": SITE_HELP, "plain": "print the Markdown as is (to save it to a file)"})

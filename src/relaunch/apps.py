@@ -14,6 +14,7 @@ host without relaunch's record of its Compose command gets the one it has.
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import re
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from fabric import Connection
 
+from relaunch.backup.runner import image_reference
 from relaunch.errors import RelaunchError
 from relaunch.example_site import COMPOSE_COMMAND_FILE, parse_compose_command
 from relaunch.inventory.model import App, ComposeService, Inventory
@@ -195,10 +197,14 @@ def start_databases(conn: Connection, inv: Inventory) -> None:
 
 
 def deployed_images(conn: Connection, inv: Inventory, hand_built: bool = False) -> dict[str, dict[str, str]]:
-    """The image each Compose service of the site runs on ``conn``'s host, as its container was created: app -> service -> ref.
+    """The image each Compose service of the site runs on ``conn``'s host, by digest: app -> service -> ``repo@sha256:...``.
 
     Read from the containers (running or stopped), so a rebuild deploys exactly what
-    production ran, by digest.
+    production ran. A container created from a tag (a hand-built production's
+    ``image: nginx:1.25``) is answered with the digest its image was pulled by, never the
+    tag: a tag moves, and a rebuild must not deploy what upstream published since. Raise
+    RelaunchError when a service has no container, or runs an image known by no digest
+    (built on the host and never pushed: a rebuild could not pull it).
     """
     out: dict[str, dict[str, str]] = {}
     for app in inv.apps:
@@ -206,13 +212,33 @@ def deployed_images(conn: Connection, inv: Inventory, hand_built: bool = False) 
             continue
         script = (
             f"ids=$(docker ps -aq --filter label=com.docker.compose.project={shlex.quote(project_of(app, hand_built))}); "
-            '[ -z "$ids" ] || docker inspect --format '
-            + shlex.quote('{{index .Config.Labels "com.docker.compose.service"}} {{.Config.Image}}') + ' $ids'
+            'for id in $ids; do docker inspect --format '
+            + shlex.quote('{{index .Config.Labels "com.docker.compose.service"}} {{.Config.Image}} {{.Image}}')
+            + ' "$id"; docker image inspect --format ' + shlex.quote("{{json .RepoDigests}}")
+            + ' "$(docker inspect --format ' + shlex.quote("{{.Image}}") + ' "$id")" 2>/dev/null || echo null; done'
         )
-        for line in _sh(conn, script, f"reading the images of {app.name}", timeout=60).splitlines():
+        lines = _sh(conn, script, f"reading the images of {app.name}", timeout=60).splitlines()
+        found: dict[str, set[str]] = {}
+        for line, digests in zip(lines[0::2], lines[1::2], strict=False):
             words = line.split()
-            if len(words) == 2:
-                out.setdefault(app.name, {})[words[0]] = words[1]
+            if len(words) != 3:
+                continue
+            service, config_image, image_id = words
+            try:
+                repo_digests = json.loads(digests)
+            except ValueError:
+                repo_digests = None
+            ref = image_reference(config_image, image_id, repo_digests if isinstance(repo_digests, list) else None)
+            if ref is None:
+                raise RelaunchError(f"{conn.host}: app {app.name!r} service {service!r} runs image {config_image}, "
+                                    "known by no digest (built on the host, never pushed or pulled): a rebuild could "
+                                    "not pull it; push it to a registry and deploy it from there")
+            found.setdefault(service, set()).add(ref)
+        for service, refs in sorted(found.items()):
+            if len(refs) > 1:
+                raise RelaunchError(f"{conn.host}: app {app.name!r} service {service!r} runs different images "
+                                    f"({', '.join(sorted(refs))}); cannot tell which one a rebuild should deploy")
+            out.setdefault(app.name, {})[service] = next(iter(refs))
         assert app.compose is not None
         missing = sorted(set(app.compose.images) - set(out.get(app.name, {})))
         if missing:

@@ -38,6 +38,7 @@ import yaml
 
 from relaunch import formats
 from relaunch.errors import RelaunchError
+from relaunch.images import in_registry, is_by_tag
 from relaunch.inventory.model import App, Inventory
 from relaunch.inventory.tls import CertificateError, read_certificate
 from relaunch.remote import HostKey
@@ -59,6 +60,9 @@ NGINX_TEMPLATE = "nginx/site.conf.j2"
 NGINX_DEFAULT_TEMPLATE = "nginx/default.conf.j2"
 #: The unit of an app given by ``systemd.command``.
 COMMAND_UNIT_TEMPLATE = "systemd/command.service.j2"
+#: A PHP app's PHP-FPM (systemd.php_fpm): its unit and its pool configuration.
+PHP_FPM_UNIT_TEMPLATE = "systemd/php-fpm.service.j2"
+PHP_FPM_POOL_TEMPLATE = "php-fpm/pool.conf.j2"
 
 _SKIP_PARTS = {"__pycache__", ".git"}
 
@@ -287,6 +291,11 @@ def env_file_path(app: str) -> str:
     return f"{RELAUNCH_DIR}/{app}.env"
 
 
+def fpm_config_path(app: str) -> str:
+    """The PHP-FPM configuration of a PHP app (systemd.php_fpm)."""
+    return f"{RELAUNCH_DIR}/{app}.php-fpm.conf"
+
+
 def password_file_path(database: str) -> str:
     return f"{SECRETS_DIR}/{database}.password"
 
@@ -309,8 +318,11 @@ def app_sources(
     if app.compose is not None:
         special[_template_file(dirs, app.compose.template, app.name, must_exist)] = f"/srv/{app.name}/compose.yml"
     if app.systemd is not None:
-        unit = app.systemd.unit_template or COMMAND_UNIT_TEMPLATE
+        fpm = app.systemd.php_fpm is not None
+        unit = app.systemd.unit_template or (PHP_FPM_UNIT_TEMPLATE if fpm else COMMAND_UNIT_TEMPLATE)
         special[_template_file(dirs, unit, app.name, must_exist)] = f"/etc/systemd/system/{app.name}.service"
+        if fpm:
+            special[_template_file(dirs, PHP_FPM_POOL_TEMPLATE, app.name, must_exist)] = fpm_config_path(app.name)
     found: dict[str, Path] = {}
     for root in reversed(dirs):  # relaunch's first, the site's over it
         app_dir = root / "apps" / app.name
@@ -379,6 +391,7 @@ def app_values(ctx: RenderContext, app: App) -> dict[str, Any]:
         "app": app,
         "images": dict(ctx.images.get(app.name, {})),
         "env_file": env_file_path(app.name),
+        "fpm_config": fpm_config_path(app.name),
         "sandbox": ctx.sandbox,
     }
 
@@ -544,20 +557,20 @@ SANDBOX_REGISTRY = "relaunch-sandbox-registry:5000"
 
 
 def preview_images(inv: Inventory, sandbox: bool) -> dict[str, dict[str, str]]:
-    """Return image references by tag (``:latest``) for a local preview.
+    """Return image references by tag for a local preview (``:latest`` for an image of your own).
 
     A rebuild deploys by digest, read from what production runs; a preview made without
     production at hand can only name the repository.
     """
     registry = SANDBOX_REGISTRY if sandbox else inv.docker.registry
-    out: dict[str, dict[str, str]] = {}
-    for app in inv.apps:
-        if app.compose is not None:
-            out[app.name] = {
-                service: f"{registry}/{repo}:latest" if registry else f"{repo}:latest"
-                for service, repo in app.compose.images.items()
-            }
-    return out
+
+    def preview(repo: str) -> str:
+        if is_by_tag(repo):  # a public image: as written (in the sandbox, its registry plays the public one)
+            return in_registry(repo, SANDBOX_REGISTRY) if sandbox else repo
+        return f"{registry}/{repo}:latest" if registry else f"{repo}:latest"
+
+    return {app.name: {service: preview(repo) for service, repo in app.compose.images.items()}
+            for app in inv.apps if app.compose is not None}
 
 
 @dataclass(frozen=True)

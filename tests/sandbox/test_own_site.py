@@ -4,7 +4,8 @@ Described the way a new user would: `fab init wiki` (relaunch.init_site) makes t
 then the inventory, a site runbook (the packages, MediaWiki's one-time installer tagged
 ``when=fresh``, the link to its configuration) and two site templates (the unit,
 LocalSettings.php) from ``examples/own-site/wiki/`` take the scaffold's example's place.
-The app runs as ``www-data`` from a ``systemd.command`` (relaunch writes the unit).
+The app is served by PHP-FPM as ``www-data`` (``systemd.php_fpm``: relaunch writes its unit, its
+pool and a FastCGI virtual host).
 `fab sandbox-up --site wiki` brings it up with its default flags (no seeding flag), with
 the backup installed and a first backup taken (what `fab sandbox-up` does); a page and an
 uploaded file are made with MediaWiki's own maintenance scripts, a backup runs again, a
@@ -85,7 +86,7 @@ def test_a_third_party_app_from_debian_comes_up_backs_up_and_is_rebuilt(target, 
         assert up.seeded_mb == 0 and up.health is not None and up.health.ok
         assert "mediawiki-install" in up.bootstrap.runbook.changed and up.bootstrap.skipped == []
         conn = open_host(up.host, target.key_path)
-        try:  # the unit relaunch wrote for the command: as www-data, never root
+        try:  # the PHP-FPM relaunch wrote for the app: as www-data, never root
             owner = conn.run("ps -o user= -p $(systemctl show -p MainPID --value wiki.service)", hide=True,
                              in_stream=False).stdout.strip()
             assert owner == "www-data"

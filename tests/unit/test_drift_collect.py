@@ -38,7 +38,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "var/lib/apt").mkdir(parents=True)
     (root / "var/lib/dpkg/status").write_text(
         "Package: nginx\nStatus: install ok installed\nVersion: 1.22\n\n"
-        "Package: libc6\nStatus: install ok installed\nVersion: 2.36\n\n"
+        "Package: libc6\nStatus: install ok installed\nPriority: required\nVersion: 2.36\n\n"
         "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n")
     (root / "var/lib/apt/extended_states").write_text("Package: libc6\nArchitecture: amd64\nAuto-Installed: 1\n")
     (root / "var/lib/dpkg/info/nginx.list").write_text("/.\n/etc\n/etc/nginx\n/etc/nginx/nginx.conf\n/usr/sbin/nginx\n")
@@ -72,8 +72,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_packages_reads_dpkg_status_manual_marks_and_owners(host: Path) -> None:
     pkgs, owners = hostscript.packages()
     installed = int((host / "var/lib/dpkg/info/nginx.list").stat().st_mtime)
-    assert pkgs == {"nginx": {"version": "1.22", "manual": True, "installed_at": installed},
-                    "libc6": {"version": "2.36", "manual": False}}
+    assert pkgs == {"nginx": {"version": "1.22", "manual": True, "priority": "", "installed_at": installed},
+                    "libc6": {"version": "2.36", "manual": False, "priority": "required"}}
     assert owners["/etc/nginx/nginx.conf"] == "nginx"
     assert hostscript.owner(owners, "/usr/sbin/nginx") == "nginx"
 
@@ -176,12 +176,12 @@ def test_draft_names_secret_references_never_values() -> None:
                       "env_names": ["MODE", "DB_PASSWORD"], "mounts": ["bind:/opt/data:/data"]}),
         Finding("database", "native mariadb/handmade", "extra", "native mariadb", "d", "a",
                 data={"server": "native mariadb", "engine": "mariadb", "name": "handmade"}),
-        Finding("file", "/srv/blog/notes.txt", "extra", "/srv/blog", "d", "a",
-                data={"app_tree": "/srv/blog", "rel": "notes.txt", "env_keys": [], "secret": False}),
+        Finding("file", "/srv/blog/notes", "extra", "/srv/blog", "d", "a",
+                data={"app_tree": "/srv/blog", "rel": "notes", "directory": True, "env_keys": [], "secret": False}),
     ]
     d = draft("example", findings, "example-prod (10.0.0.1)")
     doc = yaml.safe_load(d.inventory_yaml)
-    assert doc["files_to_add"] == {"blog": ["/srv/blog/notes.txt"]}
+    assert doc["files_to_add"] == {"blog": ["/srv/blog/notes"]}
     assert doc["databases"][0]["password"] == "file:../secrets/example/handmade-db-password"
     assert doc["apps"][0]["secret_env"] == {"DB_PASSWORD": "file:../secrets/example/hand-extra-db-password"}
     assert doc["apps"][0]["env"] == {"MODE": "prod"}
@@ -238,3 +238,27 @@ def test_check_compares_production_with_the_newest_reference_and_the_inventory_i
     assert check(quiet, Path("/nonexistent"), conn=FakeConn(prod)).findings == []
     with pytest.raises(RelaunchError, match="reading the host's state failed.*boom"):
         check(inv, Path("/nonexistent"), conn=FakeConn(prod, exited=1))
+
+
+def test_draft_never_proposes_a_lone_file_as_a_files_entry() -> None:
+    """``files`` entries are directories (backups, copies and listings carry trees): a lone file would be lost."""
+    lone = Finding("file", "/srv/blog/notes.txt", "extra", "/srv/blog", "d", "a",
+                   data={"app_tree": "/srv/blog", "rel": "notes.txt", "directory": False, "env_keys": [], "secret": False})
+    d = draft("example", [lone], "example-prod (10.0.0.1)")
+    doc = yaml.safe_load(d.inventory_yaml)
+    assert "files_to_add" not in (doc or {})
+    assert "/srv/blog/notes.txt" in d.inventory_yaml and "into a directory" in d.inventory_yaml
+
+
+def test_etc_checksums_leave_the_hosts_own_name_out(host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exim4 writes the host's name into its config when installed: the same config on a rebuilt host is no drift."""
+    conf = host / "etc/exim4/update-exim4.conf.conf"
+    conf.parent.mkdir(parents=True)
+    sums = []
+    for name in ("example-prod", "example-drill-20261127t180307z"):
+        monkeypatch.setattr(hostscript.os, "uname", lambda n=name: type("U", (), {"nodename": n})())
+        conf.write_text(f"dc_eximconfig_configtype='local'\ndc_other_hostnames='{name}'\n")
+        sums.append(hostscript.etc_files({})["/etc/exim4/update-exim4.conf.conf"]["sha256"])
+    assert sums[0] == sums[1]
+    conf.write_text("dc_eximconfig_configtype='smarthost'\ndc_other_hostnames='example-drill-20261127t180307z'\n")
+    assert hostscript.etc_files({})["/etc/exim4/update-exim4.conf.conf"]["sha256"] != sums[0]  # a real change shows

@@ -368,8 +368,8 @@ def test_systemd_command_without_user_runs_as_a_dynamic_user(root: Path) -> None
 
 @pytest.mark.parametrize("app_yaml, message", [
     ("    user: root\n    systemd: {command: [/bin/true]}\n", "a user other than root"),
-    ("    systemd: {packages: [php-cli]}\n", "give either systemd.unit_template"),
-    ("    systemd: {unit_template: apps/x.service.j2, command: [/bin/true]}\n", "give either systemd.unit_template"),
+    ("    systemd: {packages: [php-cli]}\n", "give one of systemd.unit_template"),
+    ("    systemd: {unit_template: apps/x.service.j2, command: [/bin/true]}\n", "give one of systemd.unit_template"),
     ("    systemd: {unit_template: apps/x.service.j2, working_directory: /srv/x}\n", "working_directory goes with command"),
 ])
 def test_systemd_app_section_is_checked(root: Path, app_yaml: str, message: str) -> None:

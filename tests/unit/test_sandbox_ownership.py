@@ -141,3 +141,25 @@ def test_secrets_digest_is_salted() -> None:
 
     secrets = Secrets({"file:x": Secret("same", "file:x")})
     assert ownership.secrets_digest(inv, secrets, b"a" * 16) != ownership.secrets_digest(inv, secrets, b"b" * 16)
+
+
+def test_claim_a_secret_the_inventory_gained_is_no_conflict_and_then_holds(clones) -> None:
+    """Adopting `fab drift --draft`'s additions adds secret references: sandbox-up goes on; a later change refuses."""
+    first, _ = clones
+    inv = load_site("example", first)
+    ensure_sandbox_secrets(inv)
+    ownership.claim(inv, resolve_all(inv))
+    text = (first / "inventory" / "example.yml").read_text()
+    new = first / "secrets" / "example" / "handmade-db-password"
+    new.write_text("made-for-the-new-database")
+    new.chmod(0o600)
+    (first / "inventory" / "example.yml").write_text(text.replace(
+        "\ndatabases:\n", "\ndatabases:\n  - {name: handmade, engine: mariadb, database: handmade, user: handmade,\n"
+        "     password: 'file:../secrets/example/handmade-db-password'}\n", 1))
+    grown = load_site("example", first)
+    assert len(grown.databases) == len(inv.databases) + 1
+    ownership.claim(grown, resolve_all(grown))  # the new secret joins the claim
+    ownership.claim(grown, resolve_all(grown))
+    new.write_text("changed-afterwards")
+    with pytest.raises(RelaunchError, match="other secret values"):
+        ownership.claim(grown, resolve_all(grown))

@@ -68,7 +68,12 @@ def script(params: dict[str, Any]) -> str:
 
 def collect(conn: Connection, inv: Inventory, timeout: float = TIMEOUT) -> dict[str, Any]:
     """The state manifest of ``conn``'s host for site ``inv`` (read only). Raise RelaunchError if it cannot be read."""
-    params = {"trees": app_trees(inv), "exclude": carried(inv), "root": "/"}
+    return collect_host(conn, app_trees(inv), carried(inv), timeout)
+
+
+def collect_host(conn: Connection, trees: list[str], exclude: list[str], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """The state manifest of ``conn``'s host, listing ``trees`` but ``exclude`` (read only); no inventory needed."""
+    params = {"trees": list(trees), "exclude": list(exclude), "root": "/"}
     try:
         run = conn.run("python3 -", in_stream=_Script(script(params)), hide=True, warn=True, pty=False, timeout=timeout)
     except CommandTimedOut:

@@ -427,6 +427,9 @@ def _docker(prod: dict, ref: dict, out: _Out) -> None:
             continue
         if c.get("project") in projects:
             projects[c["project"]].related.append(f"container {name}")
+            # what a draft needs to describe the project's services (image, environment names, mounts)
+            projects[c["project"]].data.setdefault("services", {})[c.get("service") or name] = {
+                k: c.get(k) for k in ("image", "digests", "env", "env_names", "mounts")}
             out.folded += 1
             continue
         out.add(Finding("container", name, "extra", f"container {name}",

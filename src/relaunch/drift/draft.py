@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from relaunch.drift.compare import Finding
+from relaunch.images import is_by_tag
 from relaunch.state import make_private_dirs, write_atomic
 
 _STEP = re.compile(r"[^a-z0-9-]+")
@@ -67,7 +68,14 @@ def _inventory(site: str, findings: Sequence[Finding], production: str) -> str:
     for f in findings:
         if f.kind == "file" and f.change == "extra":
             app = str(f.data.get("app_tree", "")).rsplit("/", 1)[-1]
-            files.setdefault(app, []).append(f.subject)
+            if f.data.get("directory"):
+                files.setdefault(app, []).append(f.subject)
+            else:
+                # a files entry is a tree: backups archive, rebuilds copy and verify directories, never a lone file
+                notes.append(f"{f.subject} is a lone file in the app's tree: relaunch carries directories (each "
+                             f"`files` entry is one), so move it into a directory of the app's files (or a new one, "
+                             f"e.g. {f.data.get('app_tree')}/data/, listed there), or make it a template if it is "
+                             "configuration")
             if f.data.get("env_keys") or f.data.get("secret"):
                 what = ", ".join(f.data.get("env_keys") or []) or "not readable by others"
                 notes.append(f"{f.subject} may hold secrets ({what}): as part of files it is carried as data; if it "
@@ -120,18 +128,30 @@ def _repository(image: str) -> str:
     return (f"{head}/" if head else "") + last.split(":", 1)[0]
 
 
-def _compose_app(site: str, f: Finding, notes: list[str]) -> dict[str, Any]:
-    env = dict(f.data.get("env") or {})
-    secret_names = [n for n in f.data.get("env_names") or [] if n not in env]
-    image = str(f.data.get("image") or "TODO")
+def _inventory_image(data: dict[str, Any]) -> str:
+    """What the inventory names for a container's image: a public image by its tag, else the repository."""
+    image = str(data.get("image") or "TODO")
     if image.startswith("sha256:"):  # run by image id: its repository from the digest it was pulled by
-        image = (f.data.get("digests") or ["TODO"])[0]
-    repo = _repository(image)
+        image = (data.get("digests") or ["TODO"])[0]
+    if "@" not in image and is_by_tag(image):
+        return image  # e.g. docker.io/library/wordpress:6.4: resolved to a digest when deployed
+    return _repository(image)
+
+
+def _compose_app(site: str, f: Finding, notes: list[str]) -> dict[str, Any]:
+    services = dict(f.data.get("services") or {}) or {f.data.get("service") or f.subject: f.data}
+    env: dict[str, str] = {}
+    secret_names: list[str] = []
+    for svc in services.values():
+        env.update(svc.get("env") or {})
+    for svc in services.values():
+        secret_names += [n for n in svc.get("env_names") or [] if n not in env and n not in secret_names]
     name = _step_name(f.subject if f.kind == "project" else (f.data.get("project") or f.subject))
+    images = {str(service): _inventory_image(svc) for service, svc in sorted(services.items())}
     app: dict[str, Any] = {
         "name": name, "kind": "compose", "domain": "TODO", "port": "TODO", "files": [],
         "health": [{"path": "/"}],
-        "compose": {"template": f"apps/{name}/compose.yml.j2", "images": {f.data.get("service") or name: repo}},
+        "compose": {"template": f"apps/{name}/compose.yml.j2", "images": images},
     }
     if env:
         app["env"] = {k: v for k, v in env.items() if not k.startswith(("PATH", "HOME", "HOSTNAME", "LANG", "GPG_"))}
@@ -140,7 +160,7 @@ def _compose_app(site: str, f: Finding, notes: list[str]) -> dict[str, Any]:
         notes.append(f"{f.kind} {f.subject}: the values of {', '.join(secret_names)} live in its environment on "
                      f"production (docker inspect {f.subject if f.kind == 'container' else '<container>'}); copy each "
                      "into the file its secret reference names (mode 0600)")
-    mounts = [m for m in f.data.get("mounts") or [] if m.startswith("bind:")]
+    mounts = [m for svc in services.values() for m in svc.get("mounts") or [] if m.startswith("bind:")]
     if mounts:
         notes.append(f"{f.kind} {f.subject} mounts {', '.join(m.split(':')[1] for m in mounts)}: add the data trees "
                      "to the app's files")

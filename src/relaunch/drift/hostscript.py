@@ -92,6 +92,31 @@ def sha256_file(path: str) -> str | None:
     return digest.hexdigest()
 
 
+#: Files under /etc this small are hashed with the host's own name taken out (see etc_sha256).
+HOST_NAME_LIMIT = 1 << 20
+
+
+def etc_sha256(path: str, size: int) -> str | None:
+    """sha256 of a file under /etc, the host's own name in it replaced by a placeholder.
+
+    Packages write the host's name into their configuration when they are installed (exim4's
+    dc_other_hostnames, postfix's myhostname): on a rebuilt host, the same configuration names
+    another host. Compared by what they say besides the name, those are no drift.
+    """
+    name = os.uname().nodename.encode()
+    if size > HOST_NAME_LIMIT or len(name) < 3:
+        return sha256_file(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        errors.append(f"{path}: {exc.strerror}")
+        return None
+    if name not in data:
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data.replace(name, b"\0relaunch-host-name\0")).hexdigest()
+
+
 def is_secret_file(st: os.stat_result) -> bool:
     """A file others may not read is secret: compared by presence, never by content."""
     return not st.st_mode & stat.S_IROTH
@@ -101,7 +126,7 @@ def is_secret_file(st: os.stat_result) -> bool:
 
 
 def packages() -> tuple[dict, dict]:
-    """Installed packages {name: {version, manual}} and the owner of every path they installed."""
+    """Installed packages {name: {version, manual, priority}} and the owner of every path they installed."""
     auto: set[str] = set()
     try:
         with open(root("/var/lib/apt/extended_states"), encoding="utf-8", errors="replace") as fh:
@@ -128,7 +153,8 @@ def packages() -> tuple[dict, dict]:
                 fields[key] = value.strip()
         name = fields.get("Package")
         if name and fields.get("Status", "").endswith(" installed"):
-            out[name] = {"version": fields.get("Version", ""), "manual": name not in auto}
+            out[name] = {"version": fields.get("Version", ""), "manual": name not in auto,
+                         "priority": fields.get("Priority", "")}
     owners: dict[str, str] = {}
     for listing in glob.glob(root("/var/lib/dpkg/info/*.list")):
         pkg = os.path.basename(listing)[:-5].split(":")[0]
@@ -181,7 +207,7 @@ def etc_files(owners: dict) -> dict:
                 entry.update(type="link", target=target, target_package=owner(owners, resolved))
             elif stat.S_ISREG(st.st_mode):
                 secret = is_secret_file(st)
-                entry.update(type="file", secret=secret, sha256=None if secret else sha256_file(full))
+                entry.update(type="file", secret=secret, sha256=None if secret else etc_sha256(full, st.st_size))
             else:
                 continue
             out[path] = entry

@@ -24,7 +24,7 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a
 _SECRET = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 # Docker's reference grammar (distribution/reference): path components, an optional registry host[:port]
 _IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-_IMAGE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_IMAGE_PATH}$")
+_IMAGE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_IMAGE_PATH}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?$")
 _REGISTRY = re.compile(rf"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?(?:/{_IMAGE_PATH})?$")
 _SERVICE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _URL_PATH = re.compile(r"^/[\x21-\x7e]{0,2000}$")
@@ -75,7 +75,9 @@ def _abs_path(value: str) -> str:
 
 def _image(value: str) -> str:
     if not _IMAGE.match(value):
-        raise ValueError("an image repository without tag or digest (e.g. 'example/blog' or 'registry.example.test:5000/blog')")
+        raise ValueError("an image repository of your own without tag (e.g. 'example/blog'), or a public image by tag "
+                         "(e.g. 'docker.io/library/nginx:1.25' or 'nginx:1.25'); never a digest: relaunch pins the digest "
+                         "when it deploys")
     return value
 
 
@@ -221,8 +223,10 @@ class ComposeApp(Strict):
     template: Text = Field(description="compose file template, relative to templates/", examples=["apps/blog/compose.yml.j2"])
     images: dict[ServiceName, Image] = Field(
         default_factory=dict,
-        description="service name -> image repository; deployed by digest (what production ran)",
-        examples=[{"web": "example/blog"}],
+        description="service name -> image: a repository of your own without tag (pushed to docker.registry), or a "
+        "public image by tag (e.g. 'docker.io/library/nginx:1.25'), resolved to its digest when deployed; hosts always "
+        "run images by digest, and a rebuild deploys the digests production ran (never the tag again)",
+        examples=[{"web": "example/blog", "cache": "docker.io/library/redis:7.0"}],
     )
     volumes: list[Annotated[str, AfterValidator(_volume_name)]] = Field(
         default_factory=list,
@@ -230,8 +234,54 @@ class ComposeApp(Strict):
         "modes, links kept); not a database's volume: a database moves as a dump", examples=[["media"]])
 
 
+def _php_setting(value: str) -> str:
+    if not re.match(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$", value):
+        raise ValueError("a php.ini directive name (lowercase letters, digits, '_' and '.'; e.g. 'upload_max_filesize')")
+    return value
+
+
+def _php_value(value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.,:/+ -]{1,200}$", value):
+        raise ValueError("a php.ini value of letters, digits, spaces and '_.,:/+-' (e.g. '64M', 'Europe/Berlin')")
+    return value
+
+
+def _php_version(value: str) -> str:
+    if not re.match(r"^[5-9]\.[0-9]$", value):
+        raise ValueError("a PHP version MAJOR.MINOR (e.g. '8.2', Debian 12's)")
+    return value
+
+
+def _php_index(value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.-]+\.php$", value):
+        raise ValueError("a PHP file name (e.g. 'index.php')")
+    return value
+
+
+class PhpFpm(Strict):
+    """A PHP app (WordPress, MediaWiki, Matomo, Nextcloud …) served by PHP-FPM behind the proxy.
+
+    relaunch writes a PHP-FPM of the app's own (unit ``<app>.service``, running as the app's
+    user, default ``www-data``; its pool listens for FastCGI on 127.0.0.1:<port>) and a
+    virtual host that serves the document root's files itself and passes ``*.php`` to it.
+    The app's environment (env and secret_env) reaches PHP's ``getenv()``.
+    """
+
+    root: AbsPath = Field(description="the document root: static files served by nginx, PHP scripts run by PHP-FPM",
+                          examples=["/usr/share/wordpress"])
+    version: Annotated[str, AfterValidator(_php_version)] = Field(
+        "8.2", description="the PHP version of the host's packages (Debian 12: 8.2); the package php<version>-fpm is installed")
+    index: Annotated[str, AfterValidator(_php_index)] = Field(
+        "index.php", description="the front controller unknown paths go to")
+    max_children: int = Field(5, ge=1, le=500, description="most PHP workers at once (pm.max_children)")
+    settings: dict[Annotated[str, AfterValidator(_php_setting)], Annotated[str, AfterValidator(_php_value)]] = Field(
+        default_factory=dict, description="php.ini settings for this app only (php_admin_value)",
+        examples=[{"upload_max_filesize": "64M", "post_max_size": "64M", "memory_limit": "256M"}])
+
+
 class SystemdApp(Strict):
-    """How a native app runs under systemd: a unit of your own (a template), or any command relaunch makes a unit for."""
+    """How a native app runs under systemd: a unit of your own (a template), any command relaunch makes a unit for,
+    or PHP-FPM serving a PHP app."""
 
     unit_template: Text | None = Field(
         None, description="unit file template, relative to templates/ (the site's own first); or give 'command'",
@@ -242,15 +292,25 @@ class SystemdApp(Strict):
         "(templates/systemd/command.service.j2: the app's user, env file, restart on failure)",
         examples=[["/usr/bin/php", "-S", "127.0.0.1:8091", "-t", "/usr/share/mediawiki"]])
     working_directory: AbsPath | None = Field(None, description="with 'command': the directory it runs in (default: /srv/<app>)")
+    php_fpm: PhpFpm | None = Field(
+        None, description="or: a PHP app served by PHP-FPM (relaunch writes its unit, its pool and a FastCGI virtual host)",
+        examples=[{"root": "/usr/share/wordpress", "settings": {"upload_max_filesize": "64M"}}])
     packages: list[Annotated[str, AfterValidator(_package)]] = Field(default_factory=list, description="Debian packages it needs", examples=[["python3-pymysql"]])
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> SystemdApp:
-        if (self.unit_template is None) == (self.command is None):
-            _fail(((), "give either systemd.unit_template (a unit of your own) or systemd.command (relaunch writes the unit)"))
+        if sum(x is not None for x in (self.unit_template, self.command, self.php_fpm)) != 1:
+            _fail(((), "give one of systemd.unit_template (a unit of your own), systemd.command (relaunch writes the "
+                   "unit) or systemd.php_fpm (a PHP app: relaunch writes PHP-FPM's unit and pool)"))
         if self.command is None and self.working_directory is not None:
             _fail((("working_directory",), "working_directory goes with command (a unit template says its own)"))
         return self
+
+    @property
+    def needed_packages(self) -> list[str]:
+        """Its packages, and PHP-FPM's for a PHP app."""
+        extra = [f"php{self.php_fpm.version}-fpm"] if self.php_fpm is not None else []
+        return [*extra, *(p for p in self.packages if p not in extra)]
 
 
 def _unit_name(value: str) -> str:

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests
 
 from relaunch.errors import RelaunchError
+from relaunch.images import parse, pinned
 from relaunch.sandbox import LABEL
 from relaunch.sandbox.registry import Registry
 
@@ -178,3 +180,77 @@ def build_example_images(client: docker.DockerClient, base_tag: str, registry: R
             refs[repository] = f"{Registry.pull_address}/{repository}@{digest}"
             log.info("%s ready as %s (%.1f s)", repository, refs[repository], time.monotonic() - started)
     return refs
+
+
+# --- public images by tag: the sandbox's registry plays the public one ----------------------
+
+#: What a registry may answer for a tag: a single image's manifest (Docker v2, OCI) or a list of them.
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+
+
+def registry_digest(push_address: str, path: str, tag: str, timeout: float = 10) -> str | None:
+    """The digest ``path:tag`` points at in the registry at ``push_address`` now, or None when it has no such tag.
+
+    Asked as a client resolving a tag does (``HEAD /v2/<path>/manifests/<tag>``, its
+    ``Docker-Content-Digest``). Raise RelaunchError when the registry answers anything else.
+    """
+    url = f"http://{push_address}/v2/{path}/manifests/{tag}"
+    try:
+        answer = requests.head(url, headers={"Accept": MANIFEST_TYPES}, timeout=timeout)
+    except requests.RequestException as exc:
+        raise RelaunchError(f"the sandbox registry at {push_address} does not answer: {exc}") from None
+    if answer.status_code == 404:
+        return None
+    digest = answer.headers.get("Docker-Content-Digest", "")
+    if answer.status_code != 200 or not _DIGEST.match(digest):
+        raise RelaunchError(f"the sandbox registry answered {answer.status_code} for {path}:{tag} (digest {digest!r})")
+    return digest
+
+
+def publish(client: docker.DockerClient, local: str, reference: str, registry: Registry) -> str:
+    """Push this machine's image ``local`` to the sandbox registry as public image ``reference`` (a tag); return its digest.
+
+    What a project does when it publishes a release, played in the sandbox: the tag then
+    points at this image (moving it if it pointed elsewhere). Raise RelaunchError if
+    ``reference`` names no tag or the push fails.
+    """
+    name = parse(reference)
+    if not name.by_tag:
+        raise RelaunchError(f"{reference}: a public image is published by tag (e.g. 'docker.io/library/nginx:1.25')")
+    path = name.hub_path()
+    if not client.api.tag(local, path, name.tag):
+        raise RelaunchError(f"could not tag {local} as {path}:{name.tag}")
+    return push_image(client, f"{path}:{name.tag}", registry.ensure())
+
+
+def resolve_public(client: docker.DockerClient, reference: str, registry: Registry) -> str:
+    """Resolve public image ``reference`` (by tag) to the pull reference by digest a sandbox Droplet deploys.
+
+    The sandbox registry plays the public one: the tag is resolved there
+    (``relaunch-sandbox-registry:5000/<path>@sha256:...``). When it has no such tag yet, this
+    machine's Docker may have the image (``docker pull`` it, or build and tag it, before
+    ``fab sandbox-up``): it is published there first. Nothing is pulled from the internet.
+    Raise RelaunchError when neither has it.
+    """
+    name = parse(reference)
+    assert name.tag is not None, reference
+    path = name.hub_path()
+    digest = registry_digest(registry.ensure(), path, name.tag)
+    if digest is None:
+        try:
+            client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            raise RelaunchError(
+                f"public image {reference} is neither in the sandbox registry (which plays the public one) nor in "
+                f"this machine's Docker: `docker pull {reference}` (or build an image and `docker tag` it so), then "
+                "run again") from None
+        digest = publish(client, reference, reference, registry)
+        log.info("published %s (from this machine's Docker) in the sandbox registry as %s", reference, digest)
+    ref = pinned(f"{Registry.pull_address}/{path}", digest)
+    log.info("public image %s resolved to %s", reference, ref)
+    return ref

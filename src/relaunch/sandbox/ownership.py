@@ -38,7 +38,7 @@ from relaunch.inventory.loader import source_of
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import Secrets
 from relaunch.sandbox import state_dir
-from relaunch.state import make_private_dirs
+from relaunch.state import make_private_dirs, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,27 @@ def secrets_digest(inv: Inventory, secrets: Secrets, salt: bytes) -> str:
     return mac.hexdigest()
 
 
+def each_secret_digest(inv: Inventory, secrets: Secrets, salt: bytes) -> dict[str, str]:
+    """Return ref -> the salted hash of that secret's value, for every secret of the site (the TLS key aside)."""
+    tls_key = inv.proxy.tls.key if inv.proxy.tls is not None else None
+    out: dict[str, str] = {}
+    for ref in sorted(r for r in secrets if r != tls_key):
+        mac = hmac.new(salt, digestmod=hashlib.sha256)
+        for part in (ref, secrets[ref].reveal()):
+            data = part.encode()
+            mac.update(len(data).to_bytes(8, "big") + data)
+        out[ref] = mac.hexdigest()
+    return out
+
+
 def claim(inv: Inventory, secrets: Secrets) -> None:
     """Claim the sandbox site ``inv.site`` for this checkout and these secrets, or refuse.
 
     The first call for a site records the claim (0600, no secret value in it). A later call
     with the same secret values returns; with other values it raises RelaunchError naming
-    the checkout that owns the site, having changed nothing.
+    the checkout that owns the site, having changed nothing. A secret the site did not have
+    when it was claimed (the inventory grew: a new database, an app's new secret_env) is no
+    conflict: it is added to the claim, and its value holds from then on.
     """
     path = claim_path(inv.site)
     here = _inventory_file(inv)
@@ -74,14 +89,25 @@ def claim(inv: Inventory, secrets: Secrets) -> None:
         salt = _random.token_bytes(16)
         record = {"site": inv.site, "inventory": here, "salt": salt.hex(),
                   "secrets_hmac_sha256": secrets_digest(inv, secrets, salt),
+                  "secrets": each_secret_digest(inv, secrets, salt),
                   "claimed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if _create_exclusive(path, record):
             log.info("sandbox site %s claimed for %s", inv.site, here)
             return
     record = _read(path)
-    digest = secrets_digest(inv, secrets, bytes.fromhex(record["salt"]))
+    salt = bytes.fromhex(record["salt"])
+    digest = secrets_digest(inv, secrets, salt)
     if hmac.compare_digest(digest, record["secrets_hmac_sha256"]):
         return
+    known = record.get("secrets")
+    if isinstance(known, dict):
+        now = each_secret_digest(inv, secrets, salt)
+        if all(hmac.compare_digest(now[ref], str(known[ref])) for ref in now if ref in known):
+            added = sorted(set(now) - set(known))
+            record.update(secrets={**known, **now}, secrets_hmac_sha256=digest)
+            write_json_atomic(path, record)
+            log.info("sandbox site %s: the claim now holds the new secret(s) %s", inv.site, ", ".join(added) or "-")
+            return
     owner = record.get("inventory") or "?"
     since = record.get("claimed_at") or "?"
     if owner == here:

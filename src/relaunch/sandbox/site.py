@@ -27,6 +27,7 @@ from relaunch.cloud import Cloud, DnsRecord
 from relaunch.cloud.local import login_key_path
 from relaunch.errors import RelaunchError
 from relaunch.health import HealthReport
+from relaunch.images import is_by_tag
 from relaunch.inventory import load_site
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import Secrets, ensure_sandbox_secrets, resolve_all
@@ -39,7 +40,7 @@ from relaunch.pipeline.steps import host
 from relaunch.sandbox import manage, ownership
 from relaunch.sandbox.docker_backend import NETWORK
 from relaunch.sandbox.image import ensure_image
-from relaunch.sandbox.images import build_example_images
+from relaunch.sandbox.images import build_example_images, resolve_public
 from relaunch.sandbox.registry import Registry
 from relaunch.state import HostRecord, production_record
 
@@ -177,19 +178,28 @@ def _bring_up(
 
 
 def _images(inv: Inventory, network: str) -> dict[str, dict[str, str]]:
-    """Build and push the site's images; return app -> service -> reference by digest."""
-    wanted = {repo for app in inv.apps if app.compose for repo in app.compose.images.values()}
-    if not wanted:
+    """Build and push the site's own images, resolve its public ones (by tag); return app -> service -> reference by digest.
+
+    A public image's tag is resolved now, when the app is deployed (the sandbox registry plays
+    the public one); what the host then runs, and every backup records, is that digest.
+    """
+    own = {repo for app in inv.apps if app.compose for repo in app.compose.images.values() if not is_by_tag(repo)}
+    public = {repo for app in inv.apps if app.compose for repo in app.compose.images.values() if is_by_tag(repo)}
+    if not own and not public:
         return {}
     client = docker.from_env()
     base = ensure_image(client)
-    refs = build_example_images(client, base, Registry(client, network, base))
-    missing = sorted(wanted - set(refs))
+    registry = Registry(client, network, base)
+    refs = build_example_images(client, base, registry) if own else {}
+    missing = sorted(own - set(refs))
     if missing:
         raise RelaunchError(
             f"site {inv.site!r} wants images {', '.join(missing)}, which the sandbox does not build "
-            f"(it builds {', '.join(sorted(refs))})"
+            f"(it builds {', '.join(sorted(refs))}; an image of another project is named by tag, e.g. "
+            "'docker.io/library/nginx:1.25')"
         )
+    for repo in sorted(public):
+        refs[repo] = resolve_public(client, repo, registry)
     return {
         app.name: {service: refs[repo] for service, repo in app.compose.images.items()}
         for app in inv.apps
