@@ -246,3 +246,21 @@ def test_the_golden_phase_is_reported_but_not_counted_in_the_rto() -> None:
     assert record["rto_seconds"] == 15.0
     assert [p["name"] for p in record["phases"]] == ["provision", "golden", "restore"]
     assert record["golden_made"]["snapshot_seconds"] == 40.0
+
+
+def test_the_rebuild_plan_says_which_image_the_new_host_starts_from() -> None:
+    from relaunch.rebuild import plan_rebuild
+
+    inv = load_site("example", REPO)
+    journal = Journal.ephemeral("example", "rebuild", {})
+    journal.state.update(new_name="example-x", source="backup", golden_image={"id": 42, "name": "relaunch-golden-x",
+                         "created_at": "2026-11-27T10:00:00Z", "held_indices": [0]},
+                         golden_reason="golden snapshot relaunch-golden-x matches")
+    ctx = SimpleNamespace(inv=inv, options={}, state=journal.state, journal=journal)
+    plan = plan_rebuild(ctx)
+    lines = "\n".join(plan.lines())
+    assert "golden snapshot relaunch-golden-x (42" in lines and "must report no change" in lines
+    assert dict(plan.facts)["starts from"].startswith("golden snapshot relaunch-golden-x")
+    journal.state.update(golden_image=None, golden_reason="not used (--no-golden)")
+    plan = plan_rebuild(ctx)
+    assert dict(plan.facts)["starts from"] == "not used (--no-golden)" and "image debian-12-x64" in "\n".join(plan.lines())
