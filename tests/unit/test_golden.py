@@ -179,6 +179,7 @@ def test_clean_script_removes_secrets_data_and_identity_with_every_value_quoted(
     inv = load_site("example", REPO)
     script = golden.clean_script(inv, ["/var/lib/relaunch/drill"])
     assert "down -v --remove-orphans" in script                      # containers hold the env files' values
+    assert "rm -f /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db" in script  # freed pages held the env
     sql = next(shlex.split(line)[2] for line in script.splitlines() if line.startswith("printf"))
     assert "DROP USER IF EXISTS 'stats'@'localhost';" in sql           # native MariaDB: no password hash kept
     assert "rm -rf /etc/relaunch/secrets/* /etc/relaunch/blog.env" in script
