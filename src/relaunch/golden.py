@@ -387,13 +387,23 @@ def make(ctx: RunContext) -> dict[str, Any]:
     finally:
         _sh(conn, restore_script(), "putting the host's identity back", timeout=120)
     snapshot_seconds = round(time.monotonic() - snap_started, 1)
-    ctx.cloud.tag_snapshot(snapshot.id, [GOLDEN_TAG, site_tag(ctx.inv.site), recipe_tag(recipe)])
-    ctx.say("golden", f"snapshot {snapshot.id} taken in {snapshot_seconds:.0f} s; bootstrapping the host again")
-    ctx.drop_conn("new")
-    result = bootstrap(ctx.new_conn(), render_context(ctx),
-                       progress=lambda step, done: ctx.say("golden", f"again: {step.name}{' done' if done else ''}"))
-    held = [i for i, r in enumerate(result.runbook.steps) if not r.changed]
-    ctx.cloud.tag_snapshot(snapshot.id, [held_tag(held)])
+    try:
+        ctx.cloud.tag_snapshot(snapshot.id, [GOLDEN_TAG, site_tag(ctx.inv.site), recipe_tag(recipe)])
+        ctx.say("golden", f"snapshot {snapshot.id} taken in {snapshot_seconds:.0f} s; bootstrapping the host again")
+        ctx.drop_conn("new")
+        result = bootstrap(ctx.new_conn(), render_context(ctx),
+                           progress=lambda step, done: ctx.say("golden", f"again: {step.name}{' done' if done else ''}"))
+        held = [i for i, r in enumerate(result.runbook.steps) if not r.changed]
+        ctx.cloud.tag_snapshot(snapshot.id, [held_tag(held)])
+    except BaseException:
+        # not finished (no held tag): never chosen, but billed; a drill that fails here leaves none behind
+        ctx.say("golden", f"deleting the unfinished snapshot {snapshot.id}")
+        try:
+            ctx.cloud.delete_snapshot(snapshot.id)
+        except (RelaunchError, OSError) as exc:
+            log.warning("could not delete the unfinished golden snapshot %s: %s (the next drill --golden does)",
+                        snapshot.id, exc)
+        raise
     ctx.say("golden", "held (no change from the cleaned state): "
             + (", ".join(result.runbook.steps[i].step.name for i in held) or "none") + "; fetching the backup again")
     data.data_backup(ctx)  # the clean removed it: the restore needs it where the data step put it

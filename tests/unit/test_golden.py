@@ -265,3 +265,63 @@ def test_the_rebuild_plan_says_which_image_the_new_host_starts_from() -> None:
     journal.state.update(golden_image=None, golden_reason="not used (--no-golden)")
     plan = plan_rebuild(ctx)
     assert dict(plan.facts)["starts from"] == "not used (--no-golden)" and "image debian-12-x64" in "\n".join(plan.lines())
+
+
+# --- making one: a half-made snapshot is never left behind ------------------------------------------
+
+
+class MakeCloud:
+    def __init__(self, fail_tag: bool = False) -> None:
+        self.calls: list[tuple] = []
+        self.fail_tag = fail_tag
+
+    def snapshot_droplet(self, droplet_id: int, name: str) -> Snapshot:
+        self.calls.append(("snapshot", droplet_id))
+        return Snapshot(77, name, "2026-11-27T10:00:00Z", str(droplet_id), 1.0)
+
+    def tag_snapshot(self, snapshot_id: int, tags: list[str]) -> None:
+        if self.fail_tag:
+            raise golden.RelaunchError("tagging failed (503)")
+        self.calls.append(("tag", snapshot_id, tuple(tags)))
+
+    def delete_snapshot(self, snapshot_id: int) -> bool:
+        self.calls.append(("delete", snapshot_id))
+        return True
+
+    def list_snapshots(self) -> list[Snapshot]:
+        return []
+
+
+def make_ctx(cloud: MakeCloud, monkeypatch: pytest.MonkeyPatch, bootstrap_fails: bool):
+    import relaunch.bootstrap
+    import relaunch.pipeline.steps.host as host_steps
+
+    inv = load_site("example", REPO)
+    journal = Journal.ephemeral("example", "drill", {})
+    journal.state.update(recipe="r" * 64, new_id=5)
+    conn = SimpleNamespace(host="10.0.0.5", run=lambda *a, **k: SimpleNamespace(ok=True, stdout=""))
+    scripts: list[str] = []
+    monkeypatch.setattr(golden, "_sh", lambda c, script, what, timeout: scripts.append(what))
+
+    def again(*a, **k):
+        if bootstrap_fails:
+            raise golden.RelaunchError("apt-get failed")
+        return bootstrap_result({"docker": False, "apps": True})
+
+    monkeypatch.setattr(relaunch.bootstrap, "bootstrap", again)
+    monkeypatch.setattr(host_steps, "render_context", lambda ctx: None)
+    ctx = SimpleNamespace(inv=inv, state=journal.state, journal=journal, cloud=cloud, new_conn=lambda: conn,
+                          drop_conn=lambda which: None, say=lambda step, m: None,
+                          secrets={"x": SimpleNamespace(reveal=lambda: "a-long-secret-value")})
+    return ctx, scripts
+
+
+@pytest.mark.parametrize("where", ["bootstrap", "tag"])
+def test_make_deletes_its_snapshot_when_it_fails_before_the_snapshot_is_finished(
+        monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    cloud = MakeCloud(fail_tag=where == "tag")
+    ctx, scripts = make_ctx(cloud, monkeypatch, bootstrap_fails=where == "bootstrap")
+    with pytest.raises(golden.RelaunchError, match="apt-get failed" if where == "bootstrap" else "tagging failed"):
+        golden.make(ctx)
+    assert cloud.calls[0] == ("snapshot", 5) and cloud.calls[-1] == ("delete", 77)
+    assert "putting the host's identity back" in scripts  # the drill's host got its identity back all the same
