@@ -265,11 +265,18 @@ def clean_script(inv: Inventory, work_dirs: list[str]) -> str:
             lines.append(f'"${{compose[@]}}" -p {q(app.name)} -f {q(f"/srv/{app.name}/compose.yml")} '
                          f"--env-file {q(render.env_file_path(app.name))} down -v --remove-orphans")
     if compose:
-        # containerd's metadata database keeps the removed containers' specs (their env: secrets) in its freed
-        # pages (found by the scan in a sandbox run): with no container left it is only state, made anew empty
+        # Docker stays stopped until the snapshot is taken (restore_script starts it): with no container left,
+        # what it and containerd remove here is only state, made anew at their next start.
+        # - containerd's metadata database keeps the removed containers' specs (their env: secrets) in its freed
+        #   pages (found by the scan in a sandbox run);
+        # - dockerd renames runtimes/ (and tmp/) at start: on a host booted from the snapshot they would come from
+        #   the image, and where the root is an overlay (a sandbox Droplet is a container) a directory of a lower
+        #   layer cannot be renamed (EXDEV): docker did not start (a sandbox run). A real Droplet's disk has no
+        #   such limit; leaving them out is right on both.
         lines += ["systemctl stop docker.socket docker.service containerd.service",
                   "rm -f /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db",
-                  "systemctl start containerd.service docker.service"]
+                  "rm -rf /var/lib/docker/runtimes /var/lib/docker/tmp /var/lib/docker/tmp-old "
+                  "/var/lib/docker/gen-runtimes*"]
     for app in inv.apps:
         if app.kind == "systemd":
             lines.append(f"systemctl stop {q(app.name + '.service')} || true  # it may not have started")
@@ -309,14 +316,16 @@ def clean_script(inv: Inventory, work_dirs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def restore_script() -> str:
-    """Put back what :func:`clean_script` moved aside (the scratch host goes on with the drill)."""
+def restore_script(inv: Inventory) -> str:
+    """Put back what :func:`clean_script` moved aside and start Docker again (the scratch host goes on with the drill)."""
     return "\n".join([
         f"mv -f {ASIDE}/ssh_host_* /etc/ssh/ 2>/dev/null || true",
         f"if [ -e {ASIDE}/host-key-rotated ]; then mv -f {ASIDE}/host-key-rotated /var/lib/relaunch/; fi",
         f"if [ -d {ASIDE}/cloud ]; then rm -rf /var/lib/cloud; mv -f {ASIDE}/cloud /var/lib/cloud; fi",
         f"mv -f {ASIDE}/log/* /var/log/ 2>/dev/null || true",
         f"rm -rf {ASIDE}",
+        *(["systemctl start containerd.service docker.socket docker.service"]
+          if any(a.kind == "compose" for a in inv.apps) else []),
     ]) + "\n"
 
 
@@ -376,7 +385,7 @@ def make(ctx: RunContext) -> dict[str, Any]:
         found = conn.run(scan_command(), in_stream=_Script("\n".join(patterns) + "\n"), warn=True, hide=True,
                          timeout=1800).stdout.split()
         if found:
-            _sh(conn, restore_script(), "putting the host's identity back", timeout=120)
+            _sh(conn, restore_script(ctx.inv), "putting the host's identity back", timeout=120)
             raise RelaunchError(f"{conn.host}: after the clean these files still hold a secret: "
                                 f"{', '.join(sorted(found)[:10])}; no golden snapshot was taken")
     name = f"{GOLDEN_TAG}-{ctx.inv.site}-{recipe[:12]}-{datetime.now(timezone.utc):%Y%m%dt%H%M%Sz}"
@@ -385,7 +394,7 @@ def make(ctx: RunContext) -> dict[str, Any]:
     try:
         snapshot = ctx.cloud.snapshot_droplet(int(ctx.state["new_id"]), name)
     finally:
-        _sh(conn, restore_script(), "putting the host's identity back", timeout=120)
+        _sh(conn, restore_script(ctx.inv), "putting the host's identity back", timeout=120)
     snapshot_seconds = round(time.monotonic() - snap_started, 1)
     try:
         ctx.cloud.tag_snapshot(snapshot.id, [GOLDEN_TAG, site_tag(ctx.inv.site), recipe_tag(recipe)])

@@ -187,10 +187,27 @@ def test_clean_script_removes_secrets_data_and_identity_with_every_value_quoted(
     assert "/var/lib/relaunch/drill" in script
     for identity, aside in (("/etc/ssh/ssh_host_*", "ssh_host_*"), ("/var/lib/relaunch/host-key-rotated", "host-key-rotated"),
                             ("/var/lib/cloud", "/cloud")):
-        assert identity in script and f"{golden.ASIDE}/{aside}".replace("//", "/") in golden.restore_script()
+        assert identity in script and f"{golden.ASIDE}/{aside}".replace("//", "/") in golden.restore_script(inv)
     assert "still on the host after the clean" in script
     evil = inv.model_copy(update={"apps": [inv.apps[1].model_copy(update={"name": "a;b"})]})
     assert "'a;b.service'" in golden.clean_script(evil, [])
+
+
+def test_clean_script_leaves_docker_stopped_without_the_state_it_renames_at_start_and_restore_starts_it() -> None:
+    # Found in a sandbox run: dockerd renames /var/lib/docker/runtimes at start; on a host booted from the
+    # snapshot that directory came from the image, and on an overlay root (a sandbox Droplet) a directory of a
+    # lower layer cannot be renamed (EXDEV): docker never started. Docker makes that state anew at each start.
+    inv = load_site("example", REPO)
+    lines = golden.clean_script(inv, []).splitlines()
+    stop = lines.index("systemctl stop docker.socket docker.service containerd.service")
+    removed = " ".join(lines[stop + 1:])
+    for state in ("/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db", "/var/lib/docker/runtimes",
+                  "/var/lib/docker/tmp", "/var/lib/docker/gen-runtimes*"):
+        assert state in removed
+    assert not [line for line in lines[stop:] if "systemctl start" in line or "systemctl restart" in line]
+    assert "systemctl start containerd.service docker.socket docker.service" in golden.restore_script(inv)
+    native = inv.model_copy(update={"apps": [a for a in inv.apps if a.kind != "compose"]})
+    assert "docker" not in golden.clean_script(native, []) and "docker" not in golden.restore_script(native)
 
 
 def test_secret_patterns_take_each_line_of_a_key_but_not_its_armour() -> None:
