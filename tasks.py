@@ -513,6 +513,22 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
             console.print(f"[green]switched[/] {_e(site)} to {_e(to)}" + (" [bold red](FORCED)[/]" if result.forced else ""))
 
 
+def _print_image(record):
+    """Which image the new host started from, how its check went, and the golden snapshot a drill made."""
+    image = record.get("image") or {}
+    if image.get("golden"):
+        check = image.get("check") or {}
+        verdict = ("held steps reported no change" if check.get("passed") else
+                   f"[red]check failed[/]: {_e(str(check.get('problem')))}") if check else "not checked"
+        console.print(f"started from golden snapshot {_e(image['golden']['name'])}: {verdict}")
+    elif image.get("reason"):
+        console.print(f"started from the base image: {_e(image['reason'])}")
+    made = record.get("golden_made")
+    if made:
+        console.print(f"golden snapshot made: {_e(made['name'])} ({made['id']}), snapshot {made['snapshot_seconds']} s "
+                      f"(not in the RTO); holds {_e(', '.join(made['held']) or 'no step')}")
+
+
 @task(
     help={
         "site": SITE_HELP,
@@ -528,12 +544,14 @@ def dns_switch(c, to=None, site=DEFAULT_SITE, via="dns", prepare=False, wait_ttl
         "fallback_to_backup": "if the old host is lost during the final sync, go on from the newest verified backup "
                               "(without it the rebuild stops and says how to go on)",
         "settle": "after a verified switch, wait SETTLE seconds, then put back a TTL lowered with dns-switch --prepare",
+        "no_golden": "start from the base image even when a golden snapshot matches (made by `fab drill --golden`)",
         "json": "print the report's JSON instead of the summary",
         "verbose": "log what the library does",
     }
 )
 def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, source=None, backup=None, region=None,
-            size=None, no_switch=False, fallback_to_backup=False, settle=0, json=False, verbose=False, destroy=False):
+            size=None, no_switch=False, fallback_to_backup=False, settle=0, no_golden=False, json=False, verbose=False,
+            destroy=False):
     """Rebuild the site on a new Droplet with its newest data, verify it, and switch traffic over. Resumable."""
     import json as jsonlib
 
@@ -561,9 +579,9 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
             return
         options = rebuild_.RebuildOptions(source=source or ("backup" if backup else None), backup_id=backup,
                                           region=region, size=size, switch=not no_switch, settle=settle_s,
-                                          fallback_to_backup=fallback_to_backup)
+                                          fallback_to_backup=fallback_to_backup, golden="off" if no_golden else "use")
         out = Console(stderr=True) if json else console
-        with RunView(out, PHASES, title=f"rebuild of {site}") as view:
+        with RunView(out, [p for p in PHASES if p != "golden"], title=f"rebuild of {site}") as view:
             result = rebuild_.rebuild(site, options, resume=resume, dry_run=dry_run, progress=view)
     except RelaunchError as exc:
         raise Exit(f"rebuild failed: {exc}", code=1) from exc
@@ -581,6 +599,7 @@ def rebuild(c, site=DEFAULT_SITE, dry_run=False, resume=False, abort=False, sour
         print(jsonlib.dumps(record, indent=2))
     else:
         _print_run(record, result.report_md)
+        _print_image(record)
     if result.status != "passed":
         raise Exit(f"rebuild failed: {result.error}", code=1)
     console.print(f"[green]rebuilt[/] {site} on {escape(str(result.journal.state.get('new_name')))}")
@@ -655,12 +674,15 @@ def reports(c, site=DEFAULT_SITE, json=False):
         "keep": "keep the scratch Droplet afterwards and print how to reach it",
         "no_canary": "write no canary into production (e.g. a drill of an older backup)",
         "cleanup": "only destroy scratch Droplets left by earlier drills",
+        "golden": "bootstrap from the base image, then snapshot the scratch host before any data as the golden image "
+                  "rebuilds start from (older golden snapshots deleted, one kept)",
+        "no_golden": "start from the base image even when a golden snapshot matches",
         "json": "print the report's JSON instead of the summary",
         "verbose": "log what the library does",
     }
 )
 def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_canary=False, cleanup=False, json=False,
-          verbose=False, install_schedule=None):
+          verbose=False, install_schedule=None, golden=False, no_golden=False):
     """Rehearse the rebuild into a scratch Droplet from the backups alone: verify, measure, destroy, report."""
     import json as jsonlib
 
@@ -679,9 +701,12 @@ def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_can
                 console.print(f"  {_e(line)}")
             console.print(f"[green]clean[/]: {len(done)} scratch Droplet(s) destroyed")
             return
-        options = drill_.DrillOptions(backup_id=backup, source=from_, keep=keep, canary=not no_canary)
+        if golden and no_golden:
+            raise Exit("drill: --golden and --no-golden go alone", code=2)
+        options = drill_.DrillOptions(backup_id=backup, source=from_, keep=keep, canary=not no_canary,
+                                      golden="make" if golden else "off" if no_golden else "use")
         out = Console(stderr=True) if json else console
-        with RunView(out, PHASES[:-1], title=f"drill of {site}") as view:
+        with RunView(out, [p for p in PHASES[:-1] if golden or p != "golden"], title=f"drill of {site}") as view:
             result = drill_.drill(site, options, progress=view)
     except RelaunchError as exc:
         raise Exit(f"drill failed: {exc}", code=1) from exc
@@ -693,6 +718,7 @@ def drill(c, site=DEFAULT_SITE, backup=None, from_="offsite", keep=False, no_can
         for line in result.cleaned:
             console.print(f"  cleaned up: {_e(line)}")
         console.print(f"scratch Droplet destroyed: {record.get('scratch_destroyed')}; canary: {_e(str(record.get('canary')))}")
+        _print_image(record)
     for sent in result.notified:
         Console(stderr=True).print(("" if sent.ok else "[red]") + _e(sent.describe()))
     if result.status != "passed":

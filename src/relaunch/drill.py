@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from relaunch import alerts, apps, drill_host
+from relaunch import alerts, apps, drill_host, golden
 from relaunch.backup.status import run_now
 from relaunch.cloud import Cloud
 from relaunch.databases import engine
@@ -73,7 +73,7 @@ class GuardedCloud:
 
     _REFUSED = ("ensure_domain", "create_record", "update_record", "delete_record", "create_reserved_ip",
                 "assign_reserved_ip", "unassign_reserved_ip", "delete_reserved_ip", "destroy_droplets_by_tag",
-                "power_off", "power_on", "shutdown", "reboot", "snapshot_droplet", "delete_snapshot")
+                "power_off", "power_on", "shutdown", "reboot")
 
     def __init__(self, cloud: Cloud) -> None:
         self._cloud = cloud
@@ -85,6 +85,21 @@ class GuardedCloud:
                                       "or Droplets that are not the drill's own); refused")
             return refused
         return getattr(self._cloud, name)
+
+    def snapshot_droplet(self, droplet_id: int, name: str, **kwargs: Any) -> Any:
+        """A golden snapshot of the drill's own scratch Droplet (``drill --golden``); no other Droplet's."""
+        droplet = self._cloud.get_droplet(droplet_id)
+        if DRILL_TAG not in droplet.tags:
+            raise DrillGuardError(f"a drill snapshots only its own scratch Droplets (tag {DRILL_TAG}); "
+                                  f"{droplet.name} ({droplet_id}) is not one: refused")
+        return self._cloud.snapshot_droplet(droplet_id, name, **kwargs)
+
+    def delete_snapshot(self, snapshot_id: int | str) -> bool:
+        """Only golden snapshots (tag relaunch-golden) are a drill's to delete."""
+        snap = next((s for s in self._cloud.list_snapshots() if str(s.id) == str(snapshot_id)), None)
+        if snap is not None and golden.GOLDEN_TAG not in snap.tags:
+            raise DrillGuardError(f"a drill deletes only golden snapshots; {snap.name} ({snap.id}) is not one: refused")
+        return self._cloud.delete_snapshot(snapshot_id)
 
     def destroy_droplet(self, droplet_id: int) -> bool:
         droplet = self._cloud.get_droplet(droplet_id)
@@ -100,6 +115,7 @@ class DrillOptions:
     source: str = "offsite"  # offsite (the copy that survives a dead host) | host (production's own, read only)
     keep: bool = False
     canary: bool = True
+    golden: str = "use"  # use a matching golden snapshot; make: bootstrap from the base image, then snapshot; off
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -129,7 +145,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
     if problems:
         raise RelaunchError(f"a drill of {inv.site!r} cannot start: " + "; ".join(problems))
     out: dict[str, Any] = {"source": "backup", "source_reason": "a drill restores from the backups alone" + (
-        " (--from host: production's backup directory, read only)" if from_host else "")}
+        " (--from host: production's backup directory, read only)" if from_host else ""), **golden.choose_for(ctx)}
     canary = ctx.options.get("canary", True) and not ctx.options.get("backup_id")
     if not canary and not from_host:
         out["canary"] = {}
@@ -196,6 +212,9 @@ def plan_drill(ctx: RunContext) -> Plan:
         Step("boot", "wait until it answers SSH with its pinned key and cloud-init has finished", host.boot),
         fetch,
         Step("bootstrap", "upload the rendered templates, run the runbooks (no backup timer)", host.bootstrap_host),
+        *([Step("golden", "clean the scratch host of secrets, data and host keys; snapshot it (not in the RTO); "
+                "bootstrap it again; keep only the newest golden snapshot", golden.make)]
+          if ctx.options.get("golden") == "make" else []),
         Step("restore", "fresh empty databases restored from the dumps; trees put in place", restore.restore),
         Step("verify", "fingerprints and tree listings against the manifest; the canary in every database",
              verify_with_canary),

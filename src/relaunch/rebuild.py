@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relaunch import apps
+from relaunch import apps, golden
 from relaunch.cloud import Cloud
 from relaunch.errors import RelaunchError
 from relaunch.inventory import load_site
@@ -62,6 +62,7 @@ class RebuildOptions:
     switch: bool = True
     settle: float | None = 0.0
     fallback_to_backup: bool = False
+    golden: str = "use"  # use: the newest golden snapshot made from the current recipe (relaunch.golden); off
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -121,7 +122,7 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         if problems:
             raise RelaunchError(f"a rebuild of {inv.site!r} from backup cannot start: " + "; ".join(problems))
     ctx.say("preflight", f"data source: {source} ({reason})")
-    return {"source": source, "source_reason": reason, "images": images}
+    return {"source": source, "source_reason": reason, "images": images, **golden.choose_for(ctx)}
 
 
 #: Files of the backup on a production host that hold a secret a rebuild may need (relaunch.backup.install).
@@ -175,10 +176,13 @@ def plan_rebuild(ctx: RunContext) -> Plan:
     region, size = opts.get("region") or inv.provider.region, opts.get("size") or inv.provider.size
     pre = Step("preflight", "check the token, the SSH key and the secrets; probe the old host; choose the data source",
                preflight)
-    prov = Step("provision", f"create Droplet {name} ({size} in {region}, image {inv.provider.image}"
+    image = golden.describe(state) if state.get("golden_image") else f"image {inv.provider.image}"
+    prov = Step("provision", f"create Droplet {name} ({size} in {region}, {image}"
                 f"{', IPv6' if wants_ipv6(inv) else ''}, tags {', '.join(inv.provider.tags) or 'none'})", host.provision)
     boot = Step("boot", "wait until it answers SSH with its pinned key and cloud-init has finished", host.boot)
-    boot_strap = Step("bootstrap", "upload the rendered templates, run the runbooks (backup timer off)", host.bootstrap_host)
+    boot_strap = Step("bootstrap", "upload the rendered templates, run the runbooks (backup timer off)"
+                      + ("; the steps the golden snapshot holds must report no change" if state.get("golden_image") else ""),
+                      host.bootstrap_host)
     if source == "backup":
         which = opts.get("backup_id") or "the newest backup"
         dat = Step("data", f"the new host fetches {which} from the old host's backup directory when it answers, else "
@@ -205,6 +209,9 @@ def plan_rebuild(ctx: RunContext) -> Plan:
     facts = [
         ("site", inv.site),
         ("new Droplet", f"{name} — {size} in {region}, image {inv.provider.image}"),
+        ("starts from", golden.describe(state) if "golden_reason" in state else
+         ("the base image (--no-golden)" if opts.get("golden") == "off" else
+          "the newest golden snapshot made from the current runbooks, templates and inventory, if any")),
         ("old host", _describe_old(state.get("old"))),
         ("data source", f"{source}" + (f" ({state['source_reason']})" if state.get("source_reason") else "")),
         ("records", "not switched (--no-switch)" if not opts.get("switch", True) else

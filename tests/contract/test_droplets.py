@@ -158,3 +158,39 @@ def test_unsupported_action_type_is_422(client: Any) -> None:
 def test_actions_list_is_paginated(client: Any) -> None:
     data = client.get("actions", params={"per_page": 1})
     assert len(data["actions"]) <= 1 and data["meta"]["total"] >= len(data["actions"])
+
+
+def test_snapshot_tags_and_the_images_listing(client: Any) -> None:
+    """A snapshot is a private image: tagged through /v2/tags (resource_type image), listed by /v2/images
+    (private=true, tag_name) with its tags, deleted through /v2/images; the tag counts it."""
+    source = client.active_droplet("golden-src")
+    action = client.call("POST", f"droplets/{source['id']}/actions",
+                         json={"type": "snapshot", "name": "golden-1"}, status=201).json()["action"]
+    assert client.wait_action(action["id"])["status"] == "completed"
+    snap_id = client.get(f"droplets/{source['id']}/snapshots")["snapshots"][0]["id"]
+    client.call("POST", "tags", json={"name": "relaunch-golden"}, status=201)
+    client.call("POST", "tags/relaunch-golden/resources",
+                json={"resources": [{"resource_id": str(snap_id), "resource_type": "image"}]}, status=204)
+    client.call("POST", "tags/relaunch-golden/resources",
+                json={"resources": [{"resource_id": "999999", "resource_type": "image"}]}, status=422)
+    assert client.get(f"snapshots/{snap_id}")["snapshot"]["tags"] == ["relaunch-golden"]
+    tag = client.get("tags/relaunch-golden")["tag"]["resources"]
+    assert tag["images"]["count"] == 1 and tag["droplets"]["count"] == 0
+
+    private = client.get("images", params={"private": "true"})["images"]
+    assert [(i["id"], i["type"], i["public"], i["tags"]) for i in private] == [(snap_id, "snapshot", False, ["relaunch-golden"])]
+    everything = client.get("images")["images"]
+    assert {i["type"] for i in everything} == {"base", "snapshot"}
+    assert [i["id"] for i in client.get("images", params={"tag_name": "relaunch-golden"})["images"]] == [snap_id]
+    assert [i["slug"] for i in client.get("images", params={"type": "distribution"})["images"]] == ["debian-12-x64"]
+    assert client.get(f"images/{snap_id}")["image"]["name"] == "golden-1"
+    assert client.get("images/debian-12-x64")["image"]["public"] is True
+
+    client.call("DELETE", "tags/relaunch-golden/resources",
+                json={"resources": [{"resource_id": str(snap_id), "resource_type": "image"}]}, status=204)
+    assert client.get(f"images/{snap_id}")["image"]["tags"] == []
+    client.call("DELETE", "tags/relaunch-golden", status=204)
+    client.call("DELETE", f"droplets/{source['id']}", status=204)
+    client.call("DELETE", f"images/{snap_id}", status=204)
+    client.call("GET", f"images/{snap_id}", status=404)
+    assert client.get("images", params={"private": "true"})["images"] == []

@@ -327,3 +327,35 @@ def test_load_history_keeps_the_kind_newest_first_up_to_the_limit() -> None:
     assert [r["id"] for r in load_history(SITE, "drill", limit=3)] == ["d5", "d4", "d3"]
     assert all(r["format"] == 1 for r in load_history(SITE, "drill"))
     assert [r["id"] for r in load_history(SITE, "rebuild")] == ["r"]
+
+
+def test_render_markdown_names_the_image_a_run_started_from_and_a_golden_snapshot_it_made() -> None:
+    made = {**FULL, "status": "passed", "error": None,
+            "phases": [{"name": "bootstrap", "seconds": 300, "status": "passed"},
+                       {"name": "golden", "seconds": 100, "status": "passed"},
+                       {"name": "restore", "seconds": 100, "status": "passed"}], "rto_seconds": 400,
+            "image": {"golden": None, "reason": "not used: this drill makes a new golden snapshot (--golden)"},
+            "golden_made": {"id": 77, "name": "relaunch-golden-example-abc", "snapshot_seconds": 40.2,
+                            "held": ["docker", "base-packages"], "deleted": [76]}}
+    md = render_markdown(made)
+    assert "## Image" in md
+    assert "Started from: the base image (not used: this drill makes a new golden snapshot (--golden))." in md
+    assert ("Golden snapshot made: relaunch-golden-example-abc (77); the snapshot took 40.2 s (not in the RTO); "
+            "it holds docker, base-packages; deleted the older 76.") in md
+    phases = _tables(md)[0]
+    assert phases[2][1:5] == ["golden", "passed", "1 min 40 s", "not in RTO"]
+    assert phases[3][4] == "25 %"
+
+    used = {**FULL, "image": {"golden": {"id": 77, "name": "relaunch-golden-example-abc",
+                                         "created_at": "2026-11-27T14:00:00Z", "held_indices": [0, 1]},
+                              "reason": "golden snapshot ... matches",
+                              "check": {"held": ["docker", "base-packages"], "held_changed": [], "passed": True}},
+            "golden_made": None}
+    md = render_markdown(used)
+    assert ("Started from: golden snapshot relaunch-golden-example-abc (77, made 2026-11-27T14:00:00Z); "
+            "its 2 held steps reported no change.") in md
+    assert "Golden snapshot made" not in md
+    bad = {**used, "image": {**used["image"], "check": {"held": ["docker"], "held_changed": ["docker"],
+                                                         "passed": False, "problem": "docker changed the host"}}}
+    assert "**the image is not what its tags say**: docker changed the host" in render_markdown(bad)
+    assert "## Image" not in render_markdown(FULL)  # a record from before golden images

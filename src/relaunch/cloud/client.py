@@ -423,6 +423,15 @@ class Cloud:
                 return False
         return True
 
+    def tag_snapshot(self, snapshot_id: int | str, tags: list[str]) -> None:
+        """Put ``tags`` on a Droplet snapshot (an image, for the tags API); each tag is made if missing."""
+        for tag in tags:
+            with self._doing(f"tagging snapshot {snapshot_id} with {tag}"):
+                self._t.request("POST", "tags", {"name": tag})  # an existing tag is answered as is
+                self._t.request("POST", f"tags/{_q(tag)}/resources",
+                                {"resources": [{"resource_id": str(snapshot_id), "resource_type": "image"}]},
+                                retry_unsafe=True)  # tagging twice is tagging once
+
     # --- domains -----------------------------------------------------------
 
     def list_domains(self) -> list[str]:

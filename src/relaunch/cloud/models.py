@@ -69,6 +69,8 @@ class Snapshot:
     created_at: str | None
     resource_id: str | None
     size_gigabytes: float | None
+    tags: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
 
     @classmethod
     def from_api(cls, d: Mapping[str, Any], resource_id: str | int | None = None) -> "Snapshot":
@@ -79,6 +81,8 @@ class Snapshot:
             created_at=d.get("created_at"),
             resource_id=str(rid) if rid is not None else None,
             size_gigabytes=d.get("size_gigabytes"),
+            tags=tuple(d.get("tags") or ()),
+            regions=tuple(d.get("regions") or ()),
         )
 
 

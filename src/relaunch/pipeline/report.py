@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from relaunch.pipeline import UNTIMED
 from relaunch.state import make_private_dirs, site_dir, write_atomic
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ def render_markdown(record: dict, history: Sequence[dict] = ()) -> str:
     phases [{name, seconds, status, started_at, detail}], databases [{name, engine, tables, rows,
     fingerprint_match, canary, mismatches}], files [{path, files, bytes, match, method}],
     health_checks [{name, address, passed, detail}], switched [{name, type, before, after}],
-    old_host / new_host {name, id, address}, backup_id, scratch_destroyed, next_steps [text].
+    old_host / new_host {name, id, address}, backup_id, scratch_destroyed, next_steps [text],
+    image {golden {id, name, created_at}, reason, check {held, held_changed, passed, problem}},
+    golden_made {id, name, snapshot_seconds, held [text], deleted [id]}.
     ``history`` is earlier records of the same kind (any order; the record itself is left out).
     """
     r = record if isinstance(record, dict) else {}
@@ -229,6 +232,7 @@ def render_markdown(record: dict, history: Sequence[dict] = ()) -> str:
         out.append("")
 
     out += _hosts(r)
+    out += _image(r)
 
     steps = [_text(s) for s in _list(r.get("next_steps")) if _text(s)]
     out += ["## What to do next", ""]
@@ -299,6 +303,8 @@ def _phases_table(phases: list[dict], total: float | None) -> list[str]:
     for i, p in enumerate(phases, 1):
         seconds = _num(p.get("seconds"))
         share = f"{100 * seconds / total:.0f} %" if seconds is not None and total else "-"
+        if p.get("name") in UNTIMED:
+            share = "not in RTO"
         status = _text(p.get("status")) or "-"
         rows.append([str(i), p.get("name"), status.upper() if status == "failed" else status,
                      human_duration(seconds) if seconds is not None else "-", share, p.get("started_at"), p.get("detail")])
@@ -358,6 +364,37 @@ def _hosts(r: dict) -> list[str]:
         else:
             lines.append("Whether the scratch Droplet was destroyed is unknown: check the account.")
         lines.append("")
+    return lines
+
+
+def _image(r: dict) -> list[str]:
+    """The Image section: the image the new host started from, and a golden snapshot this run made (relaunch.golden)."""
+    image = r.get("image") if isinstance(r.get("image"), dict) else {}
+    made = r.get("golden_made") if isinstance(r.get("golden_made"), dict) else {}
+    if not image and not made:
+        return []
+    lines = ["## Image", ""]
+    if image:
+        golden = image.get("golden") if isinstance(image.get("golden"), dict) else None
+        check = image.get("check") if isinstance(image.get("check"), dict) else {}
+        reason = _text(image.get("reason"))
+        if golden:
+            line = (f"Started from: golden snapshot {_md(_text(golden.get('name')))} ({_md(_text(golden.get('id')))}, "
+                    f"made {_md(_text(golden.get('created_at')) or '?')})")
+            if check.get("problem"):
+                line += f"; **the image is not what its tags say**: {_md(_text(check.get('problem')))}"
+            elif check:
+                line += f"; its {len(_list(check.get('held')))} held steps reported no change"
+        else:
+            line = "Started from: the base image" + (f" ({_md(reason)})" if reason else "")
+        lines += [line + ".", ""]
+    if made:
+        seconds = _num(made.get("snapshot_seconds"))
+        held = ", ".join(_text(h) for h in _list(made.get("held"))) or "no step"
+        deleted = ", ".join(_text(d) for d in _list(made.get("deleted")))
+        lines += [f"Golden snapshot made: {_md(_text(made.get('name')))} ({_md(_text(made.get('id')))}); the snapshot "
+                  f"took {human_duration(seconds) if seconds is not None else '?'} (not in the RTO); "
+                  f"it holds {_md(held)}" + (f"; deleted the older {_md(deleted)}" if deleted else "") + ".", ""]
     return lines
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from relaunch.pipeline import UNTIMED
 from relaunch.pipeline.journal import mask_tree, now_iso
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def record_from_run(ctx: RunContext, status: str, error: str | None, next_steps:
         phases.append({"name": name, "seconds": step.get("seconds"), "status":
                        {"done": "passed", "failed": "failed", "running": "failed"}.get(step.get("status"), "skipped"),
                        "started_at": step.get("started_at"), "detail": step.get("error") or ""})
-    rto = round(sum(float(p["seconds"] or 0) for p in phases), 1)
+    rto = round(sum(float(p["seconds"] or 0) for p in phases if p["name"] not in UNTIMED), 1)
     finished = now_iso()
     old, new = state.get("old") or {}, state
     objectives = {"rto_minutes": inv.objectives.rto_minutes, "rpo_minutes": inv.objectives.rpo_minutes,
@@ -51,6 +52,10 @@ def record_from_run(ctx: RunContext, status: str, error: str | None, next_steps:
         "new_host": {"name": new.get("new_name"), "id": new.get("new_id"), "address": new.get("new_ipv4")}
         if new.get("new_id") else None,
         "backup_id": state.get("backup_id"),
+        # the image the new host started from, the check of its bootstrap, and a golden snapshot this run made
+        "image": {"golden": state.get("golden_image"), "reason": state.get("golden_reason"),
+                  "check": state.get("golden_check")},
+        "golden_made": state.get("golden"),
         "handover": state.get("handover") or [],
         "objectives": objectives,
         "error": error, "next_steps": next_steps,

@@ -140,6 +140,11 @@ class Sandbox:
              lambda r: self._page(r, "snapshots", self.droplets.snapshots(r.arg("resource_type")))),
             ("GET", f"/v2/snapshots/{seg}", lambda r, s: Response(200, {"snapshot": self.droplets.snapshot(s)})),
             ("DELETE", f"/v2/snapshots/{seg}", lambda r, s: self._no_content(self.droplets.delete_snapshot, s)),
+            # images (the base image and the snapshots)
+            ("GET", "/v2/images",
+             lambda r: self._page(r, "images", self.droplets.images(r.arg("type"), r.arg("private"), r.arg("tag_name")))),
+            ("GET", f"/v2/images/{seg}", lambda r, i: Response(200, {"image": self.droplets.image(i)})),
+            ("DELETE", f"/v2/images/{seg}", lambda r, i: self._no_content(self.droplets.delete_image, i)),
             # domains
             ("GET", "/v2/domains", lambda r: self._page(r, "domains", self.domains.list())),
             ("POST", "/v2/domains", lambda r: Response(201, {"domain": self.domains.create(r.body)})),

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import docker
 import docker.errors
 import docker.types
+import requests.exceptions
 import yaml
 
 from relaunch.errors import RelaunchError
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 NETWORK = "relaunch-sandbox"
 SEED_DIR = "/var/lib/cloud/seed/nocloud"
+#: Seconds a snapshot (docker commit of a Droplet) may take.
+SNAPSHOT_TIMEOUT = 1800
 #: Addresses below this offset in the subnet are left to Docker and the helper services.
 FIRST_DROPLET_HOST = 16
 
@@ -316,14 +319,20 @@ class DockerBackend:
     def snapshot(self, droplet_id: int, snapshot_id: int) -> int:
         container = self._container(droplet_id)
         repository, tag = self.snapshot_ref(snapshot_id).split(":")
+        # docker-py reads its timeout per request: the commit of a Droplet holding Docker images (vfs) takes
+        # minutes on a loaded machine, far past the default 60 s (the client is this thread's own)
+        api = self.client.api
+        previous, api.timeout = api.timeout, max(api.timeout or 0, SNAPSHOT_TIMEOUT)
         try:
             image = container.commit(
                 repository=repository,
                 tag=tag,
                 changes=[f'LABEL {LABEL}="snapshot" {NETWORK_LABEL}="{self.network}" relaunch.snapshot_id="{snapshot_id}"'],
             )
-        except docker.errors.APIError as exc:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise BackendError(f"snapshot of droplet {droplet_id} failed: {exc}") from exc
+        finally:
+            api.timeout = previous
         return int(image.attrs.get("Size") or 0)
 
     def delete_snapshot(self, snapshot_id: int) -> None:

@@ -475,6 +475,42 @@ class Droplets:
         with self.store.transaction() as txn:
             txn.delete("snapshot_delete", snapshot_id)
 
+    # ----- images (the base image and the snapshots, as /v2/images shows them) -----
+
+    def images(self, type_: str | None = None, private: str | None = None, tag_name: str | None = None) -> list[dict[str, Any]]:
+        """Return ``/v2/images``: the base image (a distribution) and every snapshot (private), filtered as asked.
+
+        Raise ApiError 422 for a ``type`` other than distribution/application or a ``private`` that is not a boolean.
+        """
+        if type_ not in (None, "distribution", "application"):
+            raise unprocessable("type must be 'distribution' or 'application'")
+        if private not in (None, "true", "false"):
+            raise unprocessable("private must be true or false")
+        snaps = [snapshot_image(s) for s in self.store.list("snapshot")]
+        out = [] if private == "true" else [catalogue.base_image()]
+        if type_ is None:
+            out += snaps
+        elif type_ == "application":
+            out = []
+        if tag_name is not None:
+            out = [i for i in out if tag_name in i["tags"]]
+        return out
+
+    def image(self, image_id: str) -> dict[str, Any]:
+        """Return one image by id or slug. 404 if none."""
+        if image_id in (BASE_IMAGE_SLUG, str(catalogue.BASE_IMAGE_ID)):
+            return catalogue.base_image()
+        snap = self.store.get("snapshot", _int_id(image_id))
+        if snap is None:
+            raise not_found()
+        return snapshot_image(snap)
+
+    def delete_image(self, image_id: str) -> None:
+        """Delete a private image (a snapshot). 404 if none, 422 for the public base image."""
+        if image_id in (BASE_IMAGE_SLUG, str(catalogue.BASE_IMAGE_ID)):
+            raise unprocessable("a public image cannot be deleted")
+        self.delete_snapshot(image_id)
+
     # ----- recovery -----
 
     def resume(self) -> None:

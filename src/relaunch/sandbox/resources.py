@@ -320,7 +320,7 @@ def _record_fields(body: Any, current: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class Tags:
-    """Tags; which Droplets carry a tag is stored on the Droplets themselves."""
+    """Tags; which Droplets and images (snapshots) carry a tag is stored on them."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -348,13 +348,14 @@ class Tags:
         with self.store.transaction() as txn:
             if not txn.delete("tag", name):
                 raise not_found()
-            for droplet in txn.list("droplet"):
-                if name in droplet["tags"]:
-                    droplet["tags"].remove(name)
-                    txn.put("droplet", droplet["id"], droplet)
+            for kind, key in (("droplet", "id"), ("snapshot", "id")):
+                for doc in txn.list(kind):
+                    if name in doc.get("tags", []):
+                        doc["tags"].remove(name)
+                        txn.put(kind, doc[key], doc)
 
     def tag(self, name: str, body: Any, assign: bool) -> None:
-        """Add (``assign``) or remove a tag on the listed resources (Droplets only). 404/422."""
+        """Add (``assign``) or remove a tag on the listed resources: Droplets, and images (Droplet snapshots). 404/422."""
         resources = body.get("resources") if isinstance(body, dict) else None
         if not isinstance(resources, list) or not resources:
             raise unprocessable("resources must be a non-empty list of {resource_id, resource_type}")
@@ -362,30 +363,34 @@ class Tags:
             if txn.get("tag", name) is None:
                 raise not_found()
             for res in resources:
-                if not isinstance(res, dict) or res.get("resource_type") != "droplet":
-                    raise unprocessable("resources: only resource_type 'droplet' is supported by the sandbox")
+                kind = {"droplet": "droplet", "image": "snapshot"}.get(
+                    res.get("resource_type") if isinstance(res, dict) else None)
+                if kind is None:
+                    raise unprocessable("resources: only resource_type 'droplet' and 'image' are supported by the sandbox")
                 rid = str(res.get("resource_id", ""))
-                droplet = txn.get("droplet", int(rid)) if rid.isdigit() else None
-                if droplet is None:
-                    raise unprocessable(f"resources: no droplet with id {rid!r}")
-                if assign and name not in droplet["tags"]:
-                    droplet["tags"].append(name)
-                elif not assign and name in droplet["tags"]:
-                    droplet["tags"].remove(name)
-                txn.put("droplet", droplet["id"], droplet)
+                doc = txn.get(kind, int(rid)) if rid.isdigit() else None
+                if doc is None:
+                    raise unprocessable(f"resources: no {res['resource_type']} with id {rid!r}")
+                tags = doc.setdefault("tags", [])
+                if assign and name not in tags:
+                    tags.append(name)
+                elif not assign and name in tags:
+                    tags.remove(name)
+                txn.put(kind, doc["id"], doc)
 
-    @staticmethod
-    def _json(name: str, droplets: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
+    def _json(self, name: str, droplets: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
         tagged = [d for d in droplets if name in d["tags"]]
+        images = [s for s in self.store.list("snapshot") if name in s.get("tags", [])]
         last = f"{base_url}/droplets/{tagged[-1]['id']}" if tagged else ""
+        last_image = f"{base_url}/images/{images[-1]['id']}" if images else ""
         counts = {"count": len(tagged), "last_tagged_uri": last}
         empty = {"count": 0, "last_tagged_uri": ""}
         return {
             "name": name,
             "resources": {
-                **counts,
+                "count": len(tagged) + len(images), "last_tagged_uri": last or last_image,
                 "droplets": dict(counts),
-                "images": dict(empty),
+                "images": {"count": len(images), "last_tagged_uri": last_image},
                 "volumes": dict(empty),
                 "volume_snapshots": dict(empty),
                 "databases": dict(empty),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from relaunch import golden
 from relaunch.bootstrap import bootstrap, wait_for_cloud_init
 from relaunch.pipeline.context import RunContext
 from relaunch.provision import create_host, find_droplet, known_host, wants_ipv6
@@ -43,10 +44,14 @@ def provision(ctx: RunContext) -> dict[str, Any]:
         ctx.say("provision", f"found Droplet {name} ({droplet.id})")
     else:
         region, size = ctx.options.get("region") or ctx.inv.provider.region, ctx.options.get("size") or ctx.inv.provider.size
-        ctx.say("provision", f"creating Droplet {name} ({size} in {region}, {ctx.inv.provider.image})")
+        golden_image = ctx.state.get("golden_image")  # chosen in preflight (relaunch.golden)
+        image = str(golden_image["id"]) if golden_image else ctx.inv.provider.image
+        ctx.say("provision", f"creating Droplet {name} ({size} in {region}, "
+                f"{golden.describe(ctx.state) if golden_image else image})")
         inv = ctx.inv
-        if (region, size) != (inv.provider.region, inv.provider.size):
-            inv = inv.model_copy(update={"provider": inv.provider.model_copy(update={"region": region, "size": size})})
+        if (region, size, image) != (inv.provider.region, inv.provider.size, inv.provider.image):
+            inv = inv.model_copy(update={"provider": inv.provider.model_copy(
+                update={"region": region, "size": size, "image": image})})
         public = ensure_client_key(ctx.key_path)
         try:
             record = create_host(
@@ -155,4 +160,4 @@ def bootstrap_host(ctx: RunContext) -> dict[str, Any]:
                        progress=lambda step, done: ctx.say("bootstrap", f"{step.name}{' done' if done else ''}"))
     ctx.results["bootstrap"] = result
     return {"bootstrap_changed": result.runbook.changed, "files_written": len(result.files_written),
-            "skipped_fresh_steps": result.skipped}
+            "skipped_fresh_steps": result.skipped, **golden.check_bootstrap(ctx, result)}
