@@ -15,8 +15,8 @@ sudo (RPO 0, every fingerprint and tree matching); the old host's apps and timer
 disabled. Finally `fab dns-switch --to old` puts the old host back in service: its apps and
 backup timer on again, the records back, what was undone said.
 
-Runs after tests/sandbox/test_rebuild.py (name order) and, like it, leaves the session's
-site changed: no module after it uses `up`.
+Marked ``retires_production``: it runs after every other test of the session but the rebuild
+stories of tests/faults/test_rebuild_stories.py, and like them leaves the session's site changed.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from relaunch.provision import open_host
 from relaunch.rebuild import RebuildOptions, Where, rebuild
 from relaunch.state import load_hosts
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.heavy]
+pytestmark = [pytest.mark.sandbox, pytest.mark.heavy, pytest.mark.retires_production]
 
-_spec = importlib.util.spec_from_file_location("rebuild_story", Path(__file__).with_name("test_rebuild.py"))
+_spec = importlib.util.spec_from_file_location(
+    "rebuild_story", Path(__file__).parents[1] / "faults" / "test_rebuild_stories.py")
 _story = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_story)  # the story's helpers: one copy
 COMPOSE, write_markers, read_markers = _story.COMPOSE, _story.write_markers, _story.read_markers
