@@ -21,11 +21,9 @@ events and its log records are searched for the secrets.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
-import stat
 import subprocess
 import threading
 import time
@@ -56,11 +54,11 @@ MARK = uuid.uuid4().hex[:10]
 META = "'q' \"d\" \\b ü %s {0}"  # the metacharacters every name carries (plus its own $(...) and dashes)
 MY_DB = f"my $(touch pwned-mydb) {META}"
 MY_USER = f"-u `touch pwned-myu` {META}"[:80]
-PG_DB = f"pg $(touch pwned-pg) 'q' \"d\" \\ ü"
-PG_USER = f"-p `pwned` 'q' \"d\" \\ ü"
-LITE_DIR = f"/var/lib/meta data/$(touch pwned-lite) 'q' \"d\" \\b ü"
+PG_DB = "pg $(touch pwned-pg) 'q' \"d\" \\ ü"
+PG_USER = "-p `pwned` 'q' \"d\" \\ ü"
+LITE_DIR = "/var/lib/meta data/$(touch pwned-lite) 'q' \"d\" \\b ü"
 LITE = f"{LITE_DIR}/-lite %s.db"
-ODD_TREE = f"/srv/hello/it's \"a\" $(touch pwned-tree) \\ -ü tree"
+ODD_TREE = "/srv/hello/it's \"a\" $(touch pwned-tree) \\ -ü tree"
 TREES = ["/srv/hello/public", ODD_TREE]
 FILE_NAMES = ["new\nline.txt", "-rf", "--help", "$(touch pwned-file)", "`touch pwned-bt`", "back\\slash",
               "quo'te\"s", "sp ace ", " lead", "ü-ñ-日本.txt", "*glob?[x]", "%s%n{0}{{x}}", "a;b&c|d>e", "-dir $HOME"]

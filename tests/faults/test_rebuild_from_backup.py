@@ -20,7 +20,6 @@ Then the health check is put right and `--resume` finishes the run: RPO reported
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import json
 import shlex
@@ -203,7 +202,7 @@ def test_old_host_unreachable_at_start_rebuilds_from_the_newest_verified_backup(
     record = result.record
     assert record["source"] == "backup" and record["backup_id"] == run["good"]
     assert record["rpo_seconds"] > 0 and f"backup {run['good']}" in record["rpo_basis"] and "its age" in record["rpo_basis"]
-    assert f"RPO" in Path(result.report_md).read_text() and run["good"] in Path(result.report_md).read_text()
+    assert "RPO" in Path(result.report_md).read_text() and run["good"] in Path(result.report_md).read_text()
     assert run["records_after"] == run["records_before"], "--no-switch: DNS untouched"
     observed(f"source backup ({first['source_reason'][:90]}); backup {record['backup_id']}, RPO {record['rpo_seconds']} s "
              f"({record['rpo_basis'][:60]}...)")

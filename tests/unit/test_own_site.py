@@ -24,7 +24,7 @@ from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.journal import Journal
 from relaunch.pipeline.steps import host
 from relaunch.render import RenderContext, app_host_paths, render_host
-from relaunch.runbooks import RUNBOOKS_DIR, RunbookError, load_steps, parse, render_runbook, steps_to_run
+from relaunch.runbooks import RunbookError, load_steps, parse, render_runbook, steps_to_run
 from relaunch.sandbox import site as sandbox_site
 
 REPO = Path(__file__).resolve().parents[2]

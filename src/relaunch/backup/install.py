@@ -37,7 +37,7 @@ from relaunch.backup.commands import database_specs
 from relaunch.errors import RelaunchError
 from relaunch.inventory.loader import source_of
 from relaunch.inventory.model import Inventory
-from relaunch.remote import QUICK_TIMEOUT, execute
+from relaunch.remote import execute
 from relaunch.render import RenderedFile, SecretLike
 from relaunch.state import HostRecord
 from relaunch.upload import upload
