@@ -278,3 +278,25 @@ def test_data_live_losing_the_old_host_falls_back_to_the_newest_backup_when_allo
     out = data.data_any(ctx)  # type: ignore[arg-type]
     assert out["source"] == "backup" and "fell back to the newest backup" in out["source_reason"]
     assert ctx.dropped == 1
+
+
+def test_restore_runs_again_when_reconnecting_to_the_new_host_fails(restoring, monkeypatch) -> None:
+    """The next command after a drop reconnects; sshd busy with the killed sessions answers late: paramiko's
+    AuthenticationException from that reconnect, on a transport still open, is a dropped connection too."""
+    import paramiko
+
+    ctx = Ctx()
+    ctx.state["dumps"] = {"a": {"file": "/x/a.dump"}}
+    restoring.update(ctx=ctx, fail=0, lose=False)
+    calls = {"n": 0}
+    plain = restore.run_command
+
+    def reconnect_fails_once(conn: Any, cmd: str) -> bytes:
+        if cmd == "drop" and not calls["n"]:
+            calls["n"] += 1
+            raise paramiko.ssh_exception.AuthenticationException("Authentication timeout.")
+        return plain(conn, cmd)
+
+    monkeypatch.setattr(restore, "run_command", reconnect_fails_once)
+    assert restore.restore(ctx) == {}  # type: ignore[arg-type]
+    assert restoring["runs"] == ["drop", "create", "restore"] and ctx.dropped == 1

@@ -20,6 +20,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+import paramiko
+
 from relaunch import apps, transfer
 from relaunch.databases import Fingerprint, engine
 from relaunch.databases.runner import run as run_command
@@ -47,6 +49,13 @@ exit 0
 """
 
 
+#: What a command raises when its connection (or the reconnect Fabric makes for it) failed, the transport
+#: maybe still open: sshd busy after its sessions were killed answers a reconnect late (AuthenticationException:
+#: "Authentication timeout.", "Error reading SSH protocol banner"), or not at all.
+CONNECTION_ERRORS = (paramiko.SSHException, paramiko.ssh_exception.NoValidConnectionsError, ConnectionError,
+                     TimeoutError, EOFError)
+
+
 def restore(ctx: RunContext) -> dict[str, Any]:
     """Restore every database from its dump file and, for a backup, extract every archive.
 
@@ -64,7 +73,7 @@ def restore(ctx: RunContext) -> dict[str, Any]:
                                in_stream=False, warn=True, timeout=120)
             return _restore_once(ctx)
         except Exception as exc:
-            if not ctx.conn_lost("new") or attempt == RESTORE_ATTEMPTS:
+            if attempt == RESTORE_ATTEMPTS or not (ctx.conn_lost("new") or isinstance(exc, CONNECTION_ERRORS)):
                 raise
             ctx.say("restore", f"the SSH connection to the new host dropped ({ctx.mask(str(exc))[:200]}); "
                     f"restoring again on a new connection (attempt {attempt + 1} of {RESTORE_ATTEMPTS})")
