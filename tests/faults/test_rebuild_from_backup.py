@@ -5,8 +5,9 @@ matches; restic's own data is sound). Production is frozen (`docker pause`: TCP 
 answers) when `fab rebuild --no-switch` starts, through the task itself (what a user runs), with a health check
 that cannot pass:
 
-- 1: preflight finds the old host unreachable and chooses the backup source (production is thawed as soon as
-  the new Droplet is asked for);
+- 1: preflight finds the old host unreachable and chooses the backup source (production stays frozen through
+  the data step, so the backup comes from the off-host store, not from the old host's own directory, and is
+  thawed once the data step is done);
 - 5: the newest backup fails its checksums on the new host; the next older verified one is used, and the
   report says so;
 - 4: during the restore (once its first tree is in place) every SSH session on the new host is killed; the restore runs again on a new
@@ -120,7 +121,7 @@ def run(up, site_root, target, sandbox_api, sandbox_backend, tmp_path_factory) -
 
         def inject(event: Event) -> None:
             out["events"].append(event)
-            if event.step == "provision" and frozen.reload() is None and frozen.status == "paused":
+            if event.step == "data" and event.kind == "done" and frozen.reload() is None and frozen.status == "paused":
                 frozen.unpause()
                 out["thawed"] = time.monotonic()
             if event.step == "restore" and event.kind == "info" and event.message.startswith("files of") and not killed:
