@@ -279,7 +279,7 @@ def put_in_place_then_rehearse(site_root, target, where, doc: dict, runbook_md: 
 
 
 def restore_site(site_root, target) -> None:
-    """The session's example site as it was: its inventory, no site files, the backup config of the original."""
+    """The session's example site as it was: its inventory, no site files, its rendered files, the backup config."""
     before = site_root / f"{INVENTORY}.before-drift"
     if not before.exists():
         return
@@ -288,4 +288,7 @@ def restore_site(site_root, target) -> None:
     for rel in ADDED:
         path = site_root / rel
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    # production's rendered files and runbook state back to the original inventory's (the draft's bring-up
+    # changed them): later tests of the session bring the site up again and expect no change
+    bring_up("example", data_mb=0, root=site_root, target=target)
     install_site(load_site("example", site_root), target.key_path)
