@@ -381,7 +381,8 @@ def _host_store_key(conn: Connection) -> str:
     return _sh(conn, (
         f"install -d -m 0700 {shlex.quote(STORE_DIR)}; "
         f"[ -f {key} ] || ssh-keygen -q -t ed25519 -N '' -C relaunch-backup@$(hostname) -f {key}; "
-        f"[ -s {key}.pub ] || ssh-keygen -y -f {key} > {key}.pub; cat {key}.pub"  # a key given by the inventory has no .pub
+        # always from the private key: one given by the inventory (or replacing an earlier one) has no .pub, or a stale one
+        f"ssh-keygen -y -f {key} > {key}.pub.new && mv -f {key}.pub.new {key}.pub; cat {key}.pub"
     ), "making the host's key for the off-host store").strip()
 
 
