@@ -45,6 +45,20 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.heavy]
 log = logging.getLogger(__name__)
 
 TOKEN = "s3cret-set-by-hand"
+#: The units made by hand on production; the site's drafted step writes the same bytes (cmp finds no change after).
+HAND_SERVICE = """[Unit]
+Description=a cleanup made by hand
+[Service]
+Type=oneshot
+ExecStart=/bin/true
+"""
+HAND_TIMER = """[Unit]
+Description=a cleanup made by hand
+[Timer]
+OnCalendar=daily
+[Install]
+WantedBy=timers.target
+"""
 CRON_LINE = '17 3 * * * /usr/bin/find /srv/blog/uploads -name "*.tmp" -delete'
 HAND = r"""
 set -e
@@ -52,20 +66,9 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -q cron >/dev/null 2>&1
 echo '%(cron)s' | crontab -
 echo '# raised by hand' >> /etc/nginx/nginx.conf
 cat > /etc/systemd/system/hand-cleanup.service <<'UNIT'
-[Unit]
-Description=a cleanup made by hand
-[Service]
-Type=oneshot
-ExecStart=/bin/true
-UNIT
+%(service)sUNIT
 cat > /etc/systemd/system/hand-cleanup.timer <<'UNIT'
-[Unit]
-Description=a cleanup made by hand
-[Timer]
-OnCalendar=daily
-[Install]
-WantedBy=timers.target
-UNIT
+%(timer)sUNIT
 systemctl daemon-reload
 systemctl enable --now hand-cleanup.timer
 # a Compose project started by hand, the way a project's README says
@@ -85,7 +88,7 @@ COMPOSE_HTTP_TIMEOUT=600 "${compose[@]}" -p hand-extra -f /opt/hand-extra/docker
 mariadb -e 'CREATE DATABASE handmade; CREATE TABLE handmade.kept (v VARCHAR(20)); INSERT INTO handmade.kept VALUES ("by hand")'
 mkdir -p /srv/blog/notes-by-hand
 echo 'remember to renew the certificate' > /srv/blog/notes-by-hand/renew.txt
-""" % {"cron": CRON_LINE, "token": TOKEN}
+""" % {"cron": CRON_LINE, "token": TOKEN, "service": HAND_SERVICE, "timer": HAND_TIMER}
 
 #: What the draft lists for /etc and the units without a step of its own, written as the site's own step.
 UNITS_STEP = """# 44 — Set up by hand once, now written down
@@ -96,20 +99,9 @@ The cleanup timer and the nginx.conf line `fab drift --draft` found on productio
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat > "$tmp/hand-cleanup.service" <<'UNIT'
-[Unit]
-Description=a cleanup made by hand
-[Service]
-Type=oneshot
-ExecStart=/bin/true
-UNIT
+""" + HAND_SERVICE + """UNIT
 cat > "$tmp/hand-cleanup.timer" <<'UNIT'
-[Unit]
-Description=a cleanup made by hand
-[Timer]
-OnCalendar=daily
-[Install]
-WantedBy=timers.target
-UNIT
+""" + HAND_TIMER + """UNIT
 for f in hand-cleanup.service hand-cleanup.timer; do
   if ! cmp -s "$tmp/$f" "/etc/systemd/system/$f"; then
     install -m 0644 "$tmp/$f" "/etc/systemd/system/$f"
