@@ -32,8 +32,9 @@ import pytest
 import yaml
 
 from relaunch.backup.site import connect_production, install_site
-from relaunch.drill import DrillOptions, cleanup, drill
 from relaunch.drift.check import NoReference, check, drift
+from relaunch.drift.collect import references_dir
+from relaunch.drill import DrillOptions, cleanup, drill
 from relaunch.inventory import load_site
 from relaunch.provision import open_host
 from relaunch.rebuild import Where
@@ -153,6 +154,7 @@ def with_backups(up, site_root, target):
 @pytest.mark.timeout(1800)  # two drills and a bring-up: about 10 minutes on a quiet machine
 def test_drift_reports_exactly_what_was_changed_by_hand(with_backups, site_root, target, sandbox_api) -> None:
     inv = load_site("example", site_root)
+    shutil.rmtree(references_dir("example"), ignore_errors=True)  # an earlier drill of the session may have made one
     with pytest.raises(NoReference, match="run a drill first"):
         check(inv, target.key_path)
 
