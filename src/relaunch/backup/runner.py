@@ -575,7 +575,9 @@ def archive_files(spec: dict, dest: Path, config: dict | None = None) -> dict:
                     for dirpath, dirnames, filenames in os.walk(root):
                         check_stopping(step)
                         dirnames.sort()
-                        for name in [None, *sorted(filenames)]:
+                        # a symlink to a directory is among dirnames (never descended into): kept as the link
+                        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+                        for name in [None, *sorted(filenames + links)]:
                             path = dirpath if name is None else os.path.join(dirpath, name)
                             if path in exclude:
                                 continue
