@@ -6,12 +6,16 @@ What alerts, and who notices it:
   ``fab drill`` (so also the scheduled ones: the systemd timer, the CI workflow). One alert per
   drill: ``objective_missed`` when every step passed but RTO, RPO or the largest gap between
   backups missed its objective, else ``drill_failed`` (the step and error).
-- **a failed backup run** and **a backup older than the RPO**: :func:`after_backup_status`,
-  whenever relaunch reads the production host's backup status (``fab backup --status``, which
-  the scheduled drill timer runs before each drill — see :mod:`relaunch.schedule`). This is
-  the operator's side looking in: it also notices a host whose timer died or that is down,
-  which the runner on that host could not report itself. The runner on production does not
-  post (yet): a failed run is seen at the next status check, not the minute it fails.
+- **a failed backup run**: the backup runner on the production host posts it the minute it
+  fails (:func:`relaunch.backup.runner.post_failure`, the same body through
+  :mod:`relaunch.webhook`; the URL and token in 0600 files there) and records in the run's
+  status entry whether it went.
+- **a backup older than the RPO**, and a failed run the runner could not post (killed, or
+  the webhook did not answer): :func:`after_backup_status`, whenever relaunch reads the
+  production host's backup status (``fab backup --status``, which the scheduled drill timer
+  runs before each drill — see :mod:`relaunch.schedule`). This is the operator's side looking
+  in: it also notices a host whose timer died or that is down, which the runner on that host
+  could not report itself.
 
 The body (``Content-Type: application/json``) is ntfy's JSON publish format — ``title``,
 ``message``, ``priority`` (1-5), ``tags`` — so an ntfy server takes it as it is when the
@@ -27,26 +31,16 @@ in a message or log; the URL shows as its scheme and host at most.
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from relaunch import __version__
+from relaunch import __version__, webhook
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import Secrets
 
 log = logging.getLogger(__name__)
-
-#: Seconds one POST may take.
-TIMEOUT = 10.0
-#: ntfy priorities: 3 default, 4 high, 5 max.
-PRIORITY = {"drill_failed": 4, "objective_missed": 4, "backup_failed": 5, "backup_stale": 4}
-
 
 @dataclass(frozen=True)
 class Alert:
@@ -60,11 +54,8 @@ class Alert:
 
     def body(self, topic: str | None) -> dict[str, Any]:
         """The JSON body: ntfy's publish fields; with ``topic`` only those, else also event, site and details."""
-        out: dict[str, Any] = {"title": self.title, "message": self.message, "priority": PRIORITY.get(self.event, 3),
-                               "tags": ["warning", "relaunch", self.event]}
-        if topic:
-            return {"topic": topic, **out}
-        return {**out, "event": self.event, "site": self.site, "details": self.details, "relaunch": __version__}
+        return webhook.body(self.event, self.site, self.title, self.message, self.details, topic=topic,
+                            version=__version__)
 
 
 @dataclass(frozen=True)
@@ -91,32 +82,20 @@ def _target(inv: Inventory, secrets: Secrets) -> tuple[str, str]:
     """(the URL, how to name it in messages)."""
     assert inv.alerts is not None
     if inv.alerts.webhook:
-        parts = urlsplit(inv.alerts.webhook)
-        return inv.alerts.webhook, f"{parts.scheme}://{parts.hostname}{'' if parts.port is None else f':{parts.port}'}"
+        return inv.alerts.webhook, webhook.shown(inv.alerts.webhook)
     ref = inv.alerts.webhook_url
     return secrets[ref].reveal(), f"alerts.webhook_url ({ref})"  # type: ignore[index]
 
 
-def send(inv: Inventory, secrets: Secrets, alert: Alert, timeout: float = TIMEOUT) -> Sent:
+def send(inv: Inventory, secrets: Secrets, alert: Alert, timeout: float = webhook.TIMEOUT) -> Sent:
     """POST ``alert`` to the site's webhook; return what happened (never raise for a webhook that fails)."""
     if inv.alerts is None:
         return Sent(alert.event, False, "-", error="no alerts.webhook in the inventory")
     url, shown = _target(inv, secrets)
-    data = json.dumps(alert.body(inv.alerts.topic)).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": f"relaunch/{__version__}"}
-    if inv.alerts.token:
-        headers["Authorization"] = "Bearer " + secrets[inv.alerts.token].reveal()
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only (schema)
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        sent = Sent(alert.event, False, shown, exc.code, f"HTTP {exc.code} {exc.reason}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        sent = Sent(alert.event, False, shown, None, f"{type(exc).__name__}: {reason}"[:300])
-    else:
-        sent = Sent(alert.event, 200 <= status < 300, shown, status, None if status < 300 else f"HTTP {status}")
+    token = secrets[inv.alerts.token].reveal() if inv.alerts.token else None
+    ok, status, error = webhook.post(url, alert.body(inv.alerts.topic), token=token, version=__version__,
+                                     timeout=timeout)
+    sent = Sent(alert.event, ok, shown, status, error)
     (log.info if sent.ok else log.warning)("%s", sent.describe())
     return sent
 
@@ -170,12 +149,12 @@ def after_drill(inv: Inventory, secrets: Secrets | None, record: dict[str, Any],
 def backup_alerts(site: str, host: str, status: Any) -> list[Alert]:
     """The alerts a production host's backup status (:class:`relaunch.backup.status.Status`) calls for.
 
-    backup_failed when the last run failed (or was killed); backup_stale when the newest good backup
-    is older than the RPO objective (or there is none).
+    backup_failed when the last run failed (or was killed) and the runner did not post that itself;
+    backup_stale when the newest good backup is older than the RPO objective (or there is none).
     """
     out = []
     last = status.last
-    if status.last_failed and last is not None:
+    if status.last_failed and last is not None and not last.alerted:
         what = "never recorded its end (killed)" if last.state == "running" else f"failed at step {last.step}: {last.error}"
         out.append(Alert("backup_failed", site, f"relaunch {site}: backup failed on {host}",
                          f"The last backup run ({last.started_at:%Y-%m-%d %H:%M} UTC) {what}",

@@ -30,6 +30,7 @@ from fabric import Connection
 
 import relaunch
 from relaunch import render
+from relaunch import webhook as webhook_module
 from relaunch.apps import compose_command
 from relaunch.backup import retention as retention_module
 from relaunch.backup import runner as runner_module
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RUNNER_PATH = "/usr/local/lib/relaunch/backup.py"
 RETENTION_PATH = "/usr/local/lib/relaunch/relaunch_retention.py"
+WEBHOOK_PATH = "/usr/local/lib/relaunch/relaunch_webhook.py"
 CONFIG_PATH = "/etc/relaunch/backup.json"
 BACKUP_ROOT = "/var/backups/relaunch"
 LOCK_PATH = "/run/lock/relaunch-backup.lock"
@@ -60,6 +62,9 @@ STORE_SSH_CONFIG = f"{STORE_DIR}/ssh_config"
 STORE_KNOWN_HOSTS = f"{STORE_DIR}/known_hosts"
 RESTIC_PASSWORD_FILE = f"{render.SECRETS_DIR}/restic.password"
 RESTIC_ENV_FILE = f"{render.SECRETS_DIR}/restic.env"
+#: The alert webhook's URL (it may hold a secret) and bearer token: the runner posts a failed run.
+ALERT_URL_FILE = f"{render.SECRETS_DIR}/alert-webhook.url"
+ALERT_TOKEN_FILE = f"{render.SECRETS_DIR}/alert-webhook.token"
 RESTIC_CACHE = "/var/cache/relaunch/restic"
 #: Dumps and archives a run makes at once (each is mostly waiting on a database or a disk).
 PARALLEL_STEPS = 3
@@ -203,7 +208,16 @@ def backup_config(
             for app in inv.apps if app.trees()
         ],
         "offsite": offsite_config(inv, store),
+        "alert": alert_config(inv),
     }
+
+
+def alert_config(inv: Inventory) -> dict[str, Any] | None:
+    """The runner's ``alert`` section: where a failed run is posted (the URL and token by file, never by value)."""
+    if inv.alerts is None:
+        return None
+    return {"site": inv.site, "host": inv.production.droplet_name, "topic": inv.alerts.topic,
+            "url_file": ALERT_URL_FILE, "token_file": ALERT_TOKEN_FILE if inv.alerts.token else None}
 
 
 def _dumped_files(inv: Inventory, trees: list[str]) -> list[str]:
@@ -246,10 +260,17 @@ def render_backup_files(
     files = [
         RenderedFile(RUNNER_PATH, Path(runner_module.__file__).read_bytes(), 0o755, secret=False),
         RenderedFile(RETENTION_PATH, Path(retention_module.__file__).read_bytes(), 0o644, secret=False),
+        RenderedFile(WEBHOOK_PATH, Path(webhook_module.__file__).read_bytes(), 0o644, secret=False),
         RenderedFile(CONFIG_PATH, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o600, secret=False),
         RenderedFile(f"{UNIT_DIR}/{SERVICE}", render.render_template(env, "backup/relaunch-backup.service.j2", values).encode(), 0o644, False),
         RenderedFile(f"{UNIT_DIR}/{TIMER}", render.render_template(env, "backup/relaunch-backup.timer.j2", values).encode(), 0o644, False),
     ]
+    if inv.alerts is not None:
+        url = inv.alerts.webhook or _reveal(secrets, inv.alerts.webhook_url or "", "alerts.webhook_url")
+        files.append(RenderedFile(ALERT_URL_FILE, (url + "\n").encode(), 0o600, True))
+        if inv.alerts.token:
+            files.append(RenderedFile(ALERT_TOKEN_FILE, (_reveal(secrets, inv.alerts.token, "alerts.token") + "\n").encode(),
+                                      0o600, True))
     off = inv.backups.offsite
     if off is not None:
         files.append(RenderedFile(RESTIC_PASSWORD_FILE, _reveal(secrets, off.password, "backups.offsite.password").encode(), 0o600, True))

@@ -81,6 +81,10 @@ try:  # beside this script on the host; inside the package when imported by test
     from relaunch_retention import Policy, plan  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on how it is loaded
     from relaunch.backup.retention import Policy, plan
+try:
+    import relaunch_webhook as webhook  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on how it is loaded
+    from relaunch import webhook
 
 DEFAULT_CONFIG = "/etc/relaunch/backup.json"
 EX_ALREADY_RUNNING = 75
@@ -128,11 +132,11 @@ def log(message: str) -> None:
 
 
 def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_iso(value: str | None) -> dt.datetime | None:
@@ -145,7 +149,7 @@ def parse_iso(value: str | None) -> dt.datetime | None:
 def parse_id(backup_id: str) -> dt.datetime | None:
     """The time of a backup ID (``20260101T000000Z``, maybe with a ``-N`` suffix), or None if it is not one."""
     try:
-        return dt.datetime.strptime(backup_id.split("-")[0], ID_FORMAT).replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.strptime(backup_id.split("-")[0], ID_FORMAT).replace(tzinfo=dt.UTC)
     except ValueError:
         return None
 
@@ -1108,7 +1112,43 @@ def cmd_run(config: dict) -> int:
             signal.signal(s, handler)
     if code == 0:
         log(f"backup {entry['id']} done in {entry['seconds']:.1f} s")
+    elif config.get("alert"):
+        post_failure(config, entry)
+        try:
+            finish_run(config, entry)  # with what became of the alert
+        except Exception as exc:  # noqa: BLE001 - said; the run's end is recorded already
+            print(f"could not record the alert in {config['status_file']}: {exc}", file=sys.stderr, flush=True)
     return code
+
+
+def post_failure(config: dict, entry: dict) -> None:
+    """POST ``backup_failed`` for this run to the site's webhook (config ``alert``); record the outcome in ``entry``.
+
+    The same body as relaunch's own alerts (``relaunch_webhook``); the URL and token are read
+    from their 0600 files, and only the URL's scheme and host are ever written anywhere.
+    """
+    spec = config["alert"]
+    site, host = config.get("site") or "?", spec.get("host") or os.uname().nodename
+    try:
+        url = Path(spec["url_file"]).read_text().strip()
+        token = Path(spec["token_file"]).read_text().strip() if spec.get("token_file") else None
+    except OSError as exc:
+        entry["alert"] = {"event": "backup_failed", "sent": False, "error": f"{spec['url_file']}: {exc.strerror}"}
+        print(f"backup_failed alert NOT sent: {entry['alert']['error']}", file=sys.stderr, flush=True)
+        return
+    started = entry["started_at"][:16].replace("T", " ")
+    payload = webhook.body(
+        "backup_failed", site, f"relaunch {site}: backup failed on {host}",
+        f"The backup run of {started} UTC failed at step {entry.get('step')}: {entry.get('error')}",
+        {"host": host, "step": entry.get("step"), "error": entry.get("error"), "started_at": entry["started_at"],
+         "sender": "backup runner"},
+        topic=spec.get("topic"), version=config.get("relaunch_version") or "")
+    ok, status, error = webhook.post(url, payload, token=token, version=config.get("relaunch_version") or "")
+    entry["alert"] = {"event": "backup_failed", "sent": ok, "status": status, "error": error, "to": webhook.shown(url)}
+    if ok:
+        log(f"backup_failed alert sent to {webhook.shown(url)} (HTTP {status})")
+    else:
+        print(f"backup_failed alert NOT sent to {webhook.shown(url)}: {error}", file=sys.stderr, flush=True)
 
 
 def verify_dir(directory: Path) -> dict:

@@ -53,6 +53,7 @@ class Run:
     local: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
     pid: int | None = None
+    alerted: bool = False  # the runner posted this failed run to the site's webhook itself
 
     @property
     def key(self) -> tuple[datetime, int | None, str]:
@@ -66,6 +67,7 @@ class Run:
             ok=bool(d.get("ok")), local_ok=bool(d.get("local_ok")), step=d.get("step"), error=d.get("error"),
             size=d.get("size"), seconds=d.get("seconds"), offsite=d.get("offsite"), state=d.get("state") or "finished",
             local=d.get("local"), warnings=tuple(d.get("warnings") or ()), pid=d.get("pid"),
+            alerted=(d.get("alert") or {}).get("sent") is True,
         )
 
 
