@@ -29,6 +29,12 @@ from relaunch.poll import attempts
 
 log = logging.getLogger(__name__)
 
+#: What a command raises when its connection (or the reconnect Fabric makes for it) failed, the transport
+#: maybe still open: sshd busy after its sessions were killed answers a reconnect late (AuthenticationException:
+#: "Authentication timeout.", "Error reading SSH protocol banner"), or not at all; a dead socket.
+CONNECTION_ERRORS = (paramiko.SSHException, paramiko.ssh_exception.NoValidConnectionsError, ConnectionError,
+                     TimeoutError, EOFError, socket.timeout)
+
 
 class HostKeyMismatch(RelaunchError):
     """A host showed a key other than the pinned one: an attack or a wrong address, never a slow boot."""
@@ -138,7 +144,7 @@ def connect(
     )
     client = conn.client
     # Fabric loads ~/.ssh/known_hosts and auto-adds unknown keys; relaunch does neither.
-    client._system_host_keys = paramiko.HostKeys()  # noqa: SLF001 - no public way to drop them
+    client._system_host_keys = paramiko.HostKeys()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     pinned = public_key(host_key)
     name = host if port == 22 else f"[{host}]:{port}"
@@ -222,7 +228,7 @@ def wait_for_ssh(conn: Connection, timeout: float = 180) -> float:
         except paramiko.AuthenticationException as exc:
             # Keys are installed by cloud-init a little after sshd starts: keep trying.
             last = exc
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             if "not found in known_hosts" in str(exc):
                 raise RelaunchError(f"{conn.host}: server offered no pinned host key type ({exc})") from exc
             last = exc

@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import invoke.exceptions
-import paramiko
 
 from relaunch import apps, transfer
 from relaunch.backup import offsite
@@ -38,6 +37,7 @@ from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.steps import old_host_backup
 from relaunch.pipeline.store import store_access
+from relaunch.remote import CONNECTION_ERRORS
 
 #: Dumps and trees moved at once (each mostly waits on a disk or the link).
 PARALLEL = 4
@@ -141,7 +141,7 @@ def data_any(ctx: RunContext) -> dict[str, Any]:
     try:
         return data_live(ctx)
     # a host lost mid-way shows as any of these: a command's error, a dead socket, paramiko's or invoke's own
-    except (RelaunchError, OSError, EOFError, paramiko.SSHException, invoke.exceptions.Failure) as exc:
+    except (RelaunchError, OSError, invoke.exceptions.Failure, *CONNECTION_ERRORS) as exc:
         site = ctx.inv.site
         if not ctx.options.get("fallback_to_backup"):
             raise RelaunchError(
@@ -248,7 +248,7 @@ def backup_facts(manifest: Manifest, directory: str, where: str = "", skipped: l
     archives = {a.name: {"file": posixpath.join(directory, a.file), "paths": list(a.extra.get("paths") or []),
                          "excluded": list(a.extra.get("excluded") or [])} for a in manifest.artifacts if a.kind == "archive"}
     # how much a rebuild from it loses: its age now (never below 0: a drill's canary backup is seconds old)
-    age = max(datetime.now(timezone.utc) - manifest.finished_at, timedelta(0))
+    age = max(datetime.now(UTC) - manifest.finished_at, timedelta(0))
     basis = f"backup {manifest.id}{where} (taken {manifest.finished_at.isoformat(timespec='seconds')}), its age"
     if skipped:
         basis += "; newer backup(s) skipped: " + "; ".join(f"{s['id']} {s['reason'][:200]}" for s in skipped)

@@ -12,9 +12,9 @@ from typing import Any
 
 from relaunch import golden
 from relaunch.bootstrap import bootstrap, wait_for_cloud_init
+from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
 from relaunch.provision import create_host, find_droplet, known_host, wants_ipv6
-from relaunch.errors import RelaunchError
 from relaunch.remote import HostKey, HostKeyMismatch, ensure_client_key
 from relaunch.render import RenderContext, render_user_data
 from relaunch.state import save_host

@@ -20,14 +20,20 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-import paramiko
-
 from relaunch import apps, transfer
 from relaunch.databases import Fingerprint, engine
 from relaunch.databases.runner import run as run_command
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.steps.data import PARALLEL, database_files, run_all, sampling, trees, workdir
+from relaunch.pipeline.steps.data import (
+    PARALLEL,
+    database_files,
+    run_all,
+    sampling,
+    trees,
+    workdir,
+)
+from relaunch.remote import CONNECTION_ERRORS
 
 #: pg_restore workers per PostgreSQL database.
 PG_JOBS = 2
@@ -47,13 +53,6 @@ for p in /proc/[0-9]*; do
 done
 exit 0
 """
-
-
-#: What a command raises when its connection (or the reconnect Fabric makes for it) failed, the transport
-#: maybe still open: sshd busy after its sessions were killed answers a reconnect late (AuthenticationException:
-#: "Authentication timeout.", "Error reading SSH protocol banner"), or not at all.
-CONNECTION_ERRORS = (paramiko.SSHException, paramiko.ssh_exception.NoValidConnectionsError, ConnectionError,
-                     TimeoutError, EOFError)
 
 
 def restore(ctx: RunContext) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from relaunch.backup.status import run_now
 from relaunch.dns.switch import switch as dns_switch
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.store import sandbox_store_record, endpoint_from_known_hosts
+from relaunch.pipeline.store import endpoint_from_known_hosts, sandbox_store_record
 from relaunch.provision import open_host
 from relaunch.state import set_role
 
