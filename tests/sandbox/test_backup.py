@@ -5,6 +5,7 @@ off-host restic copy restored on the backup host alone (the production host not 
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import time
@@ -12,13 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from relaunch.backup import install as inst
 from relaunch.backup.manifest import parse
 from relaunch.backup.offsite import Repository, fetch, verify_remote_dir
 from relaunch.backup.sandbox_store import backup_host_record
 from relaunch.backup.site import connect_production, install_site
-from relaunch.backup.status import list_backups, read_runs, run_now, status, verify_backup
+from relaunch.backup.status import (
+    list_backups,
+    read_runs,
+    run_now,
+    status,
+    verify_backup,
+)
 from relaunch.inventory import load_site
 from relaunch.inventory.secrets import Secret, resolve_all
 from relaunch.provision import open_host
@@ -202,3 +210,54 @@ def test_the_off_host_copy_restores_on_the_backup_host_alone(conn, inv, site_roo
         assert password not in sh(store, "ls -la /tmp; ps -eo args")  # the password file is gone, not on argv
     finally:
         store.close()
+
+
+HOOK = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(sys.argv[2], "ab") as f:
+            f.write(self.path.encode() + b" " + self.headers.get("Authorization", "-").encode() + b" " + body + b"\n")
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_failed_run_posts_backup_failed_from_the_host(conn, inv, site_root: Path, target: Target, tmp_path) -> None:
+    """The runner as installed (backup.py, relaunch_webhook.py, the URL in a 0600 file) posts a failed run to a
+    receiver on the host's own loopback. The failing run has a config of its own (a backup root it cannot
+    create, its own status file and lock): production's runs and status are left alone."""
+    port = 18765
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "secrets").symlink_to((site_root / "secrets").resolve())  # its file: references resolve the same
+    data = yaml.safe_load((site_root / "inventory/example.yml").read_text())
+    data["alerts"] = {"webhook": f"http://127.0.0.1:{port}/hook-a"}
+    (tmp_path / "inventory/example.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with_hook = load_site("example", tmp_path)
+    install_site(with_hook, target.key_path, interval_minutes=1)
+    try:
+        assert sh(conn, f"stat -c %a {inst.ALERT_URL_FILE}") == "600"
+        sh(conn, f"rm -f /tmp/hook.jsonl; (setsid python3 -c {shlex.quote(HOOK)} {port} /tmp/hook.jsonl "
+                 ">/dev/null 2>&1 < /dev/null &)")
+        sh(conn, f"for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1")
+        bad = ("import json, sys; c = json.load(open(sys.argv[1])); "
+               "c.update(root='/proc/relaunch-cannot', status_file='/tmp/bad-status.json', lock='/tmp/bad.lock'); "
+               "json.dump(c, open('/tmp/bad-backup.json', 'w'))")
+        sh(conn, shlex.join(["python3", "-c", bad, inst.CONFIG_PATH]))
+        out = conn.run(f"python3 {inst.RUNNER_PATH} --config /tmp/bad-backup.json run", warn=True, hide=True,
+                       in_stream=False, timeout=120)
+        assert out.exited != 0
+        assert "backup_failed alert sent to http://127.0.0.1" in out.stdout + out.stderr
+        (line,) = sh(conn, "cat /tmp/hook.jsonl").splitlines()
+        path, auth, body = line.split(" ", 2)
+        assert (path, auth) == ("/hook-a", "-")
+        got = json.loads(body)
+        assert got["event"] == "backup_failed" and got["site"] == "example" and got["details"]["error"]
+        last = json.loads(sh(conn, "cat /tmp/bad-status.json"))["runs"][-1]
+        assert last["alert"]["sent"] is True and last["alert"]["to"] == f"http://127.0.0.1:{port}"
+    finally:
+        sh(conn, f"pkill -f '[s]erve_forever' || true; rm -f /tmp/bad-backup.json /tmp/bad-status.json /tmp/hook.jsonl "
+                 f"{inst.ALERT_URL_FILE}")
+        install_site(inv, target.key_path, interval_minutes=1)
