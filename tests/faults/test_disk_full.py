@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from relaunch.backup.site import install_site
+from relaunch.backup.site import connect_production, install_site
+from relaunch.backup.status import run_now
 from relaunch.inventory import load_site
 from relaunch.pipeline.events import Event
 from relaunch.pipeline.journal import Journal
@@ -35,6 +36,11 @@ def records(cloud, zone: str) -> dict:
 def test_a_full_disk_while_a_backup_is_restored(up, site_root, target, sandbox_api, sandbox_backend, observed) -> None:
     inv = load_site("example", site_root)
     install_site(inv, target.key_path)
+    conn = connect_production(inv, target.key_path)
+    try:
+        assert run_now(conn, inv.site, timeout=900).ok  # a backup in the store, whatever ran before in the session
+    finally:
+        conn.close()
     where = Where(target.cloud, sandbox_api.dns_port, target.key_path)
     before = records(target.cloud, inv.dns.zone)
     state: dict = {}
@@ -51,7 +57,7 @@ def test_a_full_disk_while_a_backup_is_restored(up, site_root, target, sandbox_a
     try:
         result = rebuild("example", RebuildOptions(source="backup", settle=0), root=site_root, where=where,
                          progress=disk_full)
-        assert state, "the restore never started"
+        assert state, f"the restore never started: the rebuild {result.status}: {result.error}"
         assert result.status == "failed"
         observed(f"error: {result.error[:200]}")
         assert state["ip"] in result.error and FULL in result.error, result.error
