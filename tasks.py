@@ -302,6 +302,9 @@ def backup(c, site=DEFAULT_SITE, install=False, interval=None, status=False, lis
                 console.print(f"  restic repository created: {_e(inv.backups.offsite.repository)}")
             if done.store_append_only:
                 console.print("  its store key is append-only (forget/prune: `fab backup --prune` from here)")
+            if done.store_line:
+                console.print("  the store's authorized_keys holds (keep it so; it is what makes the key append-only):")
+                console.print(_e(done.store_line), soft_wrap=True)
             return
         conn = connect_production(inv)
         try:

@@ -9,6 +9,7 @@ one and ignores the user's own ~/.ssh (known_hosts, config, agent).
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import os
 import shlex
@@ -102,6 +103,46 @@ def public_key(line: str) -> paramiko.PKey:
     """Return the paramiko key of an OpenSSH public line ("ssh-ed25519 AAAA... [comment]")."""
     kind, blob = line.split()[:2]
     return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+
+
+def key_accepted(host: str, host_key: str, user: str, private_openssh: str, *, port: int = 22,
+                 timeout: float = 15) -> bool:
+    """Whether ``host``, showing exactly ``host_key``, lets ``user`` in with ``private_openssh``; nothing runs there.
+
+    Only the SSH handshake and the public-key authentication: no session is opened, so a
+    key with a forced command is checked without running it. Raise HostKeyMismatch when
+    the host shows another key, RelaunchError when it cannot be reached or the key is unreadable.
+    """
+    key = None
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            key = kind.from_private_key(io.StringIO(private_openssh))
+            break
+        except (paramiko.SSHException, ValueError):
+            continue
+    if key is None:
+        raise RelaunchError("not an unencrypted OpenSSH private key (ed25519, ecdsa or rsa)")
+    pinned = public_key(host_key)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise RelaunchError(f"{host}:{port}: cannot connect: {exc}") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        shown = transport.get_remote_server_key()
+        if shown.get_name() != pinned.get_name() or shown.asbytes() != pinned.asbytes():
+            raise HostKeyMismatch(f"{host}: SSH host key does not match the pinned key (got {shown.get_name()} "
+                                  f"{shown.fingerprint})")
+        try:
+            transport.auth_publickey(user, key)
+        except paramiko.AuthenticationException:
+            return False
+        return transport.is_authenticated()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise RelaunchError(f"{host}:{port}: SSH handshake failed: {exc}") from None
+    finally:
+        transport.close()
 
 
 def _public_line(path: Path) -> str:

@@ -38,7 +38,7 @@ from relaunch.backup.commands import database_specs
 from relaunch.errors import RelaunchError
 from relaunch.inventory.loader import source_of
 from relaunch.inventory.model import Inventory
-from relaunch.remote import execute
+from relaunch.remote import execute, key_accepted
 from relaunch.render import RenderedFile, SecretLike
 from relaunch.state import HostRecord
 from relaunch.upload import upload
@@ -311,6 +311,9 @@ class InstallResult:
     store_append_only: bool = False
     repository_created: bool = False
     next_run: str = ""
+    #: A store relaunch has no login on (``backups.offsite.append_only_key``): the line its user adds to the
+    #: store user's ``authorized_keys`` (public: the key's public half and the forced command).
+    store_line: str | None = None
 
 
 def _sh(conn: Connection, script: str, what: str, timeout: float = 600) -> str:
@@ -353,6 +356,8 @@ def install(
                                append_only=store_conn is not None)
     elif off is None or off.kind != "sftp":
         store_host = None
+    if store_host is not None and store_host.append_only and store_conn is None and store_key is not None:
+        _check_own_store(inv, secrets, store_host, store_key)  # before anything changes on the host
     files = render_backup_files(inv, secrets, compose, store_host, interval_minutes=interval_minutes)
     if store_host is not None and store_key is not None:
         key_text = store_key.reveal()
@@ -377,10 +382,19 @@ def install(
             repo = parse_sftp(off.repository)  # type: ignore[union-attr]
             result.store_key_authorized = authorize_store_key(
                 store_conn, repo.user, public, append_only_repo=repo.path if store_host.append_only else None)
+        elif store_host.append_only:  # the user's own store: the line is theirs to add
+            result.store_line = authorized_line(public, append_only_repo=parse_sftp(off.repository).path)  # type: ignore[union-attr]
         result.store_append_only = store_host.append_only
     if off is not None:
-        out = _sh(conn, f"python3 {shlex.quote(RUNNER_PATH)} --config {shlex.quote(CONFIG_PATH)} init-offsite",
-                  "creating the restic repository", timeout=300)
+        try:
+            out = _sh(conn, f"python3 {shlex.quote(RUNNER_PATH)} --config {shlex.quote(CONFIG_PATH)} init-offsite",
+                      "creating the restic repository", timeout=300)
+        except RelaunchError as exc:
+            if result.store_line is None:
+                raise
+            raise RelaunchError(f"{exc}\nThe store took production's append-only key but did not answer as rclone's "
+                                f"restic server: is rclone installed there (`apt-get install rclone`), and is the "
+                                f"key's line exactly:\n{result.store_line}") from None
         result.repository_created = "created" in out
     if any(f.startswith(UNIT_DIR) for f in result.files_written):
         _sh(conn, "systemctl daemon-reload", "systemctl daemon-reload")
@@ -394,6 +408,28 @@ def install(
     ).strip()
     log.info("%s: backup installed (%d file(s) written), next run %s", conn.host, len(result.files_written), result.next_run)
     return result
+
+
+def _check_own_store(inv: Inventory, secrets: Mapping[str, SecretLike], store: StoreHost, key: SecretLike) -> None:
+    """A store relaunch has no login on, reached with ``backups.offsite.append_only_key``: it must be another key
+    than the operator's, and the store must take it already (the user added the line); else say the line to add."""
+    off = inv.backups.offsite
+    assert off is not None
+    key_text = key.reveal()
+    try:
+        public = public_line_of(key_text)
+    except ValueError:
+        raise RelaunchError("backups.offsite.append_only_key: not an unencrypted OpenSSH private key") from None
+    if _blob(public) in _operator_blobs(inv, secrets):
+        raise RelaunchError("backups.offsite.append_only_key holds the same key as backups.offsite.ssh_key: give "
+                            "production a key of its own (ssh-keygen -t ed25519 -N ''), authorized append-only on the store")
+    repo = parse_sftp(off.repository)
+    if not key_accepted(store.address, store.host_key, repo.user, key_text, port=store.port):
+        line = authorized_line(public, append_only_repo=repo.path)
+        raise RelaunchError(
+            f"the store {repo.host} ({store.address}) does not take backups.offsite.append_only_key for {repo.user!r} "
+            f"yet; nothing was changed on the production host. On the store, as root: `apt-get install rclone`, and "
+            f"add this line to ~{repo.user}/.ssh/authorized_keys:\n{line}\nthen run `fab backup --install` again.")
 
 
 def _host_store_key(conn: Connection) -> str:

@@ -9,16 +9,19 @@ sandbox's own key.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fabric import Connection
 
-from relaunch.backup.install import InstallResult, install
+from relaunch.backup.install import InstallResult, StoreHost, install, parse_sftp
 from relaunch.backup.sandbox_store import backup_host_record
 from relaunch.cloud.local import login_key_path
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import resolve_all
+from relaunch.pipeline.store import endpoint_from_known_hosts
 from relaunch.provision import open_host
 from relaunch.state import production_record
 
@@ -30,6 +33,23 @@ def login_key(inv: Inventory) -> Path:
     if inv.provider.ssh_key:
         return Path(inv.provider.ssh_key).expanduser()
     return login_key_path()
+
+
+def own_store_access(inv: Inventory, secrets: Mapping[str, Any]) -> dict[str, Any]:
+    """How a host reaches an SFTP store relaunch has no login on: ``store_host`` and ``store_key`` for ``install``.
+
+    With ``backups.offsite.append_only_key``: through rclone's append-only restic server, with
+    that key (the user authorized it so on the store); else with ``ssh_key`` (full access, what
+    the user authorized); both need ``known_hosts``. Empty when the inventory names neither.
+    """
+    off = inv.backups.offsite
+    if off is None or off.kind != "sftp" or not off.known_hosts or not (off.append_only_key or off.ssh_key):
+        return {}
+    end = endpoint_from_known_hosts(off.known_hosts, parse_sftp(off.repository).host)
+    if off.append_only_key:
+        return {"store_host": StoreHost(end.alias, end.address, end.host_key, append_only=True),
+                "store_key": secrets[off.append_only_key]}
+    return {"store_host": StoreHost(end.alias, end.address, end.host_key), "store_key": secrets[off.ssh_key]}
 
 
 def connect_production(inv: Inventory, key_path: Path | None = None, timeout: float = 60) -> Connection:
@@ -59,14 +79,7 @@ def install_site(inv: Inventory, key_path: Path | None = None, interval_minutes:
     key = key_path or login_key(inv)
     secrets = resolve_all(inv)
     store = backup_host_record(inv)
-    extra: dict = {}
-    off = inv.backups.offsite
-    if store is None and off is not None and off.kind == "sftp" and off.ssh_key and off.known_hosts:
-        from relaunch.backup.install import StoreHost, parse_sftp
-        from relaunch.pipeline.store import endpoint_from_known_hosts
-
-        end = endpoint_from_known_hosts(off.known_hosts, parse_sftp(off.repository).host)
-        extra = {"store_host": StoreHost(end.alias, end.address, end.host_key), "store_key": secrets[off.ssh_key]}
+    extra = own_store_access(inv, secrets) if store is None else {}
     conn = connect_production(inv, key)
     store_conn = open_host(store, key) if store is not None else None
     try:

@@ -529,6 +529,15 @@ class Offsite(Strict):
         examples=["../secrets/example/offsite/known_hosts"],
     )
 
+    append_only_key: SecretRef | None = Field(
+        None,
+        description="sftp, a store of your own that relaunch has no login on: the production host's private key for "
+        "the store (by reference), authorized there by you append-only (`fab backup --install` says the line for the "
+        "store's authorized_keys; the store needs rclone); production and a rebuild's new host then reach the store "
+        "through rclone's append-only restic server and can delete nothing. Needs known_hosts; not the ssh_key",
+        examples=["file:../secrets/example/offsite/append_only_key"],
+    )
+
     @field_validator("known_hosts")
     @classmethod
     def _beside_inventory(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -536,6 +545,17 @@ class Offsite(Strict):
         if value is None or base is None:
             return value
         return os.path.abspath(Path(base) / Path(value).expanduser())
+
+    @model_validator(mode="after")
+    def _append_only_needs(self) -> "Offsite":
+        if self.append_only_key is not None:
+            if self.kind != "sftp":
+                raise ValueError("append_only_key is for an sftp store (kind: sftp)")
+            if not self.known_hosts:
+                raise ValueError("append_only_key needs known_hosts (the store's pinned host key)")
+            if self.append_only_key == self.ssh_key:
+                raise ValueError("append_only_key must be another key than ssh_key (that one keeps full access)")
+        return self
 
 
 class Backups(Strict):

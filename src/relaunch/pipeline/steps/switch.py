@@ -13,13 +13,13 @@ import contextlib
 from typing import Any
 
 from relaunch import apps
-from relaunch.backup.install import StoreHost, parse_sftp
 from relaunch.backup.install import install as install_backup
+from relaunch.backup.site import own_store_access
 from relaunch.backup.status import run_now
 from relaunch.dns.switch import switch as dns_switch
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.store import endpoint_from_known_hosts, sandbox_store_record
+from relaunch.pipeline.store import sandbox_store_record
 from relaunch.provision import open_host
 from relaunch.state import set_role
 
@@ -68,13 +68,12 @@ def _backups_on_new(ctx: RunContext) -> list[str]:
         finally:
             with contextlib.suppress(Exception):
                 store_conn.close()
-    elif off is not None and off.kind == "sftp" and off.ssh_key and off.known_hosts:
-        end = endpoint_from_known_hosts(off.known_hosts, parse_sftp(off.repository).host)
-        install_backup(conn, inv, ctx.secrets, store_host=StoreHost(end.alias, end.address, end.host_key),
-                       store_key=ctx.secrets[off.ssh_key])
-        notes.append("new host: it reaches the off-host store with backups.offsite.ssh_key (this machine knows no "
-                     "root login on the store to authorize a key of its own); give it its own, append-only key "
-                     "when you can")
+    elif access := own_store_access(inv, ctx.secrets):
+        install_backup(conn, inv, ctx.secrets, **access)
+        if off is not None and not off.append_only_key:
+            notes.append("new host: it reaches the off-host store with backups.offsite.ssh_key (this machine knows no "
+                         "root login on the store to authorize a key of its own); give production its own, append-only "
+                         "key: backups.offsite.append_only_key")
     else:
         install_backup(conn, inv, ctx.secrets)
     run = run_now(conn, inv.site)
