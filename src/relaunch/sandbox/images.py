@@ -118,13 +118,21 @@ def build_image(client: docker.DockerClient, repository: str, context: Path, bas
     return tag
 
 
-def _remove_stale(client: docker.DockerClient, repository: str, keep: str) -> None:
+#: An example image built from other contents is removed only once it is this old: another checkout's (or
+#: branch's) sandbox on the same Docker daemon may be about to push or run it.
+STALE_AFTER_SECONDS = 24 * 3600
+
+
+def _remove_stale(client: docker.DockerClient, repository: str, keep: str, now: float | None = None) -> None:
     """Remove this repository's images from older contexts (with their registry tags), so builds do not pile up.
 
-    An image still used by a container stays (Docker refuses; that is fine).
+    Only those built more than :data:`STALE_AFTER_SECONDS` ago: sandboxes of two checkouts share the
+    daemon, and each builds the image of its own contents under its own tag. An image still used by a
+    container stays (Docker refuses; that is fine).
     """
+    now = time.time() if now is None else now
     for image in client.images.list(filters={"label": [f"{LABEL}=example-image", f"{CONTEXT_LABEL}"]}):
-        if image.labels.get(CONTEXT_LABEL) == keep:
+        if image.labels.get(CONTEXT_LABEL) == keep or now - _created(image) < STALE_AFTER_SECONDS:
             continue
         if not image.tags:  # untagged: an older build whose tags moved on
             try:
@@ -140,6 +148,16 @@ def _remove_stale(client: docker.DockerClient, repository: str, keep: str) -> No
                 client.images.remove(name)
             except docker.errors.APIError as exc:
                 log.debug("kept %s: %s", name, exc.explanation or exc)
+
+
+def _created(image) -> float:
+    """When ``image`` was built (seconds since the epoch); now when Docker does not say (so it is kept)."""
+    from datetime import datetime
+
+    try:  # "2026-11-27T22:01:02.123456789Z": Docker gives nanoseconds, Python takes six digits
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", str(image.attrs["Created"]))).timestamp()
+    except (KeyError, ValueError):
+        return time.time()
 
 
 def push_image(client: docker.DockerClient, local_tag: str, push_address: str) -> str:
