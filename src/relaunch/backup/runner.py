@@ -575,7 +575,10 @@ def archive_files(spec: dict, dest: Path, config: dict | None = None) -> dict:
                     for dirpath, dirnames, filenames in os.walk(root):
                         check_stopping(step)
                         dirnames.sort()
-                        for name in [None, *sorted(filenames)]:
+                        # os.walk puts a symlink to a directory among dirnames (and never descends into it):
+                        # it is one more entry of the tree, archived as the link it is
+                        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+                        for name in [None, *sorted(filenames + links)]:
                             path = dirpath if name is None else os.path.join(dirpath, name)
                             if path in exclude:
                                 continue
