@@ -133,7 +133,8 @@ def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn
     manifest = parse(sh(conn, f"cat {inst.BACKUP_ROOT}/{run.id}/manifest.json"))
     assert [a.name for a in manifest.artifacts if a.kind == "database"] == ["blog", "stats", "notes"]
     assert {a.name: a.extra["paths"] for a in manifest.artifacts if a.kind == "archive"} == {
-        "blog": ["/srv/blog/uploads"], "stats": ["/srv/stats"], "notes": ["/srv/notes"]}
+        "blog": ["/srv/blog/uploads", "/var/lib/docker/volumes/blog_thumbs/_data"],  # its named volume too
+        "stats": ["/srv/stats"], "notes": ["/srv/notes"]}
     assert {a.extra["engine"] for a in manifest.artifacts if a.kind == "database"} == {"postgresql", "mariadb", "sqlite"}
     assert all(a.size > 0 and len(a.sha256) == 64 for a in manifest.artifacts)
     assert manifest.raw["inventory_sha256"] and manifest.raw["relaunch_version"]

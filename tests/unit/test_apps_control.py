@@ -54,7 +54,8 @@ def test_control_unit_defaults_to_the_app_name_and_takes_a_suffix() -> None:
      "a Compose app is stopped and started by its compose_dir"),
     ([("      packages: [python3]\n", "      packages: [python3]\n    control: {compose_dir: /opt/notes}\n")],
      "a systemd app is stopped and started by its unit"),
-    ([("    compose:\n      template", "    control: {compose_dir: /opt/blog}\n    compose:\n      template")],
+    ([("    compose:\n      template", "    control: {compose_dir: /opt/blog}\n    compose:\n      template"),
+      ("      volumes: [thumbs]\n", "")],  # its named volume is refused with compose_dir too (tests/unit/test_volumes.py)
      "database 'blog' runs in compose app 'blog', whose control.compose_dir is not relaunch's layout"),
     ([("      packages: [python3]\n", "      packages: [python3]\n    control: {unit: 'a b'}\n")],
      "a systemd unit name"),

@@ -13,6 +13,7 @@ from relaunch.databases.base import Fingerprint, RemoteCommand, TableFingerprint
 from relaunch.inventory.secrets import Secrets
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.journal import Journal
+from relaunch.inventory.model import Verify
 from relaunch.pipeline.steps import data
 from relaunch.transfer import Entry, Pulled, TreeCopy
 
@@ -62,7 +63,8 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def context(databases: list[Any], files: list[str]) -> RunContext:
-    inv = SimpleNamespace(databases=databases, apps=[SimpleNamespace(files=files, trees=lambda: files)], site="example")
+    inv = SimpleNamespace(databases=databases, apps=[SimpleNamespace(files=files, trees=lambda: files)], site="example",
+                          verify=Verify())
     journal = Journal.ephemeral("example", "bench", {})
     journal.state["old"] = {"address": "10.0.0.1", "host_key": "ssh-ed25519 AAAA"}
     ctx = RunContext(inv, Secrets({}), None, None, journal, {})  # type: ignore[arg-type]

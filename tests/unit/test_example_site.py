@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,8 +75,11 @@ def test_compose_template_pins_images_by_digest_and_publishes_on_loopback_only()
     assert web["ports"] == ["127.0.0.1:8081:8080"]
     assert "ports" not in db
     assert web["env_file"] == db["env_file"] == "/etc/relaunch/blog.env"
-    assert web["volumes"] == ["/srv/blog/uploads:/srv/blog/uploads"]
-    assert db["volumes"] == ["pgdata:/var/lib/postgresql/data"] and "pgdata" in compose["volumes"]
+    assert web["volumes"] == ["/srv/blog/uploads:/srv/blog/uploads", "thumbs:/var/lib/blog/thumbs"]
+    assert web["environment"]["BLOG_THUMBS"] == "/var/lib/blog/thumbs"
+    assert db["volumes"] == ["pgdata:/var/lib/postgresql/data"] and set(compose["volumes"]) == {"pgdata", "thumbs"}
+    # the thumbnails' named volume travels with the trees; the database's moves as a dump
+    assert example().app("blog").trees() == ["/srv/blog/uploads", "/var/lib/docker/volumes/blog_thumbs/_data"]
     assert compose["version"] == "3.7"  # docker-compose 1.29 (Debian 12) needs one
 
 
@@ -111,3 +116,52 @@ def test_notes_seed_fills_about_the_size_asked_once(tmp_path: Path) -> None:
 def test_notes_health_is_503_without_a_database(tmp_path: Path) -> None:
     status, body = _notes_app().health(str(tmp_path / "missing.db"))
     assert status == 503 and body["db"] == "error"
+
+
+def _blog_app():
+    import sys
+    import types
+
+    fake = types.ModuleType("psycopg2")  # the image has it; seeding the thumbnails does not use it
+    fake.extras = types.ModuleType("psycopg2.extras")
+    saved = {k: sys.modules.get(k) for k in ("psycopg2", "psycopg2.extras")}
+    sys.modules.update({"psycopg2": fake, "psycopg2.extras": fake.extras})
+    try:
+        spec = importlib.util.spec_from_file_location("example_blog_app", ROOT / "examples/images/blog/app.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return module
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives files to uid 33: needs root")
+def test_blog_seeds_its_thumbnails_volume_with_links_owners_and_modes_the_same_every_time(tmp_path: Path) -> None:
+    from relaunch import transfer
+
+    blog = _blog_app()
+    root = tmp_path / "thumbs"
+    assert blog.seed_thumbs(str(root)) == 4
+    first = transfer._listing(transfer._json_rows(None, subprocess.run(
+        ["python3", "-", str(root), "-1"], input=transfer._TREE_LISTING.encode(), capture_output=True, check=True).stdout,
+        "thumbs"))
+    assert first["current"][:1] == ("l",) and first["current"].content == "2026"
+    assert first["latest.jpg"].content == "2026/a.jpg"
+    assert first["2026/a-copy.jpg"].hardlink == "2026/a-copy.jpg" == first["2026/a.jpg"].hardlink
+    assert (first["private"].uid, first["private"].mode) == (33, 0o750)
+    assert (first["private/cache.bin"].uid, first["private/cache.bin"].gid, first["private/cache.bin"].mode) == (33, 33, 0o640)
+    # production's backup archives the volume as it is (tests/unit/test_transfer.py: its listing against the archive's)
+    from relaunch.backup.runner import archive_files
+    from tests.unit.test_transfer import local_archive
+
+    archive_files({"app": "blog", "paths": [str(root)]}, tmp_path / "blog-files.tar.gz")
+    assert transfer.compare_listings(first, local_archive(tmp_path / "blog-files.tar.gz", [str(root)])[str(root)]) == []
+    blog.seed_thumbs(str(root))
+    again = transfer._listing(transfer._json_rows(None, subprocess.run(
+        ["python3", "-", str(root), "-1"], input=transfer._TREE_LISTING.encode(), capture_output=True, check=True).stdout,
+        "thumbs"))
+    assert transfer.compare_listings(first, again) == []

@@ -11,6 +11,7 @@ import pytest
 from relaunch.databases.base import Fingerprint, TableFingerprint
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.journal import Journal
+from relaunch.inventory.model import Verify
 from relaunch.pipeline.steps import restore
 from relaunch.transfer import Entry
 
@@ -24,7 +25,8 @@ class Ctx:
         self.inv = SimpleNamespace(
             databases=[SimpleNamespace(name=n, engine="postgresql", path=None) for n in ("a", "b", "c")],
             apps=[SimpleNamespace(files=["/srv/x"], trees=lambda: ["/srv/x"]),
-                  SimpleNamespace(files=["/srv/y", "/srv/z"], trees=lambda: ["/srv/y", "/srv/z"])])
+                  SimpleNamespace(files=["/srv/y", "/srv/z"], trees=lambda: ["/srv/y", "/srv/z"])],
+            verify=Verify())
         self.journal = Journal.ephemeral("site", "bench", {})
         self.journal.state.update(source="live", source_fingerprints={n: fingerprint(10).to_json() for n in "abc"})
         self._listings = listings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -67,3 +68,47 @@ def test_a_changed_file_in_the_sample_is_found_and_a_size_change_anywhere(tree, 
 def test_a_seed_cannot_break_the_argument() -> None:
     with pytest.raises(RelaunchError, match="without ':'"):
         transfer.Sampling("a:b")
+
+
+# --------------------------------------------------------------------------- the inventory's verify section
+
+EXAMPLE_TEXT = (Path(__file__).resolve().parents[2] / "inventory" / "example.yml").read_text()
+
+
+def with_verify(text: str):
+    from relaunch.inventory import load_text
+
+    return load_text(EXAMPLE_TEXT + "\nverify:\n" + text, "inventory/example.yml")
+
+
+def test_the_sampling_threshold_defaults_to_8_gib_and_512_mib_as_the_transfer_does() -> None:
+    from relaunch.inventory import load_text
+    from relaunch.pipeline.steps import data
+
+    inv = load_text(EXAMPLE_TEXT, "inventory/example.yml")
+    got = data.sampling(SimpleNamespace(inv=inv, journal=SimpleNamespace(id="R1")))
+    assert (got.above, got.budget) == (8 * 1024**3, 512 * 1024**2) == (transfer.Sampling("R1").above,
+                                                                       transfer.Sampling("R1").budget)
+
+
+@pytest.mark.parametrize("written, above", [("8GiB", 8 * 1024**3), ("'1.5 GB'", 1_500_000_000), ("4096", 4096),
+                                             ("1KiB", 1024), ("2kB", 2000), ("3B", 3)])
+def test_sizes_are_written_with_or_without_a_unit(written: str, above: int) -> None:
+    from relaunch.pipeline.steps import data
+
+    inv = with_verify(f"  sample_above: {written}\n  sample_size: 2KiB\n")
+    got = data.sampling(SimpleNamespace(inv=inv, journal=SimpleNamespace(id="R9")))
+    assert (got.seed, got.above, got.budget) == ("R9", above, 2048)
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("lots", "verify.sample_above: expected a size in bytes"),
+    ("8 parsecs", "verify.sample_above: expected a size in bytes"),
+    ("true", "verify.sample_above: expected a size in bytes"),
+    ("0", "verify.sample_above"),
+])
+def test_a_size_that_is_not_one_is_refused_at_its_line(written: str, expected: str) -> None:
+    from relaunch.inventory import InventoryError
+
+    with pytest.raises(InventoryError, match=expected):
+        with_verify(f"  sample_above: {written}\n")

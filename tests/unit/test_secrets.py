@@ -114,7 +114,8 @@ def test_resolve_all_reports_every_problem_with_key_paths(site: Path, monkeypatc
     assert "apps[blog].secret_env.POSTGRES_PASSWORD, databases[blog].password: file ../secrets/example/blog-db-password" in lines[1]
     assert lines[1].endswith("does not exist")
     assert "apps[stats].secret_env.STATS_DB_PASSWORD, databases[stats].password: environment variable RELAUNCH_UNSET_PW is not set" in lines[2]
-    assert ":42: " in lines[1]  # the line of the first key that uses it
+    first_use = next(i for i, line in enumerate(site.read_text().splitlines(), 1) if "POSTGRES_PASSWORD:" in line)
+    assert f":{first_use}: " in lines[1]  # the line of the first key that uses it
     assert [p.code for p in info.value.problems] == ["secret-missing-file", "secret-missing-env"]
 
 

@@ -5,14 +5,18 @@ Runs in the Docker image ``example/blog`` as the ``web`` service of the blog's C
 project, next to ``db`` (image ``example/postgres``). Settings come from the environment
 (the app's env file, passed by Compose): ``POSTGRES_PASSWORD``, and ``BLOG_DB_HOST``
 (default ``db``), ``BLOG_DB_NAME``/``BLOG_DB_USER`` (default ``blog``), ``BLOG_UPLOADS``
-(default ``/srv/blog/uploads``, a bind mount of the host's directory).
+(default ``/srv/blog/uploads``, a bind mount of the host's directory), ``BLOG_THUMBS`` (default
+``/var/lib/blog/thumbs``, the Compose project's named volume ``thumbs``).
 
     python3 /app/app.py serve [--host H] [--port N]   the web app (the image's command)
-    python3 /app/app.py seed --mb N                   about N MB: half rows, half upload files
+    python3 /app/app.py seed --mb N                   about N MB: half rows, half upload files (and the thumbnails)
 
 Uploads are files under ``BLOG_UPLOADS`` with their metadata (name, size, sha256) in the
 ``uploads`` table, the way self-hosted apps keep them: a restore needs both, and they
-must agree.
+must agree. Thumbnails live in a Docker named volume instead (the other way apps keep
+files): a few small files the seed puts there, with a subdirectory, a hard link, symlinks to
+a file and to a directory, and files owned by another user than root with their own modes,
+so that a rebuild proves a volume's files arrive with their owners, modes and links.
 
 HTTP: ``GET /`` recent posts, ``GET /posts/<id>`` a post (counts a page view),
 ``POST /posts`` (JSON ``{"title", "body"}``), ``POST /posts/<id>/comments`` (JSON
@@ -104,6 +108,7 @@ def settings() -> dict:
         "user": os.environ.get("BLOG_DB_USER", "blog"),
         "password": os.environ.get("POSTGRES_PASSWORD", ""),
         "uploads": os.environ.get("BLOG_UPLOADS", "/srv/blog/uploads"),
+        "thumbs": os.environ.get("BLOG_THUMBS", "/var/lib/blog/thumbs"),
         "comment_interval": float(os.environ.get("BLOG_COMMENT_INTERVAL", "10")),
     }
 
@@ -195,12 +200,52 @@ def _copy(cur, table: str, columns: list[str], rows: list[tuple]) -> None:
     cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf)
 
 
+#: www-data in Debian: the owner of the thumbnails' private part (anything but root).
+THUMBS_OWNER = 33
+
+
+def seed_thumbs(root: str) -> int:
+    """Put the thumbnails in ``root`` as they should be (every run: same names, contents, owners, modes); return files.
+
+    ``2026/a.jpg`` and ``2026/b.png`` (bytes of a fixed seed), ``2026/a-copy.jpg`` a hard link
+    to ``a.jpg``, ``latest.jpg`` -> ``2026/a.jpg`` and ``current`` -> ``2026`` (symlinks),
+    ``private/`` (0750) and ``private/cache.bin`` (0640) owned by uid/gid 33.
+    """
+    rng = random.Random(7)
+    year = os.path.join(root, "2026")
+    private = os.path.join(root, "private")
+    os.makedirs(year, exist_ok=True)
+    os.makedirs(private, exist_ok=True)
+    files = {os.path.join(year, "a.jpg"): rng.randbytes(3000), os.path.join(year, "b.png"): rng.randbytes(5000),
+             os.path.join(private, "cache.bin"): rng.randbytes(2000)}
+    for path, data in files.items():
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    copy = os.path.join(year, "a-copy.jpg")
+    if os.path.lexists(copy):
+        os.unlink(copy)
+    os.link(os.path.join(year, "a.jpg"), copy)
+    for name, target in (("latest.jpg", "2026/a.jpg"), ("current", "2026")):
+        link = os.path.join(root, name)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+    os.chown(private, THUMBS_OWNER, THUMBS_OWNER)
+    os.chmod(private, 0o750)
+    os.chown(os.path.join(private, "cache.bin"), THUMBS_OWNER, THUMBS_OWNER)
+    os.chmod(os.path.join(private, "cache.bin"), 0o640)
+    return len(files) + 1
+
+
 def seed(conf: dict, mb: float) -> int:
     """Fill the blog with about ``mb`` MB: half posts/comments/page views (rows), half upload files.
 
     Idempotent-ish: what was seeded is recorded (``meta.seeded_bytes``); seeding again to
     the same size adds nothing, to a larger size only the difference. Return bytes added.
     """
+    log.info("thumbnails: %d files in %s", seed_thumbs(conf["thumbs"]), conf["thumbs"])
     ensure_schema(conf)
     conn = connect(conf)
     target = int(mb * 1024 * 1024)

@@ -579,7 +579,8 @@ def archive_files(spec: dict, dest: Path, config: dict | None = None) -> dict:
                     for dirpath, dirnames, filenames in os.walk(root):
                         check_stopping(step)
                         dirnames.sort()
-                        # a symlink to a directory is among dirnames (never descended into): kept as the link
+                        # os.walk puts a symlink to a directory among dirnames (and never descends into it):
+                        # it is one more entry of the tree, archived as the link it is
                         links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
                         for name in [None, *sorted(filenames + links)]:
                             path = dirpath if name is None else os.path.join(dirpath, name)

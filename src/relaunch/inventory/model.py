@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from relaunch import formats
@@ -575,6 +575,44 @@ class Objectives(Strict):
     rpo_minutes: int = Field(15, ge=1, le=10080, description="most recent data one may lose, in minutes (at most a week)")
 
 
+#: A byte size's units: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB); no unit or B: bytes.
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+               "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+#: The defaults of ``verify`` (relaunch.transfer.Sampling has the same).
+SAMPLE_ABOVE = 8 * 1024**3
+SAMPLE_SIZE = 512 * 1024**2
+
+
+def _byte_size(value: object) -> object:
+    """A size as written in the inventory (``8GiB``, ``512 MiB``, ``1.5GB``, ``4096``) -> bytes (an int)."""
+    expected = "a size in bytes: a whole number, or a number with a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. '8GiB'"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).lower() in _BYTE_UNITS:
+            return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+    raise ValueError(expected)
+
+
+ByteSize = Annotated[int, BeforeValidator(_byte_size)]
+
+
+class Verify(Strict):
+    """How a rebuild or a drill checks the restored file trees against their source."""
+
+    sample_above: ByteSize = Field(
+        SAMPLE_ABOVE, ge=1, le=1024**5,
+        description="a tree whose files total more than this has only a seeded sample of its files' contents hashed "
+        "(sha256; other files each run, the same on both hosts), which the report says; every file's type, size, mode "
+        "and owner is still compared", examples=["8GiB"])
+    sample_size: ByteSize = Field(
+        SAMPLE_SIZE, ge=1, le=1024**5, description="how many bytes of such a tree's files the sample hashes",
+        examples=["512MiB"])
+
+
 class DockerSettings(Strict):
     compose: Literal["auto", "v2", "v1"] = Field(
         "auto", description="'docker compose' (v2), 'docker-compose' (v1, Debian 12's), or auto-detect"
@@ -679,6 +717,7 @@ class Inventory(Strict):
     dns: Dns
     backups: Backups = Field(default_factory=Backups)
     objectives: Objectives = Field(default_factory=Objectives)
+    verify: Verify = Field(default_factory=Verify, description="how rebuilds and drills check the restored trees")
     drift: Drift = Field(default_factory=Drift, description="`fab drift`: what it leaves out; whether drift fails a drill")
     alerts: Alerts | None = Field(None, description="where alerts go (a webhook; ntfy-compatible); none: no alerts")
 

@@ -62,10 +62,9 @@ def database_files(ctx: RunContext) -> set[str]:
 
 def sampling(ctx: RunContext) -> transfer.Sampling:
     """How trees are hashed in this run: every file, or a sample seeded by the run's id for very large trees
-    (the same files on the source and the new host, other files in the next run)."""
-    defaults = transfer.Sampling(ctx.journal.id)
-    return transfer.Sampling(ctx.journal.id, int(ctx.options.get("sample_above_bytes") or defaults.above),
-                             int(ctx.options.get("sample_bytes") or defaults.budget))
+    (the same files on the source and the new host, other files in the next run); the threshold and the
+    sample's size are the inventory's ``verify.sample_above`` and ``verify.sample_size``."""
+    return transfer.Sampling(ctx.journal.id, ctx.inv.verify.sample_above, ctx.inv.verify.sample_size)
 
 
 def trees(ctx: RunContext) -> list[str]:
