@@ -200,8 +200,11 @@ json.dump({"seen": seen, "runner_peak_mb": peak_runner / 1024, "tree_peak_mb": p
 """
 
 
-def scheduled_backup(conn: Connection, site: str) -> dict[str, Any]:
-    """One run of the installed backup service (what the timer starts), timed, with the runner's peak memory."""
+def scheduled_backup(conn: Connection, site: str, root: str | None = None) -> dict[str, Any]:
+    """One run of the installed backup service (what the timer starts), timed, with the runner's peak memory
+    and where its time went (``report.backup_breakdown``: its manifest under ``root`` and its status entry)."""
+    from bench.report import backup_breakdown
+    from relaunch.backup.install import BACKUP_ROOT
     from relaunch.backup.status import run_now
 
     conn.run(f"mkdir -p {WORK} && rm -f {WORK}/sampler.stop {WORK}/sampler.json", hide=True, in_stream=False)
@@ -214,7 +217,10 @@ def scheduled_backup(conn: Connection, site: str) -> dict[str, Any]:
     conn.run(f"touch {WORK}/sampler.stop; for i in $(seq 50); do [ -s {WORK}/sampler.json ] && break; sleep 0.1; done",
              hide=True, in_stream=False)
     mem = json.loads(conn.run(f"cat {WORK}/sampler.json", hide=True, in_stream=False).stdout)
-    return {"seconds": seconds, "id": run.id, **mem}
+    manifest = json.loads(conn.run(f"cat {q(posixpath.join(root or BACKUP_ROOT, str(run.id), 'manifest.json'))}",
+                                   hide=True, in_stream=False).stdout)
+    return {"seconds": seconds, "id": run.id, **mem,
+            "breakdown": backup_breakdown(seconds, run.seconds, manifest, run.offsite)}
 
 
 def plain_backup_script(inv: Inventory, compose: list[str], trees: list[str], config: dict[str, Any]) -> str:
