@@ -123,6 +123,26 @@ def backup_breakdown(wall_s: float, runner_s: float | None, manifest: Mapping[st
     return out
 
 
+def timeline(journal: str) -> list[tuple[float, str]]:
+    """Given ``journalctl -o short-unix`` output, return (seconds since its first line, message) per line.
+
+    Lines that do not start with a time (``-- No entries --``) are left out; the message is what
+    follows the ``unit[pid]:`` prefix.
+    """
+    out: list[tuple[float, str]] = []
+    first = None
+    for line in journal.splitlines():
+        stamp, _, rest = line.partition(" ")
+        try:
+            t = float(stamp)
+        except ValueError:
+            continue
+        first = t if first is None else first
+        _, _, message = rest.partition(": ")
+        out.append((round(t - first, 3), message or rest))
+    return out
+
+
 def backup_line(b: Mapping[str, Any], plain_steps: Mapping[str, float] | None = None) -> str:
     """One printed line of :func:`backup_breakdown` (and the plain script's steps beside it)."""
     dbs = ", ".join(f"{n} {_num(v.get('seconds'))}" + (f" (fingerprint {_num(v['fingerprint_s'])})"

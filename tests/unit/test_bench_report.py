@@ -221,3 +221,14 @@ def test_backup_breakdown_and_its_line() -> None:
                     "archives notes 1.0; slowest job 5.0, upload 1.5, rest 1.0; plain script: dumps 2.4, tar 0.7, restic 1.4")
     empty = report.backup_breakdown(4.0, None, {}, None)
     assert empty["rest_s"] is None and empty["outside_runner_s"] is None and empty["manifest_span_s"] is None
+
+
+def test_timeline_of_a_journal_in_seconds_from_its_first_line() -> None:
+    journal = ("1764280800.100000 example-prod systemd[1]: Starting relaunch-backup.service - relaunch backup...\n"
+               "1764280800.600000 example-prod python3[812]: dump stats: mariadb -> stats.sql\n"
+               "-- No entries --\n"
+               "1764280803.850000 example-prod python3[812]: offsite: restic backup of 20261127T220000Z\n")
+    assert report.timeline(journal) == [(0.0, "Starting relaunch-backup.service - relaunch backup..."),
+                                        (0.5, "dump stats: mariadb -> stats.sql"),
+                                        (3.75, "offsite: restic backup of 20261127T220000Z")]
+    assert report.timeline("") == []
