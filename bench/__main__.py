@@ -356,8 +356,10 @@ class Bench:
         summary["peak_mb"] = peak
         if e2e:
             rto_from = "fab rebuild (base image)" if rebuild.get("rto_s") is not None else "fab drill (base image)"
+            gold = e2e.get("rebuild_golden") or {}
             print(f"closing line: overhead_s and rto_s are those of {rto_from}; fab rebuild from the golden "
-                  f"snapshot: rto_s={report._num((e2e.get('rebuild_golden') or {}).get('rto_s'))}")
+                  f"snapshot: {gold.get('status') or 'not run'}"
+                  + (f", rto_s={report._num(gold.get('rto_s'))}" if gold.get("status") == "passed" else ""))
         print(report.final_line(summary, (rebuild if rebuild.get("rto_s") is not None else drill).get("overhead_s"),
                                 rebuild.get("rto_s") or drill.get("rto_s")))
         return 0

@@ -306,6 +306,12 @@ def golden_line(e2e: Mapping[str, Mapping[str, Any]]) -> str | None:
     parts = []
     for mode in ("rebuild", "drill"):
         plain, gold = e2e.get(mode) or {}, e2e.get(f"{mode}_golden") or {}
+        if gold.get("status") not in (None, "passed") or plain.get("status") not in (None, "passed"):
+            # a failed run's RTO is only the phases it got through: no comparison
+            parts.append(f"fab {mode}: no comparison (base image {plain.get('status') or 'not run'}, golden snapshot "
+                         f"{gold.get('status') or 'not run'}" + (f": {str(gold['error'])[:200]}" if gold.get("error") else "")
+                         + ")")
+            continue
         if gold.get("rto_s") is None:
             continue
         if not gold.get("golden_image"):

@@ -186,7 +186,9 @@ def test_e2e_table_and_lines_with_a_failed_and_a_skipped_run() -> None:
     assert row["status"] == ["passed", "error", "skipped"] and row["**RTO**"] == ["**80.0**", "**-**", "**-**"]
     printed = report.e2e_lines(runs)
     assert len(printed) == 3 and "error: boom" in printed[1] and printed[2].startswith("fab drill (golden snapshot): skipped")
-    assert report.golden_line(runs) is None
+    assert report.golden_line(runs) == ("golden image: fab drill: no comparison (base image passed, golden snapshot "
+                                        "skipped: no golden snapshot)")
+    assert report.golden_line({"drill": runs["drill"]}) is None
 
 
 def test_e2e_lines_say_what_making_the_snapshot_took_apart_from_the_rto() -> None:
@@ -232,3 +234,15 @@ def test_timeline_of_a_journal_in_seconds_from_its_first_line() -> None:
                                         (0.5, "dump stats: mariadb -> stats.sql"),
                                         (3.75, "offsite: restic backup of 20261127T220000Z")]
     assert report.timeline("") == []
+
+
+def test_golden_line_compares_no_rto_of_a_failed_run() -> None:
+    # a failed run's RTO is only the phases it got through (a rebuild whose Droplet never answered SSH: 305 s)
+    runs = e2e()
+    runs["rebuild_golden"] = {**runs["rebuild_golden"], "status": "failed", "rto_s": 305.4,
+                              "error": "172.27.0.19: SSH did not answer within 300 s"}
+    line = report.golden_line(runs)
+    assert "305.4" not in line and "138.0 ->" not in line
+    assert ("fab rebuild: no comparison (base image passed, golden snapshot failed: 172.27.0.19: SSH did not answer "
+            "within 300 s)") in line
+    assert "fab drill RTO 80.0 -> 40.0 s" in line
