@@ -4,8 +4,10 @@ Brings the example site up in a sandbox of its own (its own Docker network, remo
 end, also on failure and Ctrl-C), on a production host and a spare "new" host, and for
 each data size measures in alternation over several rounds: by hand, floor, relaunch's
 data + restore (+ verify); then a scheduled backup against a plain script and the bytes
-the off-host store adds after a fixed workload; and, at the default size, one end-to-end
-``fab drill`` and ``fab rebuild``. Prints the table and the closing line; writes
+the off-host store adds after a fixed workload; and, at the default size, the end-to-end
+``fab drill`` and ``fab rebuild``, each from the base image and from a golden snapshot that a
+``fab drill --golden`` makes in between (``report.E2E_RUNS``). Prints the tables and the
+closing line; writes
 ``bench/results/<date>.json`` and ``.svg``.
 """
 
@@ -80,7 +82,9 @@ class Bench:
         self.logs.mkdir()
         self.results: dict[str, Any] = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                         "machine": machine(), "args": {k: v for k, v in vars(args).items()},
-                                        "sizes": {}, "golden_image": "not built: every rebuild and drill bootstraps from the runbooks"}
+                                        "sizes": {}, "golden_image": "end to end only: a drill and a rebuild from the base image, "
+                                        "`fab drill --golden` (makes the snapshot), then a drill and a rebuild from it; "
+                                        "the data-path rounds use already bootstrapped hosts"}
         self.loads: list[float] = []
 
     # --- the sandbox ---------------------------------------------------------------------------------------
@@ -133,10 +137,10 @@ class Bench:
         old = production_record(SITE, inv.production.droplet_name)
         return old, load_hosts(SITE)[SPARE], time.monotonic() - started
 
-    def child(self, mode: str, old: str = "", new: str = "") -> dict[str, Any]:
+    def child(self, mode: str, old: str = "", new: str = "", golden: str = "use") -> dict[str, Any]:
         spec = {"mode": mode, "site": SITE, "root": str(self.site_root), "api": self.api.url, "token": TOKEN,
-                "dns_port": self.api.dns_port, "key": str(self.key), "old": old, "new": new}
-        log_file = self.logs / f"{mode}-{int(time.time())}.log"
+                "dns_port": self.api.dns_port, "key": str(self.key), "old": old, "new": new, "golden": golden}
+        log_file = self.logs / f"{mode}-{golden}-{int(time.time())}.log"
         with open(log_file, "w") as err:
             proc = subprocess.run([sys.executable, "-m", "bench.child", json.dumps(spec)], cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=err, text=True, timeout=6 * 3600)
@@ -225,9 +229,9 @@ class Bench:
             for which in (("scheduled", "plain") if i % 2 == 0 else ("plain", "scheduled")):
                 log.info("%d MB backup round %d: %s", mb, i + 1, which)
                 if which == "scheduled":
-                    got = variants.scheduled_backup(old, SITE)
+                    got = variants.scheduled_backup(old, SITE, config.get("root"))
                     rnd.update(scheduled=round(got["seconds"], 3), runner_peak_mb=round(got["runner_peak_mb"], 1),
-                               tree_peak_mb=round(got["tree_peak_mb"], 1))
+                               tree_peak_mb=round(got["tree_peak_mb"], 1), breakdown=got["breakdown"])
                 else:
                     timed = variants.run_script(old, plain, "the plain backup script")
                     rnd.update(plain=round(timed.seconds, 3), plain_steps=timed.steps)
@@ -249,13 +253,18 @@ class Bench:
         finally:
             store.close()
         out.update(store_added_mb=round(added / 2**20, 2), after_workload_s=round(got["seconds"], 2),
+                   after_workload_breakdown=got["breakdown"],
                    workload="20000 rows in each database, 8 files of 512 KiB")
         return out
 
     def end_to_end(self) -> dict[str, Any]:
-        """One fab drill, then one fab rebuild (live, switched), of the site as it is; phases, RTO, overhead."""
-        from relaunch.state import load_hosts
+        """The end-to-end runs of ``report.E2E_RUNS`` in order, of the site as it is; phases, RTO, overhead.
 
+        A drill and a rebuild (live, switched) from the base image; ``fab drill --golden``, which
+        makes the golden snapshot (its time reported apart, not in its RTO); then a drill and a
+        rebuild that start from that snapshot. When no snapshot was made the last two are skipped
+        (they would start from the base image under a golden label).
+        """
         from relaunch import apps
         from relaunch.inventory import load_site
         from relaunch.provision import open_host
@@ -271,30 +280,34 @@ class Bench:
         finally:
             conn.close()
         out: dict[str, Any] = {}
-        for mode in ("drill", "rebuild"):
-            log.info("end to end: %s", mode)
-            try:
-                res = self.child(mode)
-            except Exception as exc:  # noqa: BLE001 - the other numbers stand; say what failed
-                log.error("end to end %s failed: %s", mode, exc)
-                out[mode] = {"status": "error", "error": str(exc)[-2000:], "rto_s": None, "phases": {},
-                             "overhead_s": None, "overhead_without_bootstrap_s": None, "peak_mb": None}
+        for key, (mode, golden, label) in report.E2E_RUNS.items():
+            if golden == "use" and not (out.get("drill_golden_make") or {}).get("golden_made"):
+                out[key] = report.e2e_failed(mode, golden, "no golden snapshot: fab drill --golden made none",
+                                             status="skipped")
+                log.info("end to end: %s skipped (no golden snapshot)", label)
                 continue
-            rec = res.get("record") or {}
-            phases = {p["name"]: p["seconds"] for p in rec.get("phases", [])}
-            out[mode] = {"status": res.get("status"), "error": res.get("error"), "rto_s": rec.get("rto_seconds"),
-                         "phases": phases, "overhead_s": report.overhead(phases),
-                         "overhead_without_bootstrap_s": report.overhead(phases, ("boot", "data", "bootstrap")),
-                         "peak_mb": round(res["peak_mb"], 1), "golden_image": False}
-            log.info("  -> %s", out[mode])
-        # the rebuild retired the old production host: destroy it (one Droplet less on a busy machine)
+            log.info("end to end: %s", label)
+            try:
+                out[key] = report.e2e_entry(mode, golden, self.child(mode, golden=golden))
+            except Exception as exc:  # noqa: BLE001 - the other numbers stand; say what failed
+                log.error("end to end %s failed: %s", label, exc)
+                out[key] = report.e2e_failed(mode, golden, str(exc)[-2000:])
+            log.info("  -> %s", out[key])
+            if mode == "rebuild":
+                self.destroy_retired()
+        return out
+
+    def destroy_retired(self) -> None:
+        """A rebuild retired the old production host: destroy it (one Droplet less on a busy machine)."""
+        from relaunch.state import load_hosts
+
         for name, host in load_hosts(SITE).items():
             if host.role == "retired":
                 try:
-                    self.cloud.destroy_droplet(host.droplet_id)
+                    if any(d.id == host.droplet_id for d in self.cloud.list_droplets()):
+                        self.cloud.destroy_droplet(host.droplet_id)
                 except Exception as exc:  # noqa: BLE001 - only to spare the machine
                     log.warning("destroying the retired host %s: %s", name, exc)
-        return out
 
     def run(self) -> int:
         self.start()
@@ -312,20 +325,28 @@ class Bench:
         e2e = self.results.get("end_to_end") or {}
         rebuild = e2e.get("rebuild") or {}
         drill = e2e.get("drill") or {}
-        peak = max([v for v in [sizes[default].get("peak_mb"), rebuild.get("peak_mb"), drill.get("peak_mb")]
+        peak = max([v for v in [sizes[default].get("peak_mb"), *(r.get("peak_mb") for r in e2e.values())]
                     if v is not None] or [0]) or None
         print(report.table(sizes))
         print()
         for mb, s in sorted(sizes.items()):
+            for rnd in (s.get("backups") or {}).get("rounds_detail") or []:
+                if rnd.get("breakdown"):
+                    print(f"{mb} MB backup round: " + report.backup_line(rnd["breakdown"], rnd.get("plain_steps")))
             print(f"{mb} MB: relaunch/by-hand={report._num(s.get('relaunch_by_hand'), 2)} "
                   f"relaunch/floor={report._num(s.get('relaunch_floor'), 2)} "
                   f"with verify/by-hand={report._num(s.get('verified_by_hand'), 2)} "
                   f"(per-round medians {report._num(s.get('per_round_by_hand'), 2)} / {report._num(s.get('per_round_floor'), 2)}); "
                   f"loads {[round(r['load'], 1) for r in s['rounds']]}")
-        for mode, r in e2e.items():
-            print(f"fab {mode} (no golden image): {r['status']}, RTO {report._num(r['rto_s'])} s, overhead "
-                  f"{report._num(r['overhead_s'])} s ({report._num(r['overhead_without_bootstrap_s'])} s without the "
-                  f"bootstrap), peak {report._num(r['peak_mb'], 0)} MB; phases {r['phases']}")
+        if e2e:
+            print()
+            print(report.e2e_table(e2e))
+            print()
+            for line in report.e2e_lines(e2e):
+                print(line)
+            golden = report.golden_line(e2e)
+            if golden:
+                print(golden)
         lin = self.results["linearity"].get("relaunch")
         if lin:
             print(f"relaunch time vs size: {lin['slope_s_per_mb'] * 1000:.1f} s/GB + {lin['intercept_s']:.1f} s, r²={lin['r2']:.3f}")
@@ -333,7 +354,14 @@ class Bench:
         print(f"results: {js}\nplot: {svg}")
         summary = dict(sizes[default])
         summary["peak_mb"] = peak
-        print(report.final_line(summary, rebuild.get("overhead_s"), rebuild.get("rto_s") or drill.get("rto_s")))
+        if e2e:
+            rto_from = "fab rebuild (base image)" if rebuild.get("rto_s") is not None else "fab drill (base image)"
+            gold = e2e.get("rebuild_golden") or {}
+            print(f"closing line: overhead_s and rto_s are those of {rto_from}; fab rebuild from the golden "
+                  f"snapshot: {gold.get('status') or 'not run'}"
+                  + (f", rto_s={report._num(gold.get('rto_s'))}" if gold.get("status") == "passed" else ""))
+        print(report.final_line(summary, (rebuild if rebuild.get("rto_s") is not None else drill).get("overhead_s"),
+                                rebuild.get("rto_s") or drill.get("rto_s")))
         return 0
 
     def save(self) -> tuple[Path, Path]:

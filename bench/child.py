@@ -1,6 +1,7 @@
 """One relaunch run in a process of its own, so its peak memory is its own: ``python -m bench.child SPEC_JSON``.
 
-SPEC: ``{"mode": "data"|"rebuild"|"drill", "site", "root", "api", "token", "dns_port", "key", "old", "new"}``.
+SPEC: ``{"mode": "data"|"rebuild"|"drill", "site", "root", "api", "token", "dns_port", "key", "old", "new",
+"golden"}`` (``golden``: the drill's and the rebuild's option, ``off``/``make``/``use``; default ``use``).
 Prints one JSON line last: ``{"phases": {...}, "peak_mb": ..., "record": {...}}`` (record for
 rebuild and drill: their report record). Logs go to stderr.
 """
@@ -33,12 +34,12 @@ def main(argv: list[str]) -> int:
         elif spec["mode"] == "rebuild":
             from relaunch.rebuild import RebuildOptions, rebuild
 
-            result = rebuild(spec["site"], RebuildOptions(settle=0), root=spec["root"], where=where)
+            result = rebuild(spec["site"], RebuildOptions(settle=0, golden=spec.get("golden", "use")), root=spec["root"], where=where)
             out.update(status=result.status, error=result.error, record=result.record)
         elif spec["mode"] == "drill":
             from relaunch.drill import DrillOptions, drill
 
-            result = drill(spec["site"], DrillOptions(), root=spec["root"], where=where)
+            result = drill(spec["site"], DrillOptions(golden=spec.get("golden", "use")), root=spec["root"], where=where)
             out.update(status=result.status, error=result.error, record=result.record)
         else:
             raise SystemExit(f"unknown mode {spec['mode']!r}")

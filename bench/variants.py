@@ -200,21 +200,32 @@ json.dump({"seen": seen, "runner_peak_mb": peak_runner / 1024, "tree_peak_mb": p
 """
 
 
-def scheduled_backup(conn: Connection, site: str) -> dict[str, Any]:
-    """One run of the installed backup service (what the timer starts), timed, with the runner's peak memory."""
+def scheduled_backup(conn: Connection, site: str, root: str | None = None) -> dict[str, Any]:
+    """One run of the installed backup service (what the timer starts), timed, with the runner's peak memory
+    and where its time went (``report.backup_breakdown``: its manifest under ``root`` and its status entry)."""
+    from bench.report import backup_breakdown, timeline
+    from relaunch.backup.install import BACKUP_ROOT, SERVICE
     from relaunch.backup.status import run_now
 
     conn.run(f"mkdir -p {WORK} && rm -f {WORK}/sampler.stop {WORK}/sampler.json", hide=True, in_stream=False)
     conn.put(io.StringIO(SAMPLER), f"{WORK}/sampler.py")
     conn.run(f"nohup python3 {WORK}/sampler.py {RUNNER} {WORK}/sampler.stop {WORK}/sampler.json "
              ">/dev/null 2>&1 </dev/null &", hide=True, in_stream=False, pty=False)
+    since = conn.run("date +%s", hide=True, in_stream=False).stdout.strip()
     started = time.monotonic()
     run = run_now(conn, site)
     seconds = time.monotonic() - started
     conn.run(f"touch {WORK}/sampler.stop; for i in $(seq 50); do [ -s {WORK}/sampler.json ] && break; sleep 0.1; done",
              hide=True, in_stream=False)
     mem = json.loads(conn.run(f"cat {WORK}/sampler.json", hide=True, in_stream=False).stdout)
-    return {"seconds": seconds, "id": run.id, **mem}
+    manifest = json.loads(conn.run(f"cat {q(posixpath.join(root or BACKUP_ROOT, str(run.id), 'manifest.json'))}",
+                                   hide=True, in_stream=False).stdout)
+    # the service's journal with microsecond times: the runner's log lines (and systemd's start/finish) as a timeline
+    journal = conn.run(f"journalctl -u {SERVICE} --since @{q(since)} -o short-unix --no-pager", hide=True,
+                       in_stream=False, warn=True).stdout
+    breakdown = backup_breakdown(seconds, run.seconds, manifest, run.offsite)
+    breakdown["timeline"] = timeline(journal)
+    return {"seconds": seconds, "id": run.id, **mem, "breakdown": breakdown}
 
 
 def plain_backup_script(inv: Inventory, compose: list[str], trees: list[str], config: dict[str, Any]) -> str:

@@ -480,6 +480,23 @@ def test_offsite_queries_are_scoped_to_the_site_and_the_host_never_forgets_or_pr
     assert [s["id"] for s in listed][-2:] == [r["id"] for r in status["runs"]]
 
 
+def test_a_run_lists_the_store_once_and_counts_what_it_uploaded_in_the_retention_preview(tmp_path: Path) -> None:
+    """Each restic call opens the repository anew (key derivation, an ssh session): the run lists the site's
+    snapshots once, and its retention preview is that listing plus the snapshots it uploaded."""
+    offsite, env, state = fake_restic(tmp_path)
+    config = make_config(tmp_path, offsite=offsite, local_keep_last=4)
+    root = tmp_path / "backups"
+    old = old_backup(root, 60 * 24 * 400)  # not off-host yet: uploaded by this run too; the policy drops it
+    res = run(config, "run", env=env)
+    assert res.returncode == 0, res.stderr
+    calls = [c[0] for c in restic_state(state)["calls"]]
+    assert calls.count("snapshots") == 1 and calls.count("backup") == 2, calls
+    last = json.loads((tmp_path / "state" / "status.json").read_text())["runs"][-1]
+    assert [u["id"] for u in last["offsite"]["uploaded"]] == [old, last["id"]]
+    retention = last["offsite"]["retention"]
+    assert (retention["snapshots"], retention["would_keep"], retention["would_forget"]) == (2, 1, 1), retention
+
+
 # --- subprocesses: stderr drained, deadlines, SIGTERM, a status entry however a run ends ---
 
 

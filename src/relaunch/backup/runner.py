@@ -942,7 +942,8 @@ def offsite_sync(config: dict, root: Path, result: dict, done: set[str]) -> None
     ``result`` (for the status) are filled as the work goes, so a failure part-way leaves
     what was achieved in both. Raise StepFailed at the first failure.
     """
-    present = {s["id"] for s in snapshots(config) if s["id"]}
+    listed = snapshots(config)
+    present = {s["id"] for s in listed if s["id"]}
     done |= present
     local = local_backups(root)
     missing = sorted((k for k in local if k not in done), key=lambda k: (local[k], k))
@@ -955,8 +956,14 @@ def offsite_sync(config: dict, root: Path, result: dict, done: set[str]) -> None
         result["uploaded"].append(up)
         result["data_added"] += up["data_added"] or 0
         result["snapshot"] = up["snapshot"]
+        # The retention preview counts the listing above plus what this run uploaded: what a second listing would
+        # show, barring another writer of the site in between (the count only informs the status; the operator's
+        # prune lists for itself). A second listing cost a restic call: the repository opened anew, its key
+        # derived, an ssh session to the store (1-2 s each on a loaded host: a fifth of a small backup).
+        listed.append({"snapshot": up["snapshot"], "full_id": up["snapshot"] or f"uploaded:{backup_id}",
+                       "id": backup_id, "time": None, "paths": [backup_id]})
     result["total_bytes_processed"] = sum(u["total_bytes_processed"] or 0 for u in result["uploaded"])
-    decided = retention_decision(snapshots(config), config["retention"], now_utc())
+    decided = retention_decision(listed, config["retention"], now_utc())
     result["retention"] = {
         "snapshots": len(decided.keep) + len(decided.remove), "would_keep": len(decided.keep),
         "would_forget": len(decided.remove), "append_only": bool(config["offsite"].get("append_only")),
