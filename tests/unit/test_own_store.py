@@ -56,3 +56,12 @@ def test_the_schema_refuses_what_cannot_work_naming_file_and_key(tmp_path, offsi
         site(tmp_path, offsite)
     text = str(exc.value)
     assert expected in text and "example.yml" in text and "backups.offsite" in text, text
+
+
+def test_the_append_only_key_is_a_key_file_of_lines_like_the_ssh_key() -> None:
+    from relaunch.inventory.secrets import usage_problem
+    from relaunch.remote import new_ed25519
+
+    private = new_ed25519()[0].decode()
+    assert usage_problem(("backups", "offsite", "append_only_key"), private) is None
+    assert usage_problem(("backups", "offsite", "password"), private) is not None  # a password is one line

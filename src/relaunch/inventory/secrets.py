@@ -261,17 +261,21 @@ def resolve(inv: Inventory, base_dir: Path | str | None = None) -> tuple[Secrets
     return Secrets(resolved), problems
 
 
+#: The secrets that are key files (PEM / OpenSSH): lines, written to a 0600 file as they are.
+KEY_FILES = (("proxy", "tls", "key"), ("backups", "offsite", "ssh_key"), ("backups", "offsite", "append_only_key"))
+
+
 def usage_problem(path: KeyPath, value: str) -> str | None:
     """Why a secret ``value`` cannot serve at key path ``path``, or None (the message never holds the value).
 
     Where it goes decides what it may hold (``relaunch.formats``): an app's ``secret_env``
-    goes to its env file; the TLS key and the store's SSH key are key files (lines); the API token goes into an HTTP
+    goes to its env file; the TLS key and the store's SSH keys are key files (lines); the API token goes into an HTTP
     header (no whitespace); every other secret (database and store passwords, keys) is
     read from a file by shell and written into SQL and option files: printable text.
     """
     if len(path) == 4 and path[0] == "apps" and path[2] == "secret_env":
         return formats.env_value_problem(value)
-    if path in (("proxy", "tls", "key"), ("backups", "offsite", "ssh_key")):
+    if path in KEY_FILES:
         return None  # PEM / OpenSSH key files: lines, written to a 0600 file as they are
     if path == ("provider", "token"):
         if any(ch.isspace() for ch in value.strip()) or not value.strip().isprintable():
