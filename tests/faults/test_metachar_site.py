@@ -394,6 +394,8 @@ def meta(target, sandbox_api, sandbox_backend, tmp_path_factory) -> Iterator[Met
             run.first = rebuild(site, RebuildOptions(settle=0), root=root, where=where, progress=disk_full)
             run.seconds["rebuild until the disk is full"] = time.monotonic() - t0
             run.records_after_failure = _records(target.cloud, zone)
+            assert state.get("mounted"), (f"the restore never started, so no disk filled: the rebuild "
+                                          f"{run.first.status}: {run.first.error}")
             run.new_container = state.get("container", "")
             if run.new_container:
                 subprocess.run(["docker", "exec", run.new_container, "umount", LITE_DIR], check=True,
