@@ -17,16 +17,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
-import paramiko
 
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
-from relaunch.remote import check_root, connect, wait_for_ssh
+from relaunch.remote import check_root, connect, handshake, wait_for_ssh
 from relaunch.state import HostRecord, save_host
 
 log = logging.getLogger(__name__)
@@ -51,19 +48,10 @@ def sha256_fingerprint(public_line: str) -> str:
 
 def scan(address: str, port: int = 22, timeout: float = 15) -> ScannedKey:
     """Fetch the host key the server shows (ed25519 preferred), without authenticating. Raise RelaunchError if it does not answer."""
+    transport = handshake(address, port, timeout, prefer=("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512",
+                                                          "rsa-sha2-256"))
     try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as exc:
-        raise RelaunchError(f"{address}:{port}: no SSH server answers ({exc})") from None
-    transport = paramiko.Transport(sock)
-    try:
-        opts = transport.get_security_options()
-        preferred = [k for k in ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256") if k in opts.key_types]
-        opts.key_types = preferred + [k for k in opts.key_types if k not in preferred]
-        transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise RelaunchError(f"{address}:{port}: the SSH handshake failed ({exc})") from None
     finally:
         transport.close()
     return ScannedKey(address, port, f"{key.get_name()} {key.get_base64()}")
@@ -92,7 +80,7 @@ def pin(inv: Inventory, scanned: ScannedKey, confirmed: str, key_path: Path, tim
         conn.close()
     record = HostRecord(name=host_name(inv), role="production", droplet_id=0, ipv4=scanned.address,
                         host_key=scanned.public_line,
-                        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), adopted=True, user=user)
+                        created_at=datetime.now(UTC).isoformat(timespec="seconds"), adopted=True, user=user)
     save_host(inv.site, record)
     log.info("pinned %s's host key %s for site %s", scanned.address, scanned.fingerprint, inv.site)
     return record

@@ -123,13 +123,8 @@ def key_accepted(host: str, host_key: str, user: str, private_openssh: str, *, p
     if key is None:
         raise RelaunchError("not an unencrypted OpenSSH private key (ed25519, ecdsa or rsa)")
     pinned = public_key(host_key)
+    transport = handshake(host, port, timeout)
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise RelaunchError(f"{host}:{port}: cannot connect: {exc}") from None
-    transport = paramiko.Transport(sock)
-    try:
-        transport.start_client(timeout=timeout)
         shown = transport.get_remote_server_key()
         if shown.get_name() != pinned.get_name() or shown.asbytes() != pinned.asbytes():
             raise HostKeyMismatch(f"{host}: SSH host key does not match the pinned key (got {shown.get_name()} "
@@ -140,9 +135,31 @@ def key_accepted(host: str, host_key: str, user: str, private_openssh: str, *, p
             return False
         return transport.is_authenticated()
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise RelaunchError(f"{host}:{port}: SSH handshake failed: {exc}") from None
+        raise RelaunchError(f"{host}:{port}: the SSH handshake failed ({exc})") from None
     finally:
         transport.close()
+
+
+def handshake(host: str, port: int = 22, timeout: float = 15, prefer: tuple[str, ...] = ()) -> paramiko.Transport:
+    """An SSH transport to ``host`` with the key exchange done and nobody authenticated; the caller closes it.
+
+    ``prefer``: host key types asked for first. Raise RelaunchError when nothing answers or the handshake fails.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise RelaunchError(f"{host}:{port}: no SSH server answers ({exc})") from None
+    transport = paramiko.Transport(sock)
+    try:
+        if prefer:
+            opts = transport.get_security_options()
+            first = [k for k in prefer if k in opts.key_types]
+            opts.key_types = first + [k for k in opts.key_types if k not in first]
+        transport.start_client(timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        transport.close()
+        raise RelaunchError(f"{host}:{port}: the SSH handshake failed ({exc})") from None
+    return transport
 
 
 def _public_line(path: Path) -> str:
