@@ -248,6 +248,12 @@ elif action == "create":
     open(db, "x").close()
 elif action == "restore":
     shutil.copyfile(sys.argv[3], db)
+elif action == "stream":  # the restore reading the dump on stdin, as it is written
+    open(db + ".log", "a").write("stream\\n")
+    data = sys.stdin.buffer.read()
+    if os.environ.get("STREAM_FAIL"):
+        sys.exit("restore broke")
+    open(db, "wb").write(data)
 elif action == "fingerprint":
     print(json.dumps({"tables": {"t": {"rows": 1, "checksum": open(db).read().strip()}}, "taken_at": "later"}))
 elif action == "fail":
@@ -282,6 +288,75 @@ def test_a_fingerprint_by_restoring_the_dump_into_a_scratch_database_dropped_aft
     assert entry["fingerprint_scratch_database"] == "stats_relaunch_fp" and entry["fingerprint_seconds"] >= 0
     assert not db.exists()
     assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "drop"]
+
+
+def streamed_config(tmp_path: Path, dump: list[str]) -> tuple[Path, Path]:
+    config, db = scratch_config(tmp_path)
+    data = json.loads(config.read_text())
+    data["databases"][0]["argv"] = dump
+    data["databases"][0]["scratch_restore"]["stream_argv"] = [sys.executable, "-c", SCRATCH, "stream", str(db)]
+    config.write_text(json.dumps(data))
+    return config, db
+
+
+def test_the_scratch_restore_reads_the_dump_while_it_is_written_not_after(tmp_path: Path) -> None:
+    # The dump writes half, then waits until the restore has begun (it logs "stream"): with the
+    # restore started only after the dump, this dump would wait its whole 20 s and the run fail.
+    log = tmp_path / "scratch.log"
+    dump = [sys.executable, "-c", (
+        "import sys, time, pathlib\n"
+        "sys.stdout.write('dumped '); sys.stdout.flush()\n"
+        f"log = pathlib.Path({str(log)!r}); deadline = time.monotonic() + 20\n"
+        "while 'stream' not in (log.read_text() if log.exists() else ''):\n"
+        "    if time.monotonic() > deadline: sys.exit('the restore never started')\n"
+        "    time.sleep(0.05)\n"
+        "print('rows')\n")]
+    config, db = streamed_config(tmp_path, dump)
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint"]["tables"] == {"t": {"rows": 1, "checksum": "dumped rows"}}  # of the dump itself
+    assert (directory / "stats.dump").read_text() == "dumped rows\n"
+    assert entry["fingerprint_method"] == "scratch-restore" and entry["fingerprint_seconds"] >= 0
+    assert not db.exists()
+    assert log.read_text().split() == ["drop", "create", "stream", "drop"]
+
+
+def test_a_streamed_scratch_restore_that_fails_fails_the_backup_and_still_drops_the_scratch_database(
+        tmp_path: Path) -> None:
+    config, db = streamed_config(tmp_path, [sys.executable, "-c", "print('dumped rows' * 100000)"])
+    res = run(config, "run", env={**os.environ, "STREAM_FAIL": "1"})
+    assert res.returncode == 1
+    assert "fingerprint stats (restore into scratch database)" in res.stderr and "restore broke" in res.stderr
+    assert not db.exists() and not backups(tmp_path)
+    assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "stream", "drop"]
+
+
+def test_the_snapshot_fingerprint_runs_beside_the_dump(tmp_path: Path) -> None:
+    # Each waits (at most 20 s) for the other to have started: run one after the other, they cannot both finish.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    def waiter(me: str, other: str, output: str) -> list[str]:
+        return [sys.executable, "-c", (
+            "import sys, time, pathlib\n"
+            f"d = pathlib.Path({str(marks)!r}); (d / {me!r}).touch(); deadline = time.monotonic() + 20\n"
+            f"while not (d / {other!r}).exists():\n"
+            "    if time.monotonic() > deadline: sys.exit('alone')\n"
+            "    time.sleep(0.05)\n"
+            f"sys.stdout.write({output!r})\n")]
+    session = [sys.executable, "-c", "import sys; sys.stdin.readline(); print('snap:S1 2026-11-28T00:00:00+00:00', "
+               "flush=True); sys.stdin.read()"]
+    config = make_config(tmp_path, dumps={"pg": waiter("dump", "fp", "PGDMP")})
+    data = json.loads(config.read_text())
+    data["databases"][0].update(fingerprint_argv=waiter("fp", "dump", '{"tables": {}}'), snapshot={
+        "session_argv": session, "send": "BEGIN;\n", "expect": "snap:", "placeholder": "@SNAP@"})
+    config.write_text(json.dumps(data))
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint"] == {"tables": {}, "taken_at": "2026-11-28T00:00:00+00:00"}
 
 
 def test_a_failed_scratch_restore_fails_the_backup_and_still_drops_the_scratch_database(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) ->
       the dump itself (``PRAGMA integrity_check`` included).
     - MariaDB/MySQL: the server cannot share one transaction's snapshot between sessions,
       and pausing writes for fingerprint + dump (``relaunch.databases.mariadb.snapshot``)
-      is too much to impose every few minutes. So the written dump is restored into a
+      is too much to impose every few minutes. So the dump is restored, as it is written
+      (the runner feeds it to the scratch client too), into a
       scratch database on the same server and that is fingerprinted, then dropped
       (``relaunch.databases.mariadb.scratch_commands``): the fingerprint is of the dump
       by construction, writers never wait. (Parsing the dump's INSERTs instead would have
@@ -94,6 +95,7 @@ def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) ->
                 "drop_argv": list(scratch.drop.argv),
                 "create_argv": list(scratch.create.argv),
                 "restore_argv": list(scratch.restore.argv),
+                "stream_argv": list(scratch.restore_stdin.argv),  # the runner restores the dump as it is written
                 "fingerprint_argv": list(scratch.fingerprint.argv),
             }
             spec["artifact_placeholder"] = ARTIFACT_PLACEHOLDER

@@ -268,7 +268,7 @@ class Child:
     """
 
     def __init__(self, step: str, argv: list[str], env: dict[str, str], timeout: float, *,
-                 stdin: bool = False, cwd: str | None = None) -> None:
+                 stdin: bool = False, stdout: bool = True, cwd: str | None = None) -> None:
         self.step = step
         self.argv = argv
         self.timeout = timeout
@@ -279,7 +279,8 @@ class Child:
             check_stopping(step)
             try:
                 self.proc = subprocess.Popen(
-                    argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                     stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
                 )
             except OSError as exc:
@@ -437,12 +438,112 @@ def substitute(argv: list[str], old: str | None, new: str) -> list[str]:
     return [a.replace(old, new) if old else a for a in argv]
 
 
+class Beside:
+    """A call run in a thread beside the caller's own work; :meth:`result` waits for it and returns or raises what it did."""
+
+    def __init__(self, name: str, fn) -> None:
+        self._fn = fn
+        self._value: object = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()  # bounded: the call's children have deadlines
+
+    def result(self) -> object:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class ScratchStream:
+    """The dump fed, as it is written, into a restore into the scratch database (MariaDB's fingerprint).
+
+    The restore reads what the dump writes while the dump runs, so the fingerprint costs
+    the longer of the two instead of their sum. ``spec["scratch_restore"]["stream_argv"]``
+    is the scratch database's client reading SQL on stdin. The scratch database is dropped
+    and created first, and always dropped after; a restore that fails (or stops reading)
+    fails the backup with its own error once the dump has ended.
+    """
+
+    def __init__(self, spec: dict, env: dict[str, str], limits: dict[str, float]) -> None:
+        self.scratch = spec["scratch_restore"]
+        self.step = f"fingerprint {spec['name']}"
+        self.env, self.limits = env, limits
+        log(f"{self.step}: restoring the dump into scratch database {self.scratch['database']} as it is written")
+        self._drop()
+        try:
+            run_command(f"{self.step} (create scratch database)", self.scratch["create_argv"], env, limits["command"])
+            self.child = Child(f"{self.step} (restore into scratch database)", self.scratch["stream_argv"], env,
+                               limits["dump"], stdin=True, stdout=False)
+        except BaseException:
+            self._drop_after_failure()
+            raise
+        self.stopped_reading = False
+
+    def _drop(self) -> None:
+        run_command(f"{self.step} (drop scratch database)", self.scratch["drop_argv"], self.env, self.limits["command"])
+
+    def _drop_after_failure(self) -> None:
+        if _stopping:
+            return
+        try:
+            self._drop()
+        except StepFailed as exc:  # the first failure is the one reported; this one is logged
+            log(f"{exc.step}: {exc.message}")
+
+    def write(self, chunk: bytes) -> None:
+        if self.stopped_reading:
+            return
+        assert self.child.proc.stdin is not None
+        try:
+            self.child.proc.stdin.write(chunk)
+        except (BrokenPipeError, ValueError):  # it failed: its exit status says why, after the dump
+            self.stopped_reading = True
+
+    def abandon(self) -> None:
+        """The dump failed: stop the restore, drop the scratch database."""
+        self.child.abandon()
+        self._drop_after_failure()
+
+    def finish(self, spec: dict) -> dict:
+        """The dump has ended: let the restore finish, fingerprint the scratch database, drop it; return the fingerprint."""
+        try:
+            try:
+                if self.child.proc.stdin is not None:
+                    self.child.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            code = self.child.finish()
+            if code != 0 or self.child.timed_out:
+                raise self.child.failure(code)
+            fp = fingerprint(spec, self.scratch["fingerprint_argv"], self.env, self.limits["dump"])
+        except BaseException:
+            self._drop_after_failure()
+            raise
+        self._drop()
+        if not isinstance(fp, dict):
+            raise StepFailed(self.step, "the fingerprint is not a JSON object")
+        return fp
+
+
 def dump_database(spec: dict, dest: Path, config: dict) -> dict:
     """Run the database's dump command, streaming its stdout into ``dest``; return its manifest entry.
 
     With ``spec["snapshot"]`` a session holds one snapshot open: the fingerprint and the
-    dump both read it, so the fingerprint describes exactly what was dumped. With
-    ``artifact_placeholder`` the fingerprint is taken of the written dump (a SQLite copy).
+    dump both read it, at the same time, so the fingerprint describes exactly what was dumped.
+    With ``scratch_restore`` the dump is restored into a scratch database and that is
+    fingerprinted (MariaDB): as it is written when the spec has ``stream_argv``
+    (:class:`ScratchStream`), else from the file after. With ``artifact_placeholder`` alone
+    the fingerprint is taken of the written dump (a SQLite copy).
     stderr is drained while stdout is read; the dump has ``timeouts.dump`` seconds.
     """
     step = f"dump {spec['name']}"
@@ -459,10 +560,12 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
         argv = substitute(argv, spec["snapshot"]["placeholder"], session.id)
         fp_argv = substitute(fp_argv, spec["snapshot"]["placeholder"], session.id) if fp_argv else None
     log(f"{step}: {spec['engine']} -> {dest.name}")
+    beside = stream = None
+    if session is None and (spec.get("scratch_restore") or {}).get("stream_argv"):
+        stream = ScratchStream(spec, env, limits)
     try:
-        if session is not None and fp_argv:
-            fp = fingerprint(spec, fp_argv, env, limits["dump"])
-            fp["taken_at"] = snapshot_at  # the snapshot's time, which the dump reads too
+        if session is not None and fp_argv:  # it reads the same snapshot as the dump, at the same time
+            beside = Beside(f"fingerprint {spec['name']}", lambda: fingerprint(spec, fp_argv, env, limits["dump"]))
         child = Child(step, argv, env, limits["dump"])
         try:
             with open(dest, "wb") as fh:
@@ -470,21 +573,41 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
                 assert child.proc.stdout is not None
                 while chunk := child.proc.stdout.read(CHUNK):
                     out.write(chunk)
+                    if stream is not None:
+                        stream.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
         except BaseException:
             child.abandon()
             raise
         code = child.finish()
+        if code != 0 or child.timed_out:
+            raise child.failure(code)
+        if out.size == 0:
+            raise StepFailed(step, "the dump is empty")
+    except BaseException:
+        if stream is not None:
+            stream.abandon()
+        raise
     finally:
-        if session is not None:
-            session.close()
-    if code != 0 or child.timed_out:
-        raise child.failure(code)
-    if out.size == 0:
-        raise StepFailed(step, "the dump is empty")
+        try:
+            if beside is not None:
+                beside.wait()  # the snapshot stays open while the fingerprint reads it
+        finally:
+            if session is not None:
+                session.close()
+    if beside is not None:
+        fp = beside.result()
+        if not isinstance(fp, dict):
+            raise StepFailed(f"fingerprint {spec['name']}", "the fingerprint is not a JSON object")
+        fp["taken_at"] = snapshot_at  # the snapshot's time, which the dump reads too
     fp_seconds = None
-    if session is None and spec.get("scratch_restore"):
+    if stream is not None:
+        fp_started = time.monotonic()
+        fp = stream.finish(spec)
+        fp["taken_at"] = snapshot_at  # what the dump's transaction saw, which started then
+        fp_seconds = round(time.monotonic() - fp_started, 3)
+    elif session is None and spec.get("scratch_restore"):
         fp_started = time.monotonic()
         fp = fingerprint_by_restore(spec, dest, env, limits)
         fp["taken_at"] = snapshot_at  # what the dump's transaction saw, which started then

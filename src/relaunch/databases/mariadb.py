@@ -269,7 +269,8 @@ class ScratchCommands:
     """The commands that fingerprint a dump file by restoring it into a scratch database, in order.
 
     ``drop`` (a leftover of a run that died), ``create``, ``restore`` (the file at the
-    path given), ``fingerprint`` (prints JSON), then ``drop`` again whatever happened.
+    path given; or ``restore_stdin``, the same client reading the dump on stdin while it is
+    written), ``fingerprint`` (prints JSON), then ``drop`` again whatever happened.
     All run as root (native: the unix socket; Compose: the service's root password, from
     its environment through the option-file wrapper), since ``db.user`` has no rights on
     the scratch database.
@@ -280,6 +281,7 @@ class ScratchCommands:
     create: RemoteCommand
     restore: RemoteCommand
     fingerprint: RemoteCommand
+    restore_stdin: RemoteCommand
 
 
 def scratch_commands(db: Database, compose: list[str] | None, path: str) -> ScratchCommands:
@@ -296,9 +298,13 @@ def scratch_commands(db: Database, compose: list[str] | None, path: str) -> Scra
     """
     scratch = db.model_copy(update={"database": scratch_name(db)})
     _, client = _programs(db)
+    restore_stdin = RemoteCommand(
+        (*_client(scratch, compose, client, admin=True), "--default-character-set=utf8mb4", "--batch", scratch_name(db)),
+        f"{client} {scratch.database}",
+        _env(db, admin=True),
+    )
     restore = RemoteCommand(
-        ("sh", "-c", 'exec "$@" < "$0"', path, *_client(scratch, compose, client, admin=True),
-         "--default-character-set=utf8mb4", "--batch", scratch_name(db)),
+        ("sh", "-c", 'exec "$@" < "$0"', path, *restore_stdin.argv),
         f"{client} {scratch.database} < {path}",
         _env(db, admin=True),
     )
@@ -307,6 +313,7 @@ def scratch_commands(db: Database, compose: list[str] | None, path: str) -> Scra
         drop=drop_command(scratch, compose),
         create=create_command(scratch, compose),
         restore=restore,
+        restore_stdin=restore_stdin,
         fingerprint=fingerprint_command(scratch, compose, admin=True),
     )
 
