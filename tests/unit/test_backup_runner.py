@@ -610,7 +610,8 @@ def _start_slow_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     slow = [sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)", str(pidfile)]
     config = make_config(tmp_path, dumps={"pg": slow})
     proc = subprocess.Popen([sys.executable, str(RUNNER), "--config", str(config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # SIGABRT prints every thread's stack
     deadline = time.monotonic() + 20
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -631,7 +632,11 @@ def test_sigterm_stops_the_children_and_the_run_still_records_its_end(tmp_path: 
     dump_pid = int(pidfile.read_text())
     proc.send_signal(signal.SIGTERM)
     try:
-        code = proc.wait(15)
+        code = proc.wait(60)  # seconds on a loaded machine; a run that hangs is shown where it hangs
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"the runner did not end within 60 s of SIGTERM; its threads:\n{err[-8000:]}")
     finally:
         proc.kill()
     assert code != 0
