@@ -89,16 +89,14 @@ def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) ->
     else:
         spec.update(_from_remote_command(module.dump_command(db, compose)))
         if mariadb_fingerprint:
-            scratch = module.scratch_commands(db, compose, ARTIFACT_PLACEHOLDER)
+            scratch = module.scratch_commands(db, compose)
             spec["scratch_restore"] = {
                 "database": scratch.database,
                 "drop_argv": list(scratch.drop.argv),
                 "create_argv": list(scratch.create.argv),
-                "restore_argv": list(scratch.restore.argv),
-                "stream_argv": list(scratch.restore_stdin.argv),  # the runner restores the dump as it is written
+                "stream_argv": list(scratch.restore.argv),  # the runner restores the dump as it is written
                 "fingerprint_argv": list(scratch.fingerprint.argv),
             }
-            spec["artifact_placeholder"] = ARTIFACT_PLACEHOLDER
             spec["fingerprint_method"] = METHOD_SCRATCH_RESTORE
         else:
             spec["fingerprint_note"] = ("none: turned off (backups.mariadb_fingerprint: false); an exact one needs "

@@ -438,32 +438,6 @@ def substitute(argv: list[str], old: str | None, new: str) -> list[str]:
     return [a.replace(old, new) if old else a for a in argv]
 
 
-class Beside:
-    """A call run in a thread beside the caller's own work; :meth:`result` waits for it and returns or raises what it did."""
-
-    def __init__(self, name: str, fn) -> None:
-        self._fn = fn
-        self._value: object = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-
-    def wait(self) -> None:
-        self._thread.join()  # bounded: the call's children have deadlines
-
-    def result(self) -> object:
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 class ScratchStream:
     """The dump fed, as it is written, into a restore into the scratch database (MariaDB's fingerprint).
 
@@ -530,8 +504,6 @@ class ScratchStream:
             self._drop_after_failure()
             raise
         self._drop()
-        if not isinstance(fp, dict):
-            raise StepFailed(self.step, "the fingerprint is not a JSON object")
         return fp
 
 
@@ -540,9 +512,8 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
 
     With ``spec["snapshot"]`` a session holds one snapshot open: the fingerprint and the
     dump both read it, at the same time, so the fingerprint describes exactly what was dumped.
-    With ``scratch_restore`` the dump is restored into a scratch database and that is
-    fingerprinted (MariaDB): as it is written when the spec has ``stream_argv``
-    (:class:`ScratchStream`), else from the file after. With ``artifact_placeholder`` alone
+    With ``scratch_restore`` the dump is restored, as it is written, into a scratch database
+    and that is fingerprinted (MariaDB, :class:`ScratchStream`). With ``artifact_placeholder``
     the fingerprint is taken of the written dump (a SQLite copy).
     stderr is drained while stdout is read; the dump has ``timeouts.dump`` seconds.
     """
@@ -560,12 +531,13 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
         argv = substitute(argv, spec["snapshot"]["placeholder"], session.id)
         fp_argv = substitute(fp_argv, spec["snapshot"]["placeholder"], session.id) if fp_argv else None
     log(f"{step}: {spec['engine']} -> {dest.name}")
-    beside = stream = None
-    if session is None and (spec.get("scratch_restore") or {}).get("stream_argv"):
+    beside = pool = stream = None
+    if session is None and spec.get("scratch_restore"):
         stream = ScratchStream(spec, env, limits)
     try:
         if session is not None and fp_argv:  # it reads the same snapshot as the dump, at the same time
-            beside = Beside(f"fingerprint {spec['name']}", lambda: fingerprint(spec, fp_argv, env, limits["dump"]))
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fingerprint {spec['name']}")
+            beside = pool.submit(fingerprint, spec, fp_argv, env, limits["dump"])
         child = Child(step, argv, env, limits["dump"])
         try:
             with open(dest, "wb") as fh:
@@ -591,25 +563,18 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
         raise
     finally:
         try:
-            if beside is not None:
-                beside.wait()  # the snapshot stays open while the fingerprint reads it
+            if pool is not None:
+                pool.shutdown(wait=True)  # the snapshot stays open while the fingerprint reads it
         finally:
             if session is not None:
                 session.close()
     if beside is not None:
         fp = beside.result()
-        if not isinstance(fp, dict):
-            raise StepFailed(f"fingerprint {spec['name']}", "the fingerprint is not a JSON object")
         fp["taken_at"] = snapshot_at  # the snapshot's time, which the dump reads too
     fp_seconds = None
     if stream is not None:
         fp_started = time.monotonic()
         fp = stream.finish(spec)
-        fp["taken_at"] = snapshot_at  # what the dump's transaction saw, which started then
-        fp_seconds = round(time.monotonic() - fp_started, 3)
-    elif session is None and spec.get("scratch_restore"):
-        fp_started = time.monotonic()
-        fp = fingerprint_by_restore(spec, dest, env, limits)
         fp["taken_at"] = snapshot_at  # what the dump's transaction saw, which started then
         fp_seconds = round(time.monotonic() - fp_started, 3)
     elif session is None and fp_argv and spec.get("artifact_placeholder"):
@@ -636,43 +601,17 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
     return entry
 
 
-def fingerprint_by_restore(spec: dict, dest: Path, env: dict[str, str], limits: dict[str, float]) -> dict:
-    """Fingerprint the dump at ``dest`` by restoring it into a scratch database, which is dropped after.
-
-    ``spec["scratch_restore"]``: drop/create/restore/fingerprint argv lists (the restore's
-    holds the artifact placeholder). The scratch database is dropped first (left by a run
-    that died: the run lock makes it ours) and always after; a failed drop fails the step.
-    """
-    scratch = spec["scratch_restore"]
-    step = f"fingerprint {spec['name']}"
-    log(f"{step}: restoring {dest.name} into scratch database {scratch['database']}")
-    run_command(f"{step} (drop scratch database)", scratch["drop_argv"], env, limits["command"])
-    try:
-        run_command(f"{step} (create scratch database)", scratch["create_argv"], env, limits["command"])
-        run_command(f"{step} (restore into scratch database)",
-                    substitute(scratch["restore_argv"], spec["artifact_placeholder"], str(dest)), env, limits["dump"])
-        fp = fingerprint(spec, scratch["fingerprint_argv"], env, limits["dump"])
-    except BaseException:
-        if not _stopping:
-            try:
-                run_command(f"{step} (drop scratch database)", scratch["drop_argv"], env, limits["command"])
-            except StepFailed as exc:  # the first failure is the one reported; this one is logged
-                log(f"{exc.step}: {exc.message}")
-        raise
-    run_command(f"{step} (drop scratch database)", scratch["drop_argv"], env, limits["command"])
-    if not isinstance(fp, dict):
-        raise StepFailed(step, "the fingerprint is not a JSON object")
-    return fp
-
-
-def fingerprint(spec: dict, argv: list[str], env: dict[str, str], timeout: float) -> object:
-    """Run a fingerprint command (it prints JSON); a failure is the backup's failure."""
+def fingerprint(spec: dict, argv: list[str], env: dict[str, str], timeout: float) -> dict:
+    """Run a fingerprint command (it prints a JSON object); a failure is the backup's failure."""
     step = f"fingerprint {spec['name']}"
     done = run_command(step, argv, env, timeout)
     try:
-        return json.loads(done.stdout)
+        fp = json.loads(done.stdout)
     except ValueError:
         raise StepFailed(step, "its output is not JSON") from None
+    if not isinstance(fp, dict):
+        raise StepFailed(step, "the fingerprint is not a JSON object")
+    return fp
 
 
 def archive_files(spec: dict, dest: Path, config: dict | None = None) -> dict:

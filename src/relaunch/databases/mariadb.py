@@ -268,9 +268,9 @@ def scratch_name(db: Database) -> str:
 class ScratchCommands:
     """The commands that fingerprint a dump file by restoring it into a scratch database, in order.
 
-    ``drop`` (a leftover of a run that died), ``create``, ``restore`` (the file at the
-    path given; or ``restore_stdin``, the same client reading the dump on stdin while it is
-    written), ``fingerprint`` (prints JSON), then ``drop`` again whatever happened.
+    ``drop`` (a leftover of a run that died), ``create``, ``restore`` (the client reading
+    the dump on stdin: the backup runner feeds it while the dump is written), ``fingerprint``
+    (prints JSON), then ``drop`` again whatever happened.
     All run as root (native: the unix socket; Compose: the service's root password, from
     its environment through the option-file wrapper), since ``db.user`` has no rights on
     the scratch database.
@@ -281,11 +281,10 @@ class ScratchCommands:
     create: RemoteCommand
     restore: RemoteCommand
     fingerprint: RemoteCommand
-    restore_stdin: RemoteCommand
 
 
-def scratch_commands(db: Database, compose: list[str] | None, path: str) -> ScratchCommands:
-    """Given a database and the path of a dump of it on the host, return the commands that fingerprint that dump.
+def scratch_commands(db: Database, compose: list[str] | None) -> ScratchCommands:
+    """Given a database, return the commands that fingerprint a dump of it (fed to ``restore``'s stdin).
 
     The dump is restored into :func:`scratch_name` on the same server and fingerprinted
     with :func:`fingerprint_command`'s query: the fingerprint is that of exactly what was
@@ -298,14 +297,9 @@ def scratch_commands(db: Database, compose: list[str] | None, path: str) -> Scra
     """
     scratch = db.model_copy(update={"database": scratch_name(db)})
     _, client = _programs(db)
-    restore_stdin = RemoteCommand(
+    restore = RemoteCommand(
         (*_client(scratch, compose, client, admin=True), "--default-character-set=utf8mb4", "--batch", scratch_name(db)),
         f"{client} {scratch.database}",
-        _env(db, admin=True),
-    )
-    restore = RemoteCommand(
-        ("sh", "-c", 'exec "$@" < "$0"', path, *restore_stdin.argv),
-        f"{client} {scratch.database} < {path}",
         _env(db, admin=True),
     )
     return ScratchCommands(
@@ -313,7 +307,6 @@ def scratch_commands(db: Database, compose: list[str] | None, path: str) -> Scra
         drop=drop_command(scratch, compose),
         create=create_command(scratch, compose),
         restore=restore,
-        restore_stdin=restore_stdin,
         fingerprint=fingerprint_command(scratch, compose, admin=True),
     )
 
