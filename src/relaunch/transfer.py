@@ -503,30 +503,49 @@ ticker=$!
 """
 
 # Copies stdin to stdout, counting and hashing; progress lines on fd 3 (the operator's
-# channel); its total and sha256 as the last line there.
+# channel); its total and sha256 as the last line there. With a file argument every byte
+# also goes into that file (0600), written first: when the reader of stdout ends early
+# (a restore that failed), the file still gets the whole dump and the relay goes on.
 _RELAY = r"""
 import hashlib, os, sys, time
 h = hashlib.sha256()
 n = 0
 last = time.monotonic()
+tee = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if len(sys.argv) > 1 else None
+out = 1
+def put(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 while True:
     data = os.read(0, 1 << 20)
     if not data:
         break
     h.update(data)
     n += len(data)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(1, view):]
+    if tee is not None:
+        put(tee, data)
+    if out is not None:
+        try:
+            put(out, data)
+        except BrokenPipeError:
+            if tee is None:
+                raise
+            out = None
+            os.close(1)
     now = time.monotonic()
     if now - last >= 1:
         os.write(3, b"relaunch-progress %d\n" % n)
         last = now
+if tee is not None:
+    os.close(tee)
 os.write(3, b"relaunch-relay %d %s\n" % (n, h.hexdigest().encode()))
 """
 
-# $1 mode (file|pipe), $2 target file (file mode), $3 link directory, $4 the relay,
-# $5 how many of the remaining arguments are the ssh argv; then the restore argv.
+# $1 mode (file|pipe|tee), $2 target file (file and tee modes), $3 link directory, $4 the relay,
+# $5 how many of the remaining arguments are the ssh argv; then the restore argv (pipe and tee).
+# tee: the dump goes into the file AND into the restore; the file is kept when the dump
+# and the relay succeeded, whatever the restore did (its status is reported apart).
 _PULL = _PRELUDE + r"""
 mode=$1 target=$2 linkdir=$3 relay=$4 n=$5
 shift 5
@@ -538,6 +557,9 @@ if [ "$mode" = file ]; then
   umask 077
   "${ssh[@]}" </dev/null 2>"$work/src" | python3 -c "$relay" 2>"$work/relay" >"$target.part"
   st=("${PIPESTATUS[@]}" 0)
+elif [ "$mode" = tee ]; then
+  "${ssh[@]}" </dev/null 2>"$work/src" | python3 -c "$relay" "$target.part" 2>"$work/relay" | "${restore[@]}" >"$work/dst" 2>&1
+  st=("${PIPESTATUS[@]}")
 else
   "${ssh[@]}" </dev/null 2>"$work/src" | python3 -c "$relay" 2>"$work/relay" | "${restore[@]}" >"$work/dst" 2>&1
   st=("${PIPESTATUS[@]}")
@@ -546,22 +568,28 @@ echo "relaunch-status ${st[0]} ${st[1]} ${st[2]}"
 for side in src relay dst; do
   if [ -s "$work/$side" ]; then printf '@@relaunch %s\n' "$side" >&2; tail -c 1500 "$work/$side" >&2; echo >&2; fi
 done
-if [ "${st[0]}" = 0 ] && [ "${st[1]}" = 0 ] && [ "${st[2]}" = 0 ]; then
-  if [ "$mode" = file ]; then mv -f -- "$target.part" "$target" || exit 1; fi
+if [ "${st[0]}" = 0 ] && [ "${st[1]}" = 0 ] && { [ "${st[2]}" = 0 ] || [ "$mode" = tee ]; }; then
+  if [ "$mode" != pipe ]; then mv -f -- "$target.part" "$target" || exit 1; fi
   exit 0
 fi
-if [ "$mode" = file ]; then rm -f -- "$target.part"; fi
+if [ "$mode" != pipe ]; then rm -f -- "$target.part"; fi
 exit 1
 """
 
 
 @dataclass(frozen=True)
 class Pulled:
-    """What a dump pull moved: bytes, their sha256 (hex), seconds."""
+    """What a dump pull moved: bytes, their sha256 (hex), seconds.
+
+    For a pull into a file and a restore at once (:func:`pull_dump_restoring`):
+    ``restored`` says whether the restore succeeded, ``restore_error`` why not (None otherwise).
+    """
 
     bytes: int
     sha256: str
     seconds: float
+    restored: bool | None = None
+    restore_error: str = ""
 
 
 def _sides(err: str) -> dict[str, str]:
@@ -592,13 +620,18 @@ def _pull(ln: Link, src_cmd: RemoteCommand, dst: Connection, mode: str, target: 
     st = result.get("relaunch-status")
     relay = result.get("relaunch-relay")
     into = f" into {dst_cmd.description or dst_cmd.shell()}" if dst_cmd else f" into {target}"
+    tails = _sides(res.err)
     if res.status == 0 and st and relay:
         size, sha = int(relay[0]), relay[1]
         log.info("%s: pulled %s from %s%s: %d bytes in %.1f s", dst.host, what, ln.address, into, size, seconds)
         if progress:
             progress(size, size)
-        return Pulled(size, sha, seconds)
-    tails = _sides(res.err)
+        if mode != "tee":
+            return Pulled(size, sha, seconds)
+        if st[2] == "0":
+            return Pulled(size, sha, seconds, restored=True)
+        return Pulled(size, sha, seconds, restored=False, restore_error=(
+            f"new host {dst.host}: {dst_cmd.description or dst_cmd.shell()} exit {st[2]}: {tails.get('dst') or '-'}"))
     if not st:
         raise RelaunchError(f"{dst.host} (new host): pulling {what} from {ln.address} (old host){into} failed "
                             f"(exit {res.status}): {res.err or '-'}")
@@ -642,6 +675,22 @@ def pull_dump_into(ln: Link, src_cmd: RemoteCommand, dst: Connection, dst_cmd: R
     (restore into an empty database and drop it before trying again).
     """
     return _pull(ln, src_cmd, dst, "pipe", "-", dst_cmd, progress)
+
+
+def pull_dump_restoring(ln: Link, src_cmd: RemoteCommand, dst: Connection, dst_path: str, dst_cmd: RemoteCommand,
+                        progress: Progress | None = None) -> Pulled:
+    """As :func:`pull_dump`, and every byte also goes into ``dst_cmd`` (a restore) as it arrives.
+
+    The dump file is the result that counts: it is kept whenever the dump itself succeeded,
+    also when the restore failed or stopped reading (then the rest of the dump still goes
+    into the file); ``Pulled.restored`` and ``Pulled.restore_error`` say how the restore
+    ended, so the caller can restore from the file instead. A failed dump raises
+    RelaunchError as :func:`pull_dump` does (no file is left; the restore may have applied
+    part of it: drop the database before using it).
+    """
+    if not dst_path.startswith("/") or dst_path.endswith("/"):
+        raise RelaunchError(f"dump target {dst_path!r} must be an absolute file path")
+    return _pull(ln, src_cmd, dst, "tee", dst_path, dst_cmd, progress)
 
 
 # --------------------------------------------------------------------------- trees

@@ -247,6 +247,32 @@ def test_pull_dump_lands_with_the_sha256_the_old_host_sees(hosts) -> None:
                                                   "the restore"))
 
 
+def test_pull_dump_restoring_keeps_the_whole_file_whatever_the_restore_does(hosts) -> None:
+    old, new = hosts["old"], hosts["new"]
+    sh(old, "mkdir -p /var/tmp/src && head -c 5000000 /dev/urandom > /var/tmp/src/tee.bin")
+    want = sh(old, "sha256sum /var/tmp/src/tee.bin").split()[0]
+    dump = RemoteCommand(("cat", "/var/tmp/src/tee.bin"), "the test dump")
+    with transfer.link(old, hosts["old_key"], new) as ln:
+        both = transfer.pull_dump_restoring(ln, dump, new, "/var/tmp/tee.dump",
+                                            RemoteCommand(("sh", "-c", "cat > /var/tmp/tee-restored.bin"), "the restore"))
+        assert (both.bytes, both.sha256, both.restored, both.restore_error) == (5000000, want, True, "")
+        assert sh(new, "sha256sum /var/tmp/tee.dump /var/tmp/tee-restored.bin | cut -d' ' -f1 | uniq") == want
+        assert sh(new, "stat -c %a /var/tmp/tee.dump") == "600"
+
+        # a restore that stops reading after 10 bytes: the file still gets all 5 MB, the failure is reported apart
+        gone = transfer.pull_dump_restoring(ln, dump, new, "/var/tmp/tee2.dump", RemoteCommand(
+            ("sh", "-c", "head -c 10 >/dev/null; echo restore said no >&2; exit 3"), "the restore"))
+        assert (gone.bytes, gone.sha256, gone.restored) == (5000000, want, False)
+        assert "the restore exit 3: restore said no" in gone.restore_error and new.host in gone.restore_error
+        assert sh(new, "sha256sum /var/tmp/tee2.dump").split()[0] == want
+
+        with pytest.raises(RelaunchError, match="a dump that fails exit 4"):
+            transfer.pull_dump_restoring(ln, RemoteCommand(("sh", "-c", "head -c 1000 /var/tmp/src/tee.bin; exit 4"),
+                                                           "a dump that fails"),
+                                         new, "/var/tmp/tee3.dump", RemoteCommand(("sh", "-c", "cat >/dev/null")))
+        assert sh(new, "ls /var/tmp/tee3.dump* 2>/dev/null | wc -l") == "0"
+
+
 def test_archive_listing_verifies_a_tree_restored_from_a_backup_archive(hosts, odd) -> None:
     """The backup runner's own archive_files, run on the old host; the archive extracted elsewhere."""
     old = hosts["old"]

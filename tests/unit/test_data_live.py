@@ -43,6 +43,16 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         calls["barrier"].wait()
         return Pulled(3, "abc", 0.1)
 
+    def pull_dump_restoring(link: Any, cmd: Any, new: Any, path: str, restore: Any, progress: Any = None) -> Pulled:
+        command, compress = cmd
+        calls["dumps"].append((command.argv, compress, path, restore.argv))
+        calls["barrier"].wait()
+        error = calls.get("restore_error", "")
+        return Pulled(3, "abc", 0.1, restored=not error, restore_error=error)
+
+    def on_new_host(db: Any, compose: Any, what: str) -> RemoteCommand:
+        return RemoteCommand((what, db.name, *compose))
+
     def pull_tree(link: Any, path: str, new: Any, progress: Any = None, exclude: Any = ()) -> TreeCopy:
         calls["trees"].append((path, list(exclude)))
         return TreeCopy(path, 1, 3, 1, 3, 0, 0.1)
@@ -51,9 +61,16 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     def link(*args: Any, **kwargs: Any):
         yield "LINK"
 
-    monkeypatch.setattr(data, "engine", lambda kind: SimpleNamespace(fingerprint=fingerprint, dump_command=dump_command))
+    monkeypatch.setattr(data, "engine", lambda kind: SimpleNamespace(
+        fingerprint=fingerprint, dump_command=dump_command,
+        drop_command=lambda db, compose: on_new_host(db, compose, "drop"),
+        create_command=lambda db, compose: on_new_host(db, compose, "create"),
+        restore_command=lambda db, compose: on_new_host(db, compose, "restore")))
+    calls["new_host"] = []
+    monkeypatch.setattr(data, "run_command", lambda conn, cmd: calls["new_host"].append(cmd.argv))
     monkeypatch.setattr(data.transfer, "link", link)
     monkeypatch.setattr(data.transfer, "pull_dump", pull_dump)
+    monkeypatch.setattr(data.transfer, "pull_dump_restoring", pull_dump_restoring)
     monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
     monkeypatch.setattr(data.transfer, "tree_listing", lambda conn, path, sample=None, exclude=(): {".": Entry("d", 0, 0o755, 0, 0, "", "")})
     monkeypatch.setattr(data.apps, "stop_writers", lambda conn, inv, **kw: SimpleNamespace(backup_timer=False))
@@ -77,14 +94,33 @@ def test_data_live_fingerprints_each_database_while_it_is_dumped_uncompressed(ho
     # one database: its fingerprint and its dump must run at the same time (the barrier), or the test times out
     ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])
     out = data.data_live(ctx)
-    assert hosts["dumps"] == [(("pg_dump", "blog"), 0, f"{data.workdir(ctx)}/blog.dump")]
+    assert hosts["dumps"] == [(("pg_dump", "blog"), 0, f"{data.workdir(ctx)}/blog.dump",
+                               ("restore", "blog", "docker-compose"))]
     assert set(out["source_fingerprints"]) == {"blog"} and out["dumps"]["blog"]["sha256"] == "abc"
     assert set(ctx.load_artifact("source-listings.json")) == {"/srv/blog/uploads"}
+
+
+def test_a_database_server_is_emptied_and_restored_as_its_dump_arrives(hosts) -> None:
+    ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])
+    out = data.data_live(ctx)
+    assert hosts["new_host"] == [("drop", "blog", "docker-compose"), ("create", "blog", "docker-compose")]
+    assert out["dumps"]["blog"]["restored"] is True and "restore_error" not in out["dumps"]["blog"]
+
+
+def test_a_restore_that_fails_on_the_way_leaves_the_file_for_the_restore_step(hosts) -> None:
+    hosts["restore_error"] = "new host 10.0.0.2: pg_restore blog exit 1: out of disk"
+    ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])
+    out = data.data_live(ctx)
+    assert out["dumps"]["blog"]["restored"] is False
+    assert out["dumps"]["blog"]["restore_error"] == hosts["restore_error"]
+    assert out["dumps"]["blog"]["file"] == f"{data.workdir(ctx)}/blog.dump"
 
 
 def test_data_live_leaves_sqlite_files_out_of_the_tree_copy(hosts) -> None:
     hosts["barrier"] = threading.Barrier(1)
     notes = SimpleNamespace(name="notes", engine="sqlite", path="/srv/notes/notes.db")
-    data.data_live(context([notes], ["/srv/notes"]))
+    out = data.data_live(context([notes], ["/srv/notes"]))
+    # its file lives in the tree being copied: pulled to a file only, restored by the restore step
+    assert len(hosts["dumps"][0]) == 3 and "restored" not in out["dumps"]["notes"] and hosts["new_host"] == []
     assert hosts["trees"] == [("/srv/notes", ["/srv/notes/notes.db", "/srv/notes/notes.db-journal",
                                               "/srv/notes/notes.db-shm", "/srv/notes/notes.db-wal"])]

@@ -87,3 +87,27 @@ def test_verify_names_the_database_and_the_tree_that_differ(hosts) -> None:
     assert "database b: table t: 9 rows, expected 10" in str(err.value)
     assert "/srv/z: no source listing of /srv/z" in str(err.value)
     assert [d["fingerprint_match"] for d in ctx.state["verify_databases"]] == [True, False, True]
+
+
+def test_restore_skips_a_database_the_data_step_restored_and_restores_the_rest_from_their_files(monkeypatch) -> None:
+    ran: list[tuple[str, ...]] = []
+    said: list[str] = []
+
+    def command(what: str) -> Any:
+        return lambda db, compose, *rest, **kw: SimpleNamespace(argv=(what, db.name, *rest))
+
+    monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(
+        drop_command=command("drop"), create_command=command("create"), restore_from_file_command=command("restore")))
+    monkeypatch.setattr(restore, "run_command", lambda conn, cmd: ran.append(cmd.argv))
+    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: None)
+    monkeypatch.setattr(restore.apps, "start_databases", lambda conn, inv: None)
+    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
+    ctx = Ctx({})
+    ctx.say = lambda step, text: said.append(text)  # type: ignore[attr-defined]
+    ctx.state["dumps"] = {"a": {"file": "/w/a.dump", "restored": True},
+                          "b": {"file": "/w/b.dump", "restored": False, "restore_error": "exit 1"},
+                          "c": {"file": "/w/c.dump"}}
+    restore._restore_once(ctx)  # noqa: SLF001
+    assert sorted(ran) == sorted([("drop", "b"), ("create", "b"), ("restore", "b", "/w/b.dump"),
+                                  ("drop", "c"), ("create", "c"), ("restore", "c", "/w/c.dump")])
+    assert "database a: restored in the data step as its dump arrived" in said

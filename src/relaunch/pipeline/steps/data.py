@@ -3,7 +3,10 @@
 **live** (the old host answers): its writers are stopped (apps, backup timer), each
 database is fingerprinted and dumped while nothing writes, and every dump and file tree
 goes host to host — the new host pulls them over a temporary SSH link
-(:mod:`relaunch.transfer`), nothing is relayed through this machine. RPO 0.
+(:mod:`relaunch.transfer`), nothing is relayed through this machine. RPO 0. A database
+server's dump is also restored on the new host as it arrives (:func:`streams`): the
+restore step then has nothing left to do for it, unless that restore failed, when it
+restores from the file as for any other dump.
 
 **backup**: in a rebuild whose old host still answers, the new host pulls the backup from
 the old host's backup directory (:mod:`.old_host_backup`); otherwise (and always in a
@@ -33,6 +36,7 @@ from relaunch import apps, transfer
 from relaunch.backup import offsite
 from relaunch.backup.manifest import MANIFEST, Manifest, parse
 from relaunch.databases import engine
+from relaunch.databases.runner import run as run_command
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.steps import old_host_backup
@@ -71,6 +75,20 @@ def trees(ctx: RunContext) -> list[str]:
     return [path for app in ctx.inv.apps for path in app.trees()]  # files and named volumes
 
 
+def streams(db: Any) -> bool:
+    """Whether a live pull restores ``db`` on the new host as its dump arrives: a database server's, yes; a
+    database file inside a tree (SQLite) no: the tree is being copied at the same time, and the restore
+    step puts the file in place after the trees."""
+    return not db.path
+
+
+def prepare_new_host(ctx: RunContext, new: Any) -> list[str]:
+    """Stop the new host's writers and start its database servers; return its Compose command."""
+    apps.stop_writers(new, ctx.inv, backup_timer=False)
+    apps.start_databases(new, ctx.inv)
+    return apps.compose_command(new)
+
+
 def run_all(workers: int, jobs: list[Callable[[], None]]) -> None:
     """Run ``jobs`` ``workers`` at a time; raise the first failure once all have ended (none is left running)."""
     if not jobs:
@@ -86,10 +104,14 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     """Freeze the old host's writers, then pull every dump and tree from it onto the new host."""
     old, new = ctx.old_conn(), ctx.new_conn()
     ctx.say("data", f"stopping the writers on the old host {old.host}")
-    stopped = apps.stop_writers(old, ctx.inv, hand_built=ctx.old_hand_built)
-    ctx.journal.record(old_writers_stopped=True, old_backup_timer_was_on=stopped.backup_timer)
-    apps.start_databases(old, ctx.inv)
-    compose_old = apps.compose_command(old)
+    with ThreadPoolExecutor(1) as pool:
+        # the new host gets ready to restore while the old host's writers stop
+        compose_new_later = pool.submit(prepare_new_host, ctx, new)
+        stopped = apps.stop_writers(old, ctx.inv, hand_built=ctx.old_hand_built)
+        ctx.journal.record(old_writers_stopped=True, old_backup_timer_was_on=stopped.backup_timer)
+        apps.start_databases(old, ctx.inv)
+        compose_old = apps.compose_command(old)
+        compose_new = compose_new_later.result()
     work = workdir(ctx)
     new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
     skip = database_files(ctx)
@@ -103,13 +125,29 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             fingerprints[db.name] = engine(db.engine).fingerprint(old, db, compose_old).to_json()
 
         def one_dump(db: Any) -> None:
+            eng = engine(db.engine)
             path = posixpath.join(work, f"{db.name}.dump")
             # uncompressed: it only crosses the hosts' network, and compressing was the slowest part of a pg_dump
-            dump = engine(db.engine).dump_command(db, compose_old, compress=LIVE_COMPRESS)
-            pulled = transfer.pull_dump(link, dump, new, path,
-                                        progress=lambda done, total: ctx.bytes("data", db.name, done, total))
-            dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
-            ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
+            dump = eng.dump_command(db, compose_old, compress=LIVE_COMPRESS)
+            progress = lambda done, total: ctx.bytes("data", db.name, done, total)  # noqa: E731
+            if not streams(db):
+                pulled = transfer.pull_dump(link, dump, new, path, progress=progress)
+                dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
+                ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
+                return
+            run_command(new, eng.drop_command(db, compose_new))
+            run_command(new, eng.create_command(db, compose_new))
+            pulled = transfer.pull_dump_restoring(link, dump, new, path, eng.restore_command(db, compose_new),
+                                                  progress=progress)
+            dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256, "restored": pulled.restored}
+            if pulled.restored:
+                ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s, restored "
+                                "on the new host as they arrived")
+            else:
+                dumps[db.name]["restore_error"] = ctx.mask(pulled.restore_error)[:600]
+                ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s; restoring them "
+                                f"as they arrived failed ({ctx.mask(pulled.restore_error)[:300]}): the restore step "
+                                "restores the file")
 
         def one_tree(path: str) -> None:
             # the SQLite files inside come with their dump: not copied twice

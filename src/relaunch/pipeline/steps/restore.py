@@ -2,7 +2,8 @@
 
 Restore runs with the new host's apps stopped and only its database servers up. Each
 database is dropped, created empty and restored from its dump file (in parallel across
-databases; PostgreSQL also with pg_restore's own jobs). A backup's archives are
+databases; PostgreSQL also with pg_restore's own jobs), except one a live data step
+already restored as its dump arrived (``restored`` in the data step's record of it). A backup's archives are
 extracted with owners and modes kept (live trees are already in place: the data step
 copied them).
 
@@ -88,6 +89,9 @@ def _restore_once(ctx: RunContext) -> dict[str, Any]:
     dumps = ctx.state["dumps"]
 
     def one_db(db: Any) -> None:
+        if dumps[db.name].get("restored"):
+            ctx.say("restore", f"database {db.name}: restored in the data step as its dump arrived")
+            return
         eng = engine(db.engine)
         run_command(new, eng.drop_command(db, compose))
         run_command(new, eng.create_command(db, compose))
