@@ -203,9 +203,11 @@ def plan_rebuild(ctx: RunContext) -> Plan:
     if opts.get("switch", True):
         records = ", ".join(f"{r.type} {r.name}" for r in inv.dns.records)
         what = f"Reserved IP {inv.dns.reserved_ip}" if inv.dns.reserved_ip else f"records {records} in {inv.dns.zone}"
-        steps.append(Step("switch", f"point {what} at the new host, verify on the authoritative servers; the new host "
-                          "becomes production (backup timer on, first backup); the old host's apps stay off",
+        steps.append(Step("switch", f"point {what} at the new host, verify on the authoritative servers",
                           switch_step.switch))
+        steps.append(Step("handover", "the new host becomes production (backup installed, timer on, first backup; "
+                          "not in the RTO: the site already answers); the old host's apps and backup timer stay off",
+                          switch_step.handover))
     facts = [
         ("site", inv.site),
         ("new Droplet", f"{name} — {size} in {region}, image {inv.provider.image}"),

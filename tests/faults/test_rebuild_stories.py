@@ -46,7 +46,7 @@ from relaunch.state import forget_host, load_hosts, production_record
 pytestmark = [pytest.mark.sandbox, pytest.mark.heavy, pytest.mark.retires_production, pytest.mark.timeout(2700)]
 
 COMPOSE = "$(cat /etc/relaunch/compose-command) -p blog -f /srv/blog/compose.yml --env-file /etc/relaunch/blog.env"
-ALL_STEPS = ["preflight", "provision", "boot", "bootstrap", "data", "restore", "verify", "start", "health", "switch"]
+ALL_STEPS = ["preflight", "provision", "boot", "bootstrap", "data", "restore", "verify", "start", "health", "switch", "handover"]
 
 # The old host dies as far as SSH can tell: no new connection, every open one cut.
 KILL_SSH = r"""systemctl stop ssh.service ssh.socket 2>/dev/null
@@ -94,7 +94,7 @@ def check_report(result) -> dict:
     assert json.loads(Path(result.report_json).read_text())["status"] == "passed"
     assert "gantt" in Path(result.report_md).read_text()
     names = [p["name"] for p in record["phases"]]
-    assert set(names) <= set(PHASES) and names[0] == "preflight" and names[-1] == "switch"
+    assert set(names) <= set(PHASES) and names[0] == "preflight" and names[-2:] == ["switch", "handover"]
     assert len(record["databases"]) == 3 and all(d["fingerprint_match"] for d in record["databases"]), record["databases"]
     assert record["files"] and all(f["match"] for f in record["files"]), record["files"]
     assert record["health_checks"] and all(h["passed"] for h in record["health_checks"])

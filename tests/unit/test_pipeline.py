@@ -41,7 +41,7 @@ def _journal() -> Journal:
 def test_step_name_must_be_a_phase():
     with pytest.raises(ValueError, match="not a phase"):
         Step("coffee", "make coffee", lambda ctx: None)
-    assert PHASES[0] == "preflight" and PHASES[-1] == "switch"
+    assert PHASES[0] == "preflight" and PHASES[-2:] == ("switch", "handover")
 
 
 def test_execute_runs_in_order_and_journals_outputs():

@@ -23,8 +23,10 @@ here) for the verify step.
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import shlex
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -42,6 +44,8 @@ from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.steps import old_host_backup
 from relaunch.pipeline.store import store_access
 from relaunch.remote import CONNECTION_ERRORS
+
+log = logging.getLogger(__name__)
 
 #: Dumps and trees moved at once (each mostly waits on a disk or the link).
 PARALLEL = 4
@@ -122,7 +126,9 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     listings: dict[str, transfer.Listing] = {}
     with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
         def one_fingerprint(db: Any) -> None:
+            started = time.monotonic()
             fingerprints[db.name] = engine(db.engine).fingerprint(old, db, compose_old).to_json()
+            log.info("%s: fingerprint of %s in %.1f s", old.host, db.name, time.monotonic() - started)
 
         def one_dump(db: Any) -> None:
             eng = engine(db.engine)
@@ -157,7 +163,9 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
 
         def one_listing(path: str) -> None:
+            started = time.monotonic()
             listings[path] = transfer.tree_listing(old, path, sampling(ctx), exclude=sorted(skip))
+            log.info("%s: listing of %s in %.1f s", old.host, path, time.monotonic() - started)
 
         # The writers are stopped, so the data holds still: each database's fingerprint is taken while it is
         # dumped, and the source trees' listings while they are copied, not one after the other.

@@ -1,10 +1,13 @@
-"""The switch step: only after every check passed, point the site at the new host, then hand production over.
+"""The switch and handover steps: only after every check passed, point the site at the new host, then hand production over.
 
-Through the dns-switch code (records or the Reserved IP, health re-checked, journaled,
-rolled back on failure, verified on the authoritative servers, TTL put back after the
-settle time). Then the new host is production (its record's role, its backup timer on,
-its first backup taken) and the old host's apps and backup timer stay stopped and
-disabled, so a reboot there brings no second writer and no stale "newest" backup.
+``switch``: through the dns-switch code (records or the Reserved IP, health re-checked,
+journaled, rolled back on failure, verified on the authoritative servers, TTL put back
+after the settle time). The site answers from the new host when it ends: the RTO ends there.
+
+``handover``: the new host becomes production (its backup installed, timer on, first
+backup taken) and the old host's apps and backup timer stay stopped and disabled, so a
+reboot there brings no second writer and no stale "newest" backup. Its time is reported
+apart (:data:`relaunch.pipeline.UNTIMED`): the site is already back while it runs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def switch(ctx: RunContext) -> dict[str, Any]:
     set_role(inv.site, ctx.state["new_name"], "production")
     if old.get("name"):
         set_role(inv.site, old["name"], "retired")
+    return {}
+
+
+def handover(ctx: RunContext) -> dict[str, Any]:
+    """After the switch: keep the old host's writers off, make the new host production (backup on, first backup)."""
     notes = _retire_old(ctx)
     notes += _backups_on_new(ctx)
     return {"handover": notes}
