@@ -124,3 +124,35 @@ def test_data_live_leaves_sqlite_files_out_of_the_tree_copy(hosts) -> None:
     assert len(hosts["dumps"][0]) == 3 and "restored" not in out["dumps"]["notes"] and hosts["new_host"] == []
     assert hosts["trees"] == [("/srv/notes", ["/srv/notes/notes.db", "/srv/notes/notes.db-journal",
                                               "/srv/notes/notes.db-shm", "/srv/notes/notes.db-wal"])]
+
+
+def test_nothing_is_read_from_the_old_host_before_its_writers_have_stopped(hosts, monkeypatch) -> None:
+    hosts["barrier"] = threading.Barrier(1)
+    events: list[str] = []
+    stopped = threading.Event()
+
+    def stop_writers(conn: Any, inv: Any, **kw: Any) -> Any:
+        if conn is ctx.old_conn():
+            stopped.wait(0.3)  # slow: the link and the new host's readying go on meanwhile
+            events.append("old writers stopped")
+        return SimpleNamespace(backup_timer=False)
+
+    real_link = data.transfer.link
+
+    @contextlib.contextmanager
+    def link(*args: Any, **kwargs: Any):
+        events.append("link")
+        with real_link(*args, **kwargs) as ln:
+            yield ln
+
+    def pull_tree(ln: Any, path: str, new: Any, progress: Any = None, exclude: Any = ()) -> TreeCopy:
+        events.append("read")
+        return TreeCopy(path, 1, 3, 1, 3, 0, 0.1)
+
+    monkeypatch.setattr(data.apps, "stop_writers", stop_writers)
+    monkeypatch.setattr(data.transfer, "link", link)
+    monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
+    ctx = context([], ["/srv/a"])
+    data.data_live(ctx)
+    assert events == ["link", "old writers stopped", "read"]
+    assert ctx.results[data.NEW_HOST_READY] is True

@@ -31,6 +31,7 @@ class Ctx:
         self.journal.state.update(source="live", source_fingerprints={n: fingerprint(10).to_json() for n in "abc"})
         self._listings = listings
         self.options: dict[str, Any] = {}
+        self.results: dict[str, Any] = {}
 
     @property
     def state(self) -> dict[str, Any]:
@@ -111,3 +112,19 @@ def test_restore_skips_a_database_the_data_step_restored_and_restores_the_rest_f
     assert sorted(ran) == sorted([("drop", "b"), ("create", "b"), ("restore", "b", "/w/b.dump"),
                                   ("drop", "c"), ("create", "c"), ("restore", "c", "/w/c.dump")])
     assert "database a: restored in the data step as its dump arrived" in said
+
+
+def test_restore_readies_the_new_host_unless_this_process_s_live_data_step_just_did(monkeypatch) -> None:
+    readied: list[str] = []
+    monkeypatch.setattr(restore, "engine", lambda kind: None)
+    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: readied.append("stop"))
+    monkeypatch.setattr(restore.apps, "start_databases", lambda conn, inv: readied.append("start"))
+    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
+    ctx = Ctx({})
+    ctx.inv.databases = []
+    ctx.state["dumps"] = {}
+    ctx.results[restore.NEW_HOST_READY] = True
+    restore._restore_once(ctx)  # noqa: SLF001
+    assert readied == []
+    restore._restore_once(ctx)  # noqa: SLF001 - a second attempt (after a dropped connection): ready it again
+    assert readied == ["stop", "start"]

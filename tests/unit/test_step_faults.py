@@ -34,6 +34,7 @@ class Ctx:
         self.journal = Journal.ephemeral("s", kind, options)
         self.journal.state["new_name"] = "s-new"
         self.options = options
+        self.results: dict = {}
         self.said: list[str] = []
         self.conn = FakeConn()
         self.lost = False

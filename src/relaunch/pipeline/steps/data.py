@@ -29,6 +29,7 @@ import shlex
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,9 @@ PARALLEL = 4
 LIVE_PARALLEL = 8
 #: pg_dump's compression for a live pull (host to host): none.
 LIVE_COMPRESS = 0
+#: ``ctx.results`` key: this process's live data step left the new host's writers stopped and its database
+#: servers up (the restore step's first attempt need not do it again).
+NEW_HOST_READY = "new_host_ready"
 
 
 def workdir(ctx: RunContext) -> str:
@@ -108,74 +112,106 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     """Freeze the old host's writers, then pull every dump and tree from it onto the new host."""
     old, new = ctx.old_conn(), ctx.new_conn()
     ctx.say("data", f"stopping the writers on the old host {old.host}")
-    with ThreadPoolExecutor(1) as pool:
-        # the new host gets ready to restore while the old host's writers stop
-        compose_new_later = pool.submit(prepare_new_host, ctx, new)
+
+    def stop_old() -> list[str]:
         stopped = apps.stop_writers(old, ctx.inv, hand_built=ctx.old_hand_built)
         ctx.journal.record(old_writers_stopped=True, old_backup_timer_was_on=stopped.backup_timer)
         apps.start_databases(old, ctx.inv)
-        compose_old = apps.compose_command(old)
-        compose_new = compose_new_later.result()
+        return apps.compose_command(old)
+
     work = workdir(ctx)
     new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
-    skip = database_files(ctx)
     old_record = ctx.state["old"]
-    fingerprints: dict[str, str] = {}
-    dumps: dict[str, dict[str, Any]] = {}
-    copies: dict[str, dict[str, Any]] = {}
-    listings: dict[str, transfer.Listing] = {}
-    with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
-        def one_fingerprint(db: Any) -> None:
-            started = time.monotonic()
-            fingerprints[db.name] = engine(db.engine).fingerprint(old, db, compose_old).to_json()
-            log.info("%s: fingerprint of %s in %.1f s", old.host, db.name, time.monotonic() - started)
+    # The old host's writers stop, the new host gets ready to restore and the link between them is made, all at
+    # once; nothing is read from the old host before its writers have stopped.
+    with ThreadPoolExecutor(2) as pool:
+        old_ready = pool.submit(stop_old)
+        new_ready = pool.submit(prepare_new_host, ctx, new)
+        with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
+            pull = _LivePull(ctx, old, new, link, old_ready.result(), new_ready.result(), work)
+            pull.run()
+    ctx.save_artifact("source-listings.json",
+                      {path: {p: list(e) for p, e in lst.items()} for path, lst in pull.listings.items()})
+    ctx.results[NEW_HOST_READY] = True
+    return {"source": "live", "source_fingerprints": pull.fingerprints, "dumps": pull.dumps,
+            "trees_copied": pull.copies, "rpo_seconds": 0,
+            "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
 
-        def one_dump(db: Any) -> None:
-            eng = engine(db.engine)
-            path = posixpath.join(work, f"{db.name}.dump")
-            # uncompressed: it only crosses the hosts' network, and compressing was the slowest part of a pg_dump
-            dump = eng.dump_command(db, compose_old, compress=LIVE_COMPRESS)
-            progress = lambda done, total: ctx.bytes("data", db.name, done, total)  # noqa: E731
-            if not streams(db):
-                pulled = transfer.pull_dump(link, dump, new, path, progress=progress)
-                dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
-                ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
-                return
-            run_command(new, eng.drop_command(db, compose_new))
-            run_command(new, eng.create_command(db, compose_new))
-            pulled = transfer.pull_dump_restoring(link, dump, new, path, eng.restore_command(db, compose_new),
-                                                  progress=progress)
-            dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256, "restored": pulled.restored}
-            if pulled.restored:
-                ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s, restored "
-                                "on the new host as they arrived")
-            else:
-                dumps[db.name]["restore_error"] = ctx.mask(pulled.restore_error)[:600]
-                ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s; restoring them "
-                                f"as they arrived failed ({ctx.mask(pulled.restore_error)[:300]}): the restore step "
-                                "restores the file")
 
-        def one_tree(path: str) -> None:
-            # the SQLite files inside come with their dump: not copied twice
-            copy = transfer.pull_tree(link, path, new, progress=lambda done, total: ctx.bytes("data", path, done, total),
-                                      exclude=sorted(skip))
-            copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
-            ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
+@dataclass
+class _LivePull:
+    """One live pull over ``link`` once the old host's writers are stopped, and what it gathered."""
 
-        def one_listing(path: str) -> None:
-            started = time.monotonic()
-            listings[path] = transfer.tree_listing(old, path, sampling(ctx), exclude=sorted(skip))
-            log.info("%s: listing of %s in %.1f s", old.host, path, time.monotonic() - started)
+    ctx: RunContext
+    old: Any
+    new: Any
+    link: transfer.Link
+    compose_old: list[str]
+    compose_new: list[str]
+    work: str
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    dumps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    copies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    listings: dict[str, transfer.Listing] = field(default_factory=dict)
 
-        # The writers are stopped, so the data holds still: each database's fingerprint is taken while it is
-        # dumped, and the source trees' listings while they are copied, not one after the other.
-        run_all(LIVE_PARALLEL, [lambda db=db: one_dump(db) for db in ctx.inv.databases]
-                + [lambda p=p: one_tree(p) for p in trees(ctx)]
-                + [lambda db=db: one_fingerprint(db) for db in ctx.inv.databases]
-                + [lambda p=p: one_listing(p) for p in trees(ctx)])
-    ctx.save_artifact("source-listings.json", {path: {p: list(e) for p, e in lst.items()} for path, lst in listings.items()})
-    return {"source": "live", "source_fingerprints": fingerprints, "dumps": dumps, "trees_copied": copies,
-            "rpo_seconds": 0, "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
+    def run(self) -> None:
+        """Every dump (restored as it arrives where :func:`streams`), tree copy, source fingerprint and listing.
+
+        The writers are stopped, so the data holds still: each database's fingerprint is taken
+        while it is dumped, and the source trees' listings while they are copied, not one after the other.
+        """
+        ctx = self.ctx
+        run_all(LIVE_PARALLEL, [lambda db=db: self.dump(db) for db in ctx.inv.databases]
+                + [lambda p=p: self.tree(p) for p in trees(ctx)]
+                + [lambda db=db: self.fingerprint(db) for db in ctx.inv.databases]
+                + [lambda p=p: self.listing(p) for p in trees(ctx)])
+
+    def fingerprint(self, db: Any) -> None:
+        started = time.monotonic()
+        self.fingerprints[db.name] = engine(db.engine).fingerprint(self.old, db, self.compose_old).to_json()
+        log.info("%s: fingerprint of %s in %.1f s", self.old.host, db.name, time.monotonic() - started)
+
+    def dump(self, db: Any) -> None:
+        ctx, eng = self.ctx, engine(db.engine)
+        path = posixpath.join(self.work, f"{db.name}.dump")
+        # uncompressed: it only crosses the hosts' network, and compressing was the slowest part of a pg_dump
+        dump = eng.dump_command(db, self.compose_old, compress=LIVE_COMPRESS)
+
+        def progress(done: int, total: int | None) -> None:
+            ctx.bytes("data", db.name, done, total)
+
+        if not streams(db):
+            pulled = transfer.pull_dump(self.link, dump, self.new, path, progress=progress)
+            self.dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
+            ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
+            return
+        run_command(self.new, eng.drop_command(db, self.compose_new))
+        run_command(self.new, eng.create_command(db, self.compose_new))
+        pulled = transfer.pull_dump_restoring(self.link, dump, self.new, path,
+                                              eng.restore_command(db, self.compose_new), progress=progress)
+        self.dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256, "restored": pulled.restored}
+        if pulled.restored:
+            ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s, restored on the "
+                            "new host as they arrived")
+        else:
+            self.dumps[db.name]["restore_error"] = ctx.mask(pulled.restore_error)[:600]
+            ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s; restoring them as "
+                            f"they arrived failed ({ctx.mask(pulled.restore_error)[:300]}): the restore step restores "
+                            "the file")
+
+    def tree(self, path: str) -> None:
+        ctx = self.ctx
+        # the SQLite files inside come with their dump: not copied twice
+        copy = transfer.pull_tree(self.link, path, self.new, exclude=sorted(database_files(ctx)),
+                                  progress=lambda done, total: ctx.bytes("data", path, done, total))
+        self.copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
+        ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
+
+    def listing(self, path: str) -> None:
+        started = time.monotonic()
+        self.listings[path] = transfer.tree_listing(self.old, path, sampling(self.ctx),
+                                                    exclude=sorted(database_files(self.ctx)))
+        log.info("%s: listing of %s in %.1f s", self.old.host, path, time.monotonic() - started)
 
 
 def data_any(ctx: RunContext) -> dict[str, Any]:

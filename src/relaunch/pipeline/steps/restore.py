@@ -27,6 +27,7 @@ from relaunch.databases.runner import run as run_command
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.steps.data import (
+    NEW_HOST_READY,
     PARALLEL,
     database_files,
     run_all,
@@ -83,8 +84,11 @@ def restore(ctx: RunContext) -> dict[str, Any]:
 
 def _restore_once(ctx: RunContext) -> dict[str, Any]:
     new = ctx.new_conn()
-    apps.stop_writers(new, ctx.inv, backup_timer=False)
-    apps.start_databases(new, ctx.inv)
+    # a live data step of this same process left the new host so (once: an attempt after a dropped connection
+    # does it again, the host may have rebooted)
+    if not ctx.results.pop(NEW_HOST_READY, False):
+        apps.stop_writers(new, ctx.inv, backup_timer=False)
+        apps.start_databases(new, ctx.inv)
     compose = apps.compose_command(new)
     dumps = ctx.state["dumps"]
 
