@@ -128,3 +128,39 @@ def test_restore_readies_the_new_host_unless_this_process_s_live_data_step_just_
     assert readied == []
     restore._restore_once(ctx)  # noqa: SLF001 - a second attempt (after a dropped connection): ready it again
     assert readied == ["stop", "start"]
+
+
+def test_server_databases_restore_while_the_archives_extract_and_a_sqlite_file_after_them(monkeypatch) -> None:
+    both = threading.Barrier(2, timeout=5)  # the archive and the PostgreSQL restore: passes only if they overlap
+    order: list[str] = []
+
+    def command(what: str) -> Any:
+        return lambda db, compose, *rest, **kw: SimpleNamespace(argv=(what, db.name))
+
+    def run_command(conn: object, cmd: Any) -> None:
+        if cmd.argv == ("restore", "a"):
+            both.wait()
+        order.append(" ".join(cmd.argv))
+
+    class New:
+        def run(self, script: str, **kw: Any) -> Any:
+            if "tar -xzpf" in script:
+                both.wait()
+                order.append("archive")
+            return SimpleNamespace(ok=True, stdout="", stderr="")
+
+    monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(
+        drop_command=command("drop"), create_command=command("create"), restore_from_file_command=command("restore")))
+    monkeypatch.setattr(restore, "run_command", run_command)
+    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: None)
+    monkeypatch.setattr(restore.apps, "start_databases", lambda conn, inv: None)
+    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
+    ctx = Ctx({})
+    ctx.inv.databases = [SimpleNamespace(name="a", engine="postgresql", path=None),
+                         SimpleNamespace(name="n", engine="sqlite", path="/srv/x/n.db")]
+    ctx.new_conn = lambda: New()  # type: ignore[method-assign]
+    ctx.say = lambda step, text: None  # type: ignore[attr-defined]
+    ctx.state["dumps"] = {"a": {"file": "/w/a.dump"}, "n": {"file": "/w/n.dump"}}
+    ctx.state["archives"] = {"x": {"file": "/w/x.tar.gz", "paths": ["/srv/x"]}}
+    restore._restore_once(ctx)  # noqa: SLF001
+    assert order.index("archive") < order.index("drop n") and order[-1] == "restore n"

@@ -83,11 +83,16 @@ def trees(ctx: RunContext) -> list[str]:
     return [path for app in ctx.inv.apps for path in app.trees()]  # files and named volumes
 
 
+def in_a_tree(db: Any) -> bool:
+    """Whether ``db`` is a file inside the site's trees (SQLite), put in place only after its tree is."""
+    return bool(db.path)
+
+
 def streams(db: Any) -> bool:
     """Whether a live pull restores ``db`` on the new host as its dump arrives: a database server's, yes; a
     database file inside a tree (SQLite) no: the tree is being copied at the same time, and the restore
     step puts the file in place after the trees."""
-    return not db.path
+    return not in_a_tree(db)
 
 
 def prepare_new_host(ctx: RunContext, new: Any) -> list[str]:

@@ -30,6 +30,7 @@ from relaunch.pipeline.steps.data import (
     NEW_HOST_READY,
     PARALLEL,
     database_files,
+    in_a_tree,
     run_all,
     sampling,
     trees,
@@ -116,9 +117,10 @@ def _restore_once(ctx: RunContext) -> dict[str, Any]:
             raise RelaunchError(f"{new.host}: extracting {archive['file']} for {app} failed: {(run.stdout + run.stderr)[-1200:]}")
         ctx.say("restore", f"files of {app} restored")
 
-    # Trees first (a SQLite file lives inside one), then the databases.
-    run_all(PARALLEL, [lambda a=a, app=app: one_archive(app, a) for app, a in (ctx.state.get("archives") or {}).items()])
-    run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases])
+    # The database servers' restores and the trees at once; a database file inside a tree (SQLite) after the trees.
+    run_all(PARALLEL, [lambda a=a, app=app: one_archive(app, a) for app, a in (ctx.state.get("archives") or {}).items()]
+            + [lambda db=db: one_db(db) for db in ctx.inv.databases if not in_a_tree(db)])
+    run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases if in_a_tree(db)])
     return {}
 
 
