@@ -49,6 +49,8 @@ from relaunch.state import HostRecord, forget_host, production_record
 log = logging.getLogger(__name__)
 
 KIND = "rebuild"
+#: The steps that depend on the data source: a resume that changes the source runs them again.
+SOURCE_STEPS = ("data", "restore", "verify", "start", "health")
 
 
 @dataclass
@@ -256,6 +258,18 @@ def open_site(site: str, root: Path | str | None, where: Where | None = None) ->
     return inv, secrets, where
 
 
+def resume_from_backup(journal: Journal, backup_id: str | None) -> None:
+    """A paused run resumed with ``--source backup`` (the old host lost part-way: in the data step, or before the
+    verify step read it) goes on from that backup; the data step and every step after it up to the switch run
+    again. A run already on a backup is left as it is."""
+    if journal.state.get("source") == "backup":
+        return
+    journal.data["options"].update(source="backup", backup_id=backup_id)
+    journal.state.update(source="backup", source_reason="asked for on resume (--source backup)")
+    for name in SOURCE_STEPS:
+        journal.steps.pop(name, None)
+
+
 def rebuild(site: str, options: RebuildOptions | None = None, *, root: Path | str | None = None,
             resume: bool = False, dry_run: bool = False, progress: Progress = quiet,
             where: Where | None = None) -> RebuildResult:
@@ -276,11 +290,8 @@ def rebuild(site: str, options: RebuildOptions | None = None, *, root: Path | st
             journal = existing
             journal.data["attempts"] = int(journal.data.get("attempts", 1)) + 1
             journal.data["status"] = "running"
-            if options is not None and options.source == "backup" and journal.state.get("source") != "backup":
-                # the old host was lost part-way: go on from the newest backup (the data step runs again)
-                journal.data["options"].update(source="backup", backup_id=options.backup_id)
-                journal.state.update(source="backup", source_reason="asked for on resume (--source backup)")
-                journal.steps.pop("data", None)
+            if options is not None and options.source == "backup":
+                resume_from_backup(journal, options.backup_id)
         else:
             if existing is not None and not dry_run:
                 raise RelaunchError(

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from relaunch.databases.base import Fingerprint, RemoteCommand, TableFingerprint
+from relaunch.databases.base import Fingerprint, RemoteCommand
+from relaunch.inventory.model import Verify
 from relaunch.inventory.secrets import Secrets
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.journal import Journal
-from relaunch.inventory.model import Verify
 from relaunch.pipeline.steps import data
-from relaunch.transfer import Entry, Pulled, TreeCopy
+from relaunch.transfer import Pulled, TreeCopy
 
 
 class Conn:
@@ -27,12 +27,13 @@ class Conn:
 
 @pytest.fixture
 def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    calls: dict[str, Any] = {"dumps": [], "trees": [], "barrier": threading.Barrier(2, timeout=5)}
-    fp = Fingerprint({"t": TableFingerprint(1, "x")}, "2026-01-01T00:00:00+00:00", None, "postgresql")
+    calls: dict[str, Any] = {"dumps": [], "trees": [], "barrier": threading.Barrier(1)}
 
     def fingerprint(conn: Any, db: Any, compose: Any) -> Fingerprint:
-        calls["barrier"].wait()  # passes only while the dump of the same database runs
-        return fp
+        raise AssertionError("the data step fingerprints nothing: the verify step does, on both hosts at once")
+
+    def tree_listing(conn: Any, path: str, sample: Any = None, exclude: Any = ()) -> Any:
+        raise AssertionError("the data step lists no tree: the verify step does, on both hosts at once")
 
     def dump_command(db: Any, compose: Any, compress: int | None = None) -> RemoteCommand:
         return RemoteCommand(("pg_dump", db.name), f"dump {db.name}"), compress
@@ -72,7 +73,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(data.transfer, "pull_dump", pull_dump)
     monkeypatch.setattr(data.transfer, "pull_dump_restoring", pull_dump_restoring)
     monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
-    monkeypatch.setattr(data.transfer, "tree_listing", lambda conn, path, sample=None, exclude=(): {".": Entry("d", 0, 0o755, 0, 0, "", "")})
+    monkeypatch.setattr(data.transfer, "tree_listing", tree_listing)
     monkeypatch.setattr(data.apps, "stop_writers", lambda conn, inv, **kw: SimpleNamespace(backup_timer=False))
     monkeypatch.setattr(data.apps, "start_databases", lambda conn, inv: None)
     monkeypatch.setattr(data.apps, "compose_command", lambda conn: ["docker-compose"])
@@ -85,19 +86,28 @@ def context(databases: list[Any], files: list[str]) -> RunContext:
     journal = Journal.ephemeral("example", "bench", {})
     journal.state["old"] = {"address": "10.0.0.1", "host_key": "ssh-ed25519 AAAA"}
     ctx = RunContext(inv, Secrets({}), None, None, journal, {})  # type: ignore[arg-type]
-    ctx._conns.update(old=Conn(), new=Conn())  # noqa: SLF001 - fake connections
+    ctx._conns.update(old=Conn(), new=Conn())
     Conn.is_connected = True  # type: ignore[attr-defined]
     return ctx
 
 
-def test_data_live_fingerprints_each_database_while_it_is_dumped_uncompressed(hosts) -> None:
-    # one database: its fingerprint and its dump must run at the same time (the barrier), or the test times out
+def test_data_live_only_moves_data_uncompressed_and_leaves_the_old_host_ready_for_verify(hosts) -> None:
+    # the dump and the tree copy run at the same time (the barrier), or the test times out; the old host's CPU
+    # and disks serve them alone: no fingerprint, no listing (the fakes of both raise)
+    hosts["barrier"] = threading.Barrier(2, timeout=5)
     ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])
+    real_tree = data.transfer.pull_tree
+
+    def pull_tree(*args: Any, **kwargs: Any) -> TreeCopy:
+        hosts["barrier"].wait()
+        return real_tree(*args, **kwargs)
+
+    data.transfer.pull_tree = pull_tree  # type: ignore[assignment]  # restored by monkeypatch (the fixture set it)
     out = data.data_live(ctx)
     assert hosts["dumps"] == [(("pg_dump", "blog"), 0, f"{data.workdir(ctx)}/blog.dump",
                                ("restore", "blog", "docker-compose"))]
-    assert set(out["source_fingerprints"]) == {"blog"} and out["dumps"]["blog"]["sha256"] == "abc"
-    assert set(ctx.load_artifact("source-listings.json")) == {"/srv/blog/uploads"}
+    assert "source_fingerprints" not in out and out["dumps"]["blog"]["sha256"] == "abc"
+    assert ctx.results[data.OLD_HOST_READY] == ["docker-compose"] and ctx.results[data.NEW_HOST_READY] is True
 
 
 def test_a_database_server_is_emptied_and_restored_as_its_dump_arrives(hosts) -> None:

@@ -301,3 +301,18 @@ def test_restore_runs_again_when_reconnecting_to_the_new_host_fails(restoring, m
     monkeypatch.setattr(restore, "run_command", reconnect_fails_once)
     assert restore.restore(ctx) == {}  # type: ignore[arg-type]
     assert restoring["runs"] == ["drop", "create", "restore"] and ctx.dropped == 1
+
+
+def test_resuming_with_source_backup_runs_the_data_step_and_all_that_depends_on_it_again() -> None:
+    from relaunch.rebuild import resume_from_backup
+
+    journal = Journal.ephemeral("s", "rebuild", {})
+    journal.state.update(source="live")
+    for name in ("preflight", "provision", "boot", "bootstrap", "data", "restore"):
+        journal.step_done(name, 1.0, {})
+    journal.step_failed("verify", 1.0, "the old host could not be read to prove the copy")
+    resume_from_backup(journal, None)
+    assert [name for name, _ in journal.ordered_steps() if journal.done(name)] == ["preflight", "provision", "boot",
+                                                                                     "bootstrap"]
+    assert "verify" not in journal.steps and journal.state["source"] == "backup"
+    assert journal.data["options"] == {"source": "backup", "backup_id": None}

@@ -1,7 +1,7 @@
 """The data step: bring the newest data onto the new host, from the old host (live) or from a backup.
 
 **live** (the old host answers): its writers are stopped (apps, backup timer), each
-database is fingerprinted and dumped while nothing writes, and every dump and file tree
+database is dumped while nothing writes, and every dump and file tree
 goes host to host — the new host pulls them over a temporary SSH link
 (:mod:`relaunch.transfer`), nothing is relayed through this machine. RPO 0. A database
 server's dump is also restored on the new host as it arrives (:func:`streams`): the
@@ -15,9 +15,10 @@ drill) it fetches it from the off-host store itself (restic, with the store acce
 manifest's sha256 before anything is restored. RPO is that backup's age.
 
 Either way the step leaves, in a 0700 work directory on the new host, one dump file per
-database and what the restore needs (archives or trees already in place), and journals
-the source's fingerprints and the listing of every tree (kept in the run's directory
-here) for the verify step.
+database and what the restore needs (archives or trees already in place). A backup's
+fingerprints come from its manifest; a live source's are taken by the verify step, from
+the old host (its writers stay stopped), at the same time as the new host's: while the
+data moves, the old host's CPU and disks serve the dumps and copies alone.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import json
 import logging
 import posixpath
 import shlex
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,13 +50,16 @@ log = logging.getLogger(__name__)
 
 #: Dumps and trees moved at once (each mostly waits on a disk or the link).
 PARALLEL = 4
-#: Jobs of the live data step at once: dumps, tree copies, and the source's fingerprints and listings.
+#: Jobs of the live data step at once: dumps and tree copies.
 LIVE_PARALLEL = 8
 #: pg_dump's compression for a live pull (host to host): none.
 LIVE_COMPRESS = 0
 #: ``ctx.results`` key: this process's live data step left the new host's writers stopped and its database
 #: servers up (the restore step's first attempt need not do it again).
 NEW_HOST_READY = "new_host_ready"
+#: ``ctx.results`` key: the old host's Compose command, once this process's live data step stopped its writers and
+#: started its database servers (the verify step reads the source there).
+OLD_HOST_READY = "old_host_ready"
 
 
 def workdir(ctx: RunContext) -> str:
@@ -135,10 +138,9 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
         with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
             pull = _LivePull(ctx, old, new, link, old_ready.result(), new_ready.result(), work)
             pull.run()
-    ctx.save_artifact("source-listings.json",
-                      {path: {p: list(e) for p, e in lst.items()} for path, lst in pull.listings.items()})
     ctx.results[NEW_HOST_READY] = True
-    return {"source": "live", "source_fingerprints": pull.fingerprints, "dumps": pull.dumps,
+    ctx.results[OLD_HOST_READY] = pull.compose_old
+    return {"source": "live", "dumps": pull.dumps,
             "trees_copied": pull.copies, "rpo_seconds": 0,
             "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
 
@@ -154,27 +156,14 @@ class _LivePull:
     compose_old: list[str]
     compose_new: list[str]
     work: str
-    fingerprints: dict[str, str] = field(default_factory=dict)
     dumps: dict[str, dict[str, Any]] = field(default_factory=dict)
     copies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    listings: dict[str, transfer.Listing] = field(default_factory=dict)
 
     def run(self) -> None:
-        """Every dump (restored as it arrives where :func:`streams`), tree copy, source fingerprint and listing.
-
-        The writers are stopped, so the data holds still: each database's fingerprint is taken
-        while it is dumped, and the source trees' listings while they are copied, not one after the other.
-        """
+        """Every dump (restored as it arrives where :func:`streams`) and tree copy, all at once."""
         ctx = self.ctx
         run_all(LIVE_PARALLEL, [lambda db=db: self.dump(db) for db in ctx.inv.databases]
-                + [lambda p=p: self.tree(p) for p in trees(ctx)]
-                + [lambda db=db: self.fingerprint(db) for db in ctx.inv.databases]
-                + [lambda p=p: self.listing(p) for p in trees(ctx)])
-
-    def fingerprint(self, db: Any) -> None:
-        started = time.monotonic()
-        self.fingerprints[db.name] = engine(db.engine).fingerprint(self.old, db, self.compose_old).to_json()
-        log.info("%s: fingerprint of %s in %.1f s", self.old.host, db.name, time.monotonic() - started)
+                + [lambda p=p: self.tree(p) for p in trees(ctx)])
 
     def dump(self, db: Any) -> None:
         ctx, eng = self.ctx, engine(db.engine)
@@ -211,12 +200,6 @@ class _LivePull:
                                   progress=lambda done, total: ctx.bytes("data", path, done, total))
         self.copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
         ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
-
-    def listing(self, path: str) -> None:
-        started = time.monotonic()
-        self.listings[path] = transfer.tree_listing(self.old, path, sampling(self.ctx),
-                                                    exclude=sorted(database_files(self.ctx)))
-        log.info("%s: listing of %s in %.1f s", self.old.host, path, time.monotonic() - started)
 
 
 def data_any(ctx: RunContext) -> dict[str, Any]:

@@ -8,9 +8,10 @@ extracted with owners and modes kept (live trees are already in place: the data 
 copied them).
 
 Verify computes each database's fingerprint on the new host and compares it with the
-source's (the final dump's, or the backup manifest's), and each tree's listing (every
-file's type, size, mode, owner and sha256) with the source's: the old host's listing
-taken after its writers stopped, or the backup archive's; a very large tree's files are
+source's, and each tree's listing (every file's type, size, mode, owner and sha256) with
+the source's: a backup's come from its manifest and archives; a live source's are taken
+on the old host (its writers stopped since the data step) at the same time as the new
+host's, each host reading its own disks; a very large tree's files are
 hashed as a sample seeded by the run's id (:func:`.data.sampling`), which the report says.
 Any difference stops the run
 before anything is switched, naming the database and table or the path.
@@ -18,7 +19,10 @@ before anything is switched, naming the database and table or the path.
 
 from __future__ import annotations
 
+import logging
 import shlex
+import time
+from collections.abc import Callable
 from typing import Any
 
 from relaunch import apps, transfer
@@ -28,6 +32,7 @@ from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.steps.data import (
     NEW_HOST_READY,
+    OLD_HOST_READY,
     PARALLEL,
     database_files,
     in_a_tree,
@@ -37,6 +42,8 @@ from relaunch.pipeline.steps.data import (
     workdir,
 )
 from relaunch.remote import CONNECTION_ERRORS
+
+log = logging.getLogger(__name__)
 
 #: pg_restore workers per PostgreSQL database.
 PG_JOBS = 2
@@ -127,13 +134,14 @@ def _restore_once(ctx: RunContext) -> dict[str, Any]:
 def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare every database's fingerprint and every tree's listing on the new host with the source's.
 
-    The fingerprints and listings are taken in parallel (each reads its own database or tree).
+    The fingerprints and listings are taken in parallel (each reads its own database or tree), a live
+    source's on the old host at the same time as the new host's (:class:`_Source`).
     """
     new = ctx.new_conn()
     compose = apps.compose_command(new)
-    source = ctx.state.get("source_fingerprints") or {}
     skip = database_files(ctx)
-    expected = _expected_listings(ctx, new)
+    live = _Source(ctx) if ctx.state.get("source") == "live" else None
+    expected = {} if live else _archive_listings(ctx, new)
     got_fp: dict[str, Fingerprint] = {}
     got_listing: dict[str, transfer.Listing] = {}
 
@@ -143,8 +151,18 @@ def verify(ctx: RunContext) -> dict[str, Any]:
     def one_tree(path: str) -> None:
         got_listing[path] = transfer.tree_listing(new, path, sampling(ctx), exclude=sorted(skip))
 
-    run_all(PARALLEL, [lambda db=db: one_db(db) for db in ctx.inv.databases]
-            + [lambda p=p: one_tree(p) for p in trees(ctx)])
+    # each host reads PARALLEL of its databases and trees at once
+    run_all(PARALLEL * (2 if live else 1), [lambda db=db: one_db(db) for db in ctx.inv.databases]
+            + (live.fingerprint_jobs() if live else []) + [lambda p=p: one_tree(p) for p in trees(ctx)]
+            + (live.listing_jobs() if live else []))
+    outputs: dict[str, Any] = {"verified": True}
+    if live:
+        source, expected = live.fingerprints, live.listings
+        ctx.save_artifact("source-listings.json",
+                          {path: {p: list(e) for p, e in lst.items()} for path, lst in expected.items()})
+        outputs["source_fingerprints"] = source
+    else:
+        source = ctx.state.get("source_fingerprints") or {}
     databases: list[dict[str, Any]] = []
     problems: list[str] = []
     for db in ctx.inv.databases:
@@ -173,15 +191,68 @@ def verify(ctx: RunContext) -> dict[str, Any]:
         shown = "\n  ".join(problems[:30])
         raise RelaunchError(f"the restored data differs from its source ({len(problems)} difference(s)); nothing "
                             f"was switched:\n  {shown}")
-    return {"verified": True}
+    return outputs
 
 
-def _expected_listings(ctx: RunContext, new: Any) -> dict[str, Any]:
-    if ctx.state.get("source") == "live":
-        saved = ctx.load_artifact("source-listings.json") or {}
-        return {path: {p: transfer.Entry(*e) for p, e in lst.items()} for path, lst in saved.items()}
+def _archive_listings(ctx: RunContext, new: Any) -> dict[str, Any]:
+    """Every tree's listing as the backup's archives hold it (read on the new host)."""
     out: dict[str, Any] = {}
     for archive in (ctx.state.get("archives") or {}).values():
         out.update(transfer.archive_listing(new, archive["file"], archive["paths"]))
     return out
 
+
+
+class _Source:
+    """The old host's side of a live rebuild's verify: every database's fingerprint and every tree's listing, read
+    there while its writers stay stopped (since the data step), as jobs to run beside the new host's.
+
+    A failure to read it (the old host lost since the final sync) stops the step saying how to go on: nothing
+    has been switched.
+    """
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.fingerprints: dict[str, str] = {}
+        self.listings: dict[str, transfer.Listing] = {}
+        try:
+            self.old = ctx.old_conn()
+            compose = ctx.results.pop(OLD_HOST_READY, None)
+            if compose is None:  # a resumed run: the old host may have rebooted since (its writers stay disabled)
+                apps.start_databases(self.old, ctx.inv)
+                compose = apps.compose_command(self.old)
+        except (RelaunchError, OSError, *CONNECTION_ERRORS) as exc:
+            raise self.lost(exc) from exc
+        self.compose: list[str] = compose
+
+    def fingerprint_jobs(self) -> list[Callable[[], None]]:
+        return [lambda db=db: self.guarded(self.fingerprint, db) for db in self.ctx.inv.databases]
+
+    def listing_jobs(self) -> list[Callable[[], None]]:
+        return [lambda p=p: self.guarded(self.listing, p) for p in trees(self.ctx)]
+
+    def guarded(self, job: Callable[[Any], None], arg: Any) -> None:
+        try:
+            job(arg)
+        except Exception as exc:  # a dead host shows as a socket's error, or as a command's once its transport died
+            if isinstance(exc, (OSError, *CONNECTION_ERRORS)) or self.ctx.conn_lost("old"):
+                raise self.lost(exc) from exc
+            raise
+
+    def fingerprint(self, db: Any) -> None:
+        started = time.monotonic()
+        self.fingerprints[db.name] = engine(db.engine).fingerprint(self.old, db, self.compose).to_json()
+        log.info("%s: fingerprint of %s in %.1f s", self.old.host, db.name, time.monotonic() - started)
+
+    def listing(self, path: str) -> None:
+        started = time.monotonic()
+        self.listings[path] = transfer.tree_listing(self.old, path, sampling(self.ctx),
+                                                    exclude=sorted(database_files(self.ctx)))
+        log.info("%s: listing of %s in %.1f s", self.old.host, path, time.monotonic() - started)
+
+    def lost(self, exc: BaseException) -> RelaunchError:
+        site = self.ctx.inv.site
+        return RelaunchError(
+            f"the old host could not be read to prove the copy ({self.ctx.mask(str(exc))[:300]}); nothing was "
+            f"switched. When the old host answers again: `fab rebuild --resume --site {site}`; to go on from the "
+            f"newest backup instead: `fab rebuild --resume --source backup --site {site}`")
