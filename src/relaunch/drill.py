@@ -6,7 +6,7 @@ backup source always, and what makes a rehearsal safe:
 - **a guard** (:class:`GuardedCloud`): the drill's cloud refuses every change to DNS
   records, domains and Reserved IPs, and the destruction of any Droplet that is not a
   scratch Droplet of a drill. Production is only read, except for the canary.
-- **a canary**: before anything else, a marker row with a unique value goes into every
+- **a canary** (its own phase, ``canary``, after preflight): a marker row with a unique value goes into every
   database of production (each engine's ``canary_write``), then a backup and its off-host
   copy run there; the restore must hold every marker — proof the data is the data, not
   counts that happen to match (``canary=False`` for a drill of an older backup).
@@ -19,7 +19,8 @@ backup source always, and what makes a rehearsal safe:
 - **where from**: the off-host store by default; ``source="host"`` (``--from host``) copies the
   backup from production's own backup directory, read only (:mod:`relaunch.drill_host`).
 - **alerts**: a failed drill or a missed objective posts to ``alerts.webhook`` (:mod:`relaunch.alerts`).
-- **measured**: RTO in total and per phase; RPO as the age of the backup used, and the
+- **measured**: RTO in total and per phase (the ``canary`` and ``golden`` phases are reported, not counted: the
+  canary's backup stands for the moment production is lost, before any recovery); RPO as the age of the backup used, and the
   largest gap between consecutive good off-host backups within
   ``backups.retention.keep_within_hours``; the inventory's objectives are the pass mark.
 """
@@ -136,8 +137,14 @@ class DrillResult:
 # --- steps ------------------------------------------------------------------------------
 
 
+def wants_canary(ctx: RunContext) -> bool:
+    """Whether this drill writes a canary (not with --no-canary, nor for a drill of a named older backup)."""
+    return bool(ctx.options.get("canary", True) and not ctx.options.get("backup_id"))
+
+
 def preflight(ctx: RunContext) -> dict[str, Any]:
-    """Check the store can be read from a new host, then write the canary and take the backup that carries it."""
+    """Check the account and that the store can be read from a new host; record the production host the canary
+    (or --from host) needs."""
     inv = ctx.inv
     ctx.cloud.check_account()
     from_host = ctx.options.get("source") == "host"
@@ -146,31 +153,33 @@ def preflight(ctx: RunContext) -> dict[str, Any]:
         raise RelaunchError(f"a drill of {inv.site!r} cannot start: " + "; ".join(problems))
     out: dict[str, Any] = {"source": "backup", "source_reason": "a drill restores from the backups alone" + (
         " (--from host: production's backup directory, read only)" if from_host else ""), **golden.choose_for(ctx)}
-    canary = ctx.options.get("canary", True) and not ctx.options.get("backup_id")
-    if not canary and not from_host:
+    if not wants_canary(ctx):
         out["canary"] = {}
-        return out
+        if not from_host:
+            return out
     record = production_record(inv.site, inv.production.droplet_name)
     if record is None:
         raise RelaunchError(f"the canary and --from host need the production host of {inv.site!r} and relaunch "
                             "knows none (`fab adopt`, or run with --no-canary)")
     ctx.journal.record(old={"name": record.name, "address": record.ipv4, "host_key": record.host_key,
                             "user": inv.production.user, "droplet_id": record.droplet_id})
-    if not canary:
-        out["canary"] = {}
-        return out
+    return out
+
+
+def write_canary(ctx: RunContext) -> dict[str, Any]:
+    """Write the canary into every production database, then take the backup that carries it (and, unless
+    --from host, its off-host copy): the drill's stand-in for the moment production is lost, so not in its RTO."""
     conn = ctx.old_conn(timeout=30)
     compose = apps.compose_command(conn)
     value = f"drill-{ctx.journal.id}-{uuid.uuid4().hex[:8]}"
-    for db in inv.databases:
+    for db in ctx.inv.databases:
         engine(db.engine).canary_write(conn, db, compose, value)
-    ctx.say("preflight", f"canary {value} written into {len(inv.databases)} production database(s); backing up")
-    run = run_now(conn, inv.site)
-    if not from_host and run.offsite is not None and not run.offsite.get("ok", True):
+    ctx.say("canary", f"canary {value} written into {len(ctx.inv.databases)} production database(s); backing up")
+    run = run_now(conn, ctx.inv.site)
+    if ctx.options.get("source") != "host" and run.offsite is not None and not run.offsite.get("ok", True):
         raise RelaunchError(f"the canary's backup {run.id} did not reach the off-host store: {run.offsite}")
     ctx.drop_conn("old")
-    out.update(canary={"value": value, "backup_id": run.id}, backup_id=run.id)
-    return out
+    return {"canary": {"value": value, "backup_id": run.id}, "backup_id": run.id}
 
 
 def canary_check(ctx: RunContext) -> None:
@@ -207,7 +216,9 @@ def plan_drill(ctx: RunContext) -> Plan:
              Step("data", f"the scratch host fetches {which} from the off-host store and checks it against its manifest",
                   data.data_backup))
     steps = [
-        Step("preflight", "check the store; write a canary into production's databases and back it up", preflight),
+        Step("preflight", "check the account and the store", preflight),
+        *([Step("canary", "write a canary into production's databases and take the backup that carries it (not in "
+                "the RTO: it stands for the moment production is lost)", write_canary)] if wants_canary(ctx) else []),
         Step("provision", f"create the scratch Droplet {name} (tags {DRILL_TAG}, expiry)", host.provision),
         Step("boot", "wait until it answers SSH with its pinned key and cloud-init has finished", host.boot),
         fetch,

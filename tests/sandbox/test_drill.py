@@ -49,7 +49,8 @@ def test_drill_restores_verifies_measures_and_destroys_its_scratch_droplet(with_
     assert record["scratch_destroyed"] is True and record["backup_id"]
     assert record["rto_seconds"] > 0 and record["rpo_seconds"] is not None and record["rpo_seconds"] >= 0
     assert [p["name"] for p in record["phases"]] == [
-        "preflight", "provision", "boot", "data", "bootstrap", "restore", "verify", "start", "health"]
+        "preflight", "canary", "provision", "boot", "data", "bootstrap", "restore", "verify", "start", "health"]
+    assert record["rto_seconds"] == round(sum(p["seconds"] for p in record["phases"] if p["name"] != "canary"), 1)
     assert {d["name"]: (d["engine"], d["fingerprint_match"], d["canary"]) for d in record["databases"]} == {
         "blog": ("postgresql", True, True), "stats": ("mariadb", True, True), "notes": ("sqlite", True, True)}
     assert record["files"] and all(f["match"] for f in record["files"])

@@ -119,3 +119,30 @@ def test_write_a_drill_without_drift_has_no_drift_step() -> None:
 
     record, _md, _js = _write(_drill_ctx(True), "passed", None, True, [], {"drifted": False, "findings": []})
     assert record["status"] == "passed" and record["next_steps"] == []
+
+
+def test_the_canary_is_a_phase_of_its_own_reported_but_not_in_the_rto(tmp_path, monkeypatch) -> None:
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from relaunch import drill as drill_module
+    from relaunch.inventory import load_site
+    from relaunch.pipeline.journal import Journal
+
+    (tmp_path / "inventory").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "inventory" / "example.yml", tmp_path / "inventory" / "example.yml")
+    inv = load_site("example", tmp_path)
+    journal = Journal.ephemeral("example", "drill", {})
+    ctx = SimpleNamespace(inv=inv, journal=journal, state=journal.state, options={}, mask=lambda s: s)
+    assert [s.name for s in drill_module.plan_drill(ctx).steps][:3] == ["preflight", "canary", "provision"]
+    for options in ({"canary": False}, {"backup_id": "20261127T000000Z"}):
+        ctx.options = options
+        assert "canary" not in [s.name for s in drill_module.plan_drill(ctx).steps]
+    journal.steps.update({"preflight": {"status": "done", "seconds": 1.0}, "canary": {"status": "done", "seconds": 9.0},
+                          "data": {"status": "done", "seconds": 5.0}})
+    journal.state.update(rpo_seconds=30, rpo_basis="backup X, its age")
+    monkeypatch.setattr(drill_module, "write_report", lambda site, record: (tmp_path / "r.md", tmp_path / "r.json"))
+    record, _, _ = drill_module._write(ctx, "passed", None, True, [], None)
+    assert record["rto_seconds"] == 6.0
+    assert {p["name"]: p["seconds"] for p in record["phases"]}["canary"] == 9.0
