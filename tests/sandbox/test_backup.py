@@ -122,6 +122,27 @@ def test_a_run_stopped_by_systemd_records_its_end_and_leaves_nothing_half_done(c
         sh(conn, f"systemctl start {inst.TIMER}")
 
 
+def test_run_now_while_a_run_is_going_waits_for_it_and_makes_its_own(conn, inv) -> None:
+    """A backup that began before the call (the timer's) cannot hold what the caller wrote just before: run_now
+    waits for it and returns a run that began after it ended (a drill's canary was missed so)."""
+    sh(conn, f"systemctl stop {inst.TIMER}")
+    try:
+        wait_idle(conn)
+        before = len(read_runs(conn))
+        sh(conn, f"systemctl start --no-block {inst.SERVICE}")
+        deadline = time.monotonic() + 60
+        while not ((runs := read_runs(conn))[before:] and runs[-1].state == "running"):
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        going = runs[-1]
+        run = run_now(conn, inv.site)
+        earlier = next(r for r in read_runs(conn) if r.pid == going.pid)
+        assert run.ok and run.pid != going.pid and run.id != earlier.id
+        assert earlier.finished_at is not None and run.started_at >= earlier.finished_at.replace(microsecond=0)
+    finally:
+        sh(conn, f"systemctl start {inst.TIMER}")
+
+
 def test_backup_while_apps_write_lists_every_database_and_tree_and_verifies(conn, inv, up) -> None:
     count = "sqlite3 /srv/notes/notes.db 'SELECT count(*) FROM notes'"
     first = int(sh(conn, count))

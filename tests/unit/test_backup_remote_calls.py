@@ -278,3 +278,21 @@ def test_run_now_finds_its_run_when_the_one_before_started_in_the_same_second() 
     start = conn.answers["systemctl start"]
     conn.answers["systemctl start"] = lambda command: (setattr(conn, "started", True), start(command))[1]
     assert status.run_now(conn, "example").id == "20261127T163330Z"
+
+
+def test_run_now_never_returns_a_run_that_began_before_it_was_called() -> None:
+    """A run already going (the timer fired a moment before) began before the caller's last writes (a drill's
+    canary): run_now waits for it, then starts one of its own and returns that one (a sandbox drill failed so)."""
+    timers = {"started_at": "2026-11-28T15:30:14Z", "pid": 700, "ok": False, "state": "running", "id": None}
+    timers_done = {**timers, "ok": True, "state": "finished", "id": "20261128T153014Z"}
+    ours = {"started_at": "2026-11-28T15:30:19Z", "pid": 745, "ok": True, "state": "finished", "id": "20261128T153019Z"}
+    starts: list[str] = []
+    runs = {0: [timers], 1: [timers_done], 2: [timers_done, ours]}
+    conn = host()
+    conn.answers["cat /var/lib/relaunch/backup-status.json"] = lambda command: Result(
+        json.dumps({"runs": runs[len(starts)]}))
+    conn.answers["systemctl start"] = lambda command: (starts.append(command), Result())[1]
+    conn.answers["systemctl is-active"] = lambda command: Result("activating\n" if not starts else "inactive\n",
+                                                                 exited=0 if not starts else 3)
+    assert status.run_now(conn, "example").id == ours["id"]
+    assert len(starts) == 2

@@ -224,12 +224,16 @@ def _what_next(step: str | None, site: str, host: str) -> str:
 
 
 def run_now(conn: Connection, site: str, timeout: float = 3600) -> Run:
-    """Start the backup service and wait for it; return the run it made (or joined, if one was running).
+    """Start the backup service and wait for it; return the run it made: one that began after this call.
 
-    Raise RelaunchError if the backup is not installed (naming the install command), or if
-    the run failed: the failed step, its error, what to do next, and the journal's last lines.
+    A run already going (the timer fired a moment before) began before the caller's last writes (a
+    drill's canary, the rows a handover must carry): it is waited for, whatever its outcome, and a run
+    of our own follows. Raise RelaunchError if the backup is not installed (naming the install
+    command), or if the run failed: the failed step, its error, what to do next, and the journal's
+    last lines.
     """
     require_installed(conn, site)
+    _wait_for_a_running_backup(conn, timeout)
     before = {r.key for r in read_runs(conn) if r.state != "running"}
     since = execute(conn, "date +%s", timeout=QUICK_TIMEOUT, what="reading the host's clock").stdout.strip()
     started = time.monotonic()
@@ -256,6 +260,17 @@ def run_now(conn: Connection, site: str, timeout: float = 3600) -> Run:
         f"{conn.host}: the backup {what}\nNext: {_what_next(failed.step, site, conn.host)}; {_next(site)}"
         + (f"\n{journal_text}" if journal_text else "")
     )
+
+
+def _wait_for_a_running_backup(conn: Connection, timeout: float) -> None:
+    """If the backup service is running now, wait until it ends (``systemctl start`` joins the running job)."""
+    state = execute(conn, f"systemctl is-active {SERVICE}", timeout=QUICK_TIMEOUT,
+                    what="asking systemd whether a backup is running").stdout.strip()
+    if state not in ("activating", "active", "deactivating"):
+        return
+    log.info("%s: a backup is running already (began before this call); waiting for it, then starting one",
+             conn.host)
+    execute(conn, f"systemctl start {SERVICE}", timeout=timeout, what=f"waiting for the running backup ({SERVICE})")
 
 
 def journal(conn: Connection, lines: int = 50) -> str:
