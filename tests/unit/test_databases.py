@@ -250,6 +250,8 @@ def test_fingerprint_command_mariadb_builds_the_checksum_query_on_the_host(tmp_p
     assert "FROM `st``ats`.`we``ird`" in sql and "QUOTE(`i``d`)" in sql
     assert sql.index("'a'") < sql.index("'we`ird'")  # tables in name order
     assert "GROUP_CONCAT" not in sql  # constant memory, no max_allowed_packet cap
+    # each row's MD5 once: the derived table is materialised, not merged (sandbox test_databases checks the plan)
+    assert sql.index("derived_merge=off") < sql.index("START TRANSACTION")
 
 
 def test_fingerprint_command_fails_with_the_client_status_and_stderr() -> None:

@@ -205,6 +205,7 @@ def mariadb_sql(database, tables):
     parts = [
         "SET SESSION time_zone = '+00:00';",
         "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;",
+        "SET SESSION optimizer_switch = 'derived_merge=off';",
         "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;",
         "SELECT CONCAT('at:', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f+00:00'));",
     ]

@@ -225,7 +225,9 @@ def fingerprint_command(db: Database, compose: list[str] | None = None, admin: b
     created in between is missed). Each row is serialised as ``CONCAT_WS(',',
     QUOTE(col), ...)`` (QUOTE keeps NULL apart from 'NULL' and escapes binary) and hashed
     with MD5; a table's checksum is the MD5 of its row count and the sums of the four
-    32-bit parts of those hashes: independent of row order, in constant memory. (An
+    32-bit parts of those hashes: independent of row order, in constant memory. The
+    hashes come from a derived table the session keeps materialised (``derived_merge=off``):
+    merged, each part would compute the row's MD5 again, four times per row. (An
     ordered ``GROUP_CONCAT`` would be capped by ``group_concat_max_len`` and, whatever
     that is set to, by ``max_allowed_packet``: 16 MB by default, about 500 000 rows.)
     Runs python3 on the host (a stdlib driver around the client, see base.py). ``admin``:
