@@ -131,18 +131,33 @@ def test_parse_sftp() -> None:
         "restic", "backup.example.test", "/srv/restic/example")
 
 
-def test_database_specs_mariadb_fingerprint_by_scratch_restore_unless_turned_off() -> None:
+def with_mariadb_fingerprint(inv, value):
+    return inv.model_copy(update={"backups": inv.backups.model_copy(update={"mariadb_fingerprint": value})})
+
+
+def test_database_specs_mariadb_fingerprint_paired_by_default_scratch_or_turned_off() -> None:
     inv = load(EXAMPLE)
+    assert inv.backups.mariadb_fingerprint == "paired"
     specs = {s["name"]: s for s in database_specs(inv, COMPOSE)}
     assert specs["blog"]["fingerprint_method"] == "shared-snapshot"
     assert specs["notes"]["fingerprint_method"] == "dumped-copy"
     stats = specs["stats"]
-    assert stats["fingerprint_method"] == "scratch-restore"
+    assert stats["fingerprint_method"] == "paired-snapshot"
+    paired = stats["paired"]
+    assert paired["database"] == "stats" and paired["lock_wait_s"] == 5 and paired["hold_max_s"] == 30
+    assert paired["fingerprint_argv"][4] == "mariadb-paired"  # python3 -c DRIVER ENGINE MODE ...
+    assert "-- Table structure for table " in paired["dump_markers"]
+    # the scratch way stays ready, for when writes cannot be paused
     assert stats["scratch_restore"]["database"] == "stats_relaunch_fp"
     assert stats["scratch_restore"]["stream_argv"][-1] == "stats_relaunch_fp"  # the client, fed the dump on stdin
-    off = inv.model_copy(update={"backups": inv.backups.model_copy(update={"mariadb_fingerprint": False})})
-    stats = {s["name"]: s for s in database_specs(off, COMPOSE)}["stats"]
-    assert "scratch_restore" not in stats and stats["fingerprint_method"] is None and stats["fingerprint_note"]
+    for value in (True, "paired"):
+        assert {s["name"]: s for s in database_specs(with_mariadb_fingerprint(inv, value), COMPOSE)}["stats"] == stats
+    scratch = {s["name"]: s for s in database_specs(with_mariadb_fingerprint(inv, "scratch"), COMPOSE)}["stats"]
+    assert "paired" not in scratch and scratch["fingerprint_method"] == "scratch-restore"
+    assert scratch["scratch_restore"] == stats["scratch_restore"]
+    stats = {s["name"]: s for s in database_specs(with_mariadb_fingerprint(inv, False), COMPOSE)}["stats"]
+    assert "scratch_restore" not in stats and "paired" not in stats
+    assert stats["fingerprint_method"] is None and stats["fingerprint_note"]
 
 
 @pytest.mark.parametrize("interval", [1, 15, 60, 1440])

@@ -308,6 +308,115 @@ def test_a_streamed_scratch_restore_that_fails_fails_the_backup_and_still_drops_
     assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "stream", "drop"]
 
 
+# A stand-in MariaDB session for the pause: it logs each statement, lists the tables it is
+# given (argv[2], JSON) and answers "listed:"/"locked:"; UNLOCK TABLES touches the file argv[3].
+PAUSE_SESSION = """
+import json, os, pathlib, sys
+log, tables, unlocked = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), pathlib.Path(sys.argv[3])
+for line in sys.stdin:
+    line = line.strip()
+    with log.open("a") as fh:
+        fh.write(line + "\\n")
+    if line.startswith("LOCK TABLES") and os.environ.get("LOCK_FAIL"):
+        sys.exit("ERROR 1205 (HY000) at line 3: Lock wait timeout exceeded; try restarting transaction")
+    if line == "TABLES":
+        for t, e in tables:
+            print("table:" + json.dumps({"t": t, "e": e}))
+        print("listed:", flush=True)
+    elif line == "SELECT 'locked:';":
+        print("locked:", flush=True)
+    elif line == "UNLOCK TABLES;":
+        unlocked.touch()
+"""
+
+# Waits (at most 20 s) for the file argv[1]; exits 1 if it never comes.
+WAIT_FOR = "import os, sys, time\ndeadline = time.monotonic() + 20\nwhile not os.path.exists(sys.argv[1]):\n" \
+           "    if time.monotonic() > deadline: sys.exit('never: ' + sys.argv[1])\n    time.sleep(0.02)\n"
+
+
+def paired_config(tmp_path: Path, tables: list[tuple[str, str]], hold_max_s: int = 30,
+                  before_marker_s: float = 0.3) -> tuple[Path, Path, Path]:
+    """A MariaDB spec with the pause (stand-ins above) and the scratch way beside it; (config, session log, unlocked)."""
+    unlocked, session_log = tmp_path / "unlocked", tmp_path / "session.log"
+    # the dump: a header, then a line written inside its transaction; then it waits for the unlock (not its own end)
+    dump = [sys.executable, "-c", "import sys, time, subprocess\n"
+            f"sys.stdout.write('-- MariaDB dump\\n'); sys.stdout.flush(); time.sleep({before_marker_s})\n"
+            "sys.stdout.write('-- Table structure for table `t1`\\n'); sys.stdout.flush()\n"
+            f"subprocess.run([sys.executable, '-c', {WAIT_FOR!r}, {str(unlocked)!r}], check=True)\n"
+            "print('INSERT INTO t1 VALUES (1);')\n"]
+    config, _ = scratch_config(tmp_path, dump)
+    data = json.loads(config.read_text())
+    fp = [sys.executable, "-c", "import json, subprocess, sys\nprint('snapshot:2026-11-29T06:00:00+00:00', flush=True)\n"
+          f"subprocess.run([sys.executable, '-c', {WAIT_FOR!r}, {str(unlocked)!r}], check=True)\n"
+          "print(json.dumps({'tables': {'t1': {'rows': 1, 'checksum': 'c'}}, 'taken_at': None}))\n"]
+    data["databases"][0].update(fingerprint_method="paired-snapshot", paired={
+        "database": "stats", "session_argv": [sys.executable, "-c", PAUSE_SESSION, str(session_log), json.dumps(tables),
+                                              str(unlocked)],
+        "tables_sql": "TABLES\n", "fingerprint_argv": fp, "lock_wait_s": 5, "hold_max_s": hold_max_s,
+        "dump_markers": ["-- Table structure for table "]})
+    config.write_text(json.dumps(data))
+    return config, session_log, unlocked
+
+
+def test_the_pause_locks_every_table_and_ends_once_the_dump_shows_its_transaction_not_at_its_end(tmp_path: Path) -> None:
+    # The dump and the fingerprint each wait for the unlock: a pause held to the dump's end could not finish.
+    config, session_log, _ = paired_config(tmp_path, [("t1", "InnoDB"), ("a`b", "InnoDB")])
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr + res.stdout
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint_method"] == "paired-snapshot" and "fingerprint_unpaired" not in entry
+    assert entry["fingerprint"]["tables"] == {"t1": {"rows": 1, "checksum": "c"}}
+    assert entry["fingerprint"]["taken_at"] == entry["snapshot_at"] == "2026-11-29T06:00:00+00:00"
+    assert 0.3 <= entry["writes_paused_s"] < 10
+    assert session_log.read_text().splitlines() == [
+        "SET SESSION lock_wait_timeout = 5;", "TABLES", "LOCK TABLES `stats`.`t1` READ, `stats`.`a``b` READ;",
+        "SELECT 'locked:';", "UNLOCK TABLES;"]
+    assert "writes to stats paused for" in res.stdout
+    assert not (tmp_path / "scratch").exists() and not (tmp_path / "scratch.log").exists()  # the scratch way unused
+
+
+def test_a_table_not_innodb_sends_the_fingerprint_the_scratch_way_without_a_lock(tmp_path: Path) -> None:
+    config, session_log, unlocked = paired_config(tmp_path, [("t1", "InnoDB"), ("old", "MyISAM")])
+    unlocked.touch()  # nothing would unlock: the stand-in dump may go on
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr + res.stdout
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint_method"] == "scratch-restore" and "writes_paused_s" not in entry
+    assert "old (MyISAM)" in entry["fingerprint_unpaired"]
+    assert entry["fingerprint"]["tables"]["t"]["checksum"].startswith("-- MariaDB dump")  # the scratch stand-in's
+    assert not any(line.startswith("LOCK TABLES") for line in session_log.read_text().splitlines())
+    assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "stream", "drop"]
+
+
+def test_a_lock_not_had_in_time_sends_the_fingerprint_the_scratch_way(tmp_path: Path) -> None:
+    config, session_log, unlocked = paired_config(tmp_path, [("t1", "InnoDB")])
+    unlocked.touch()  # the session dies before any unlock: the stand-in dump may go on
+    res = run(config, "run", env={**os.environ, "LOCK_FAIL": "1"})
+    assert res.returncode == 0, res.stderr + res.stdout
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint_method"] == "scratch-restore" and "writes_paused_s" not in entry
+    assert "locking 1 tables" in entry["fingerprint_unpaired"] and "ERROR 1205" in entry["fingerprint_unpaired"]
+    assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "stream", "drop"]
+
+
+def test_a_pause_that_reaches_its_bound_resumes_writes_and_fingerprints_the_written_dump_the_scratch_way(
+        tmp_path: Path) -> None:
+    config, session_log, _ = paired_config(tmp_path, [("t1", "InnoDB")], hold_max_s=1, before_marker_s=3)
+    res = run(config, "run")
+    assert res.returncode == 0, res.stderr + res.stdout
+    [directory] = backups(tmp_path)
+    entry = json.loads((directory / "manifest.json").read_text())["databases"][0]
+    assert entry["fingerprint_method"] == "scratch-restore" and "writes_paused_s" not in entry
+    assert entry["fingerprint_unpaired"].startswith("writes resumed after 1 s")
+    assert entry["fingerprint"]["tables"]["t"]["checksum"] == (directory / "stats.dump").read_text().strip()
+    assert session_log.read_text().splitlines()[-1] == "UNLOCK TABLES;"
+    assert (tmp_path / "scratch.log").read_text().split() == ["drop", "create", "stream", "drop"]
+    assert "writes resumed" in res.stdout
+
+
 def test_the_snapshot_fingerprint_runs_beside_the_dump(tmp_path: Path) -> None:
     # Each waits (at most 20 s) for the other to have started: run one after the other, they cannot both finish.
     marks = tmp_path / "marks"

@@ -171,6 +171,13 @@ def test_load_bad_literal_lists_choices() -> None:
     assert f":{line_of(text, 'engine: mysql8')}: databases[stats].engine: expected one of 'postgresql', 'mariadb', 'mysql', 'sqlite', got 'mysql8'" in msg
 
 
+def test_load_bad_mariadb_fingerprint_lists_the_ways() -> None:
+    text = edited("backups:\n", "backups:\n  mariadb_fingerprint: fast\n")
+    assert str(error_of(text)) == (
+        f"inventory/example.yml:{line_of(text, 'mariadb_fingerprint: fast')}: backups.mariadb_fingerprint: "
+        "expected one of 'paired', 'scratch' or true or false, got 'fast'")
+
+
 def test_load_bad_name_value_uses_validator_expectation() -> None:
     text = edited("- name: notes", "- name: Notes")
     msg = str(error_of(text))

@@ -28,9 +28,9 @@ def database_specs(inv: Inventory, compose: list[str]) -> list[dict[str, Any]]:
     """Return one runner spec per database of ``inv``, in inventory order.
 
     ``compose`` is the host's Compose command (argv prefix) for databases that are a
-    Compose service. ``inv.backups.mariadb_fingerprint`` says whether MariaDB/MySQL dumps
-    are fingerprinted (through a scratch restore). Raise RelaunchError for an engine
-    nobody can dump.
+    Compose service. ``inv.backups.mariadb_fingerprint`` says how MariaDB/MySQL dumps are
+    fingerprinted (paired with a brief pause of writes, through a scratch restore, or not
+    at all). Raise RelaunchError for an engine nobody can dump.
     """
     return [_spec(db, compose, inv.backups.mariadb_fingerprint) for db in inv.databases]
 
@@ -45,9 +45,10 @@ ARTIFACT_PLACEHOLDER = "/relaunch-backup-artifact"
 METHOD_SNAPSHOT = "shared-snapshot"  # the fingerprint read the snapshot the dump read
 METHOD_DUMPED_COPY = "dumped-copy"  # the fingerprint is of the dump itself (a database file)
 METHOD_SCRATCH_RESTORE = "scratch-restore"  # the dump restored into a scratch database, fingerprinted, dropped
+METHOD_PAIRED = "paired-snapshot"  # writes paused while the fingerprint's and the dump's snapshots started
 
 
-def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) -> dict[str, Any]:
+def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool | str = "paired") -> dict[str, Any]:
     """The runner's spec of one database: its dump, and a fingerprint of exactly the data dumped.
 
     - PostgreSQL: a psql session holds a REPEATABLE READ transaction and exports its
@@ -56,14 +57,16 @@ def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) ->
       the dump itself (``PRAGMA integrity_check`` included).
     - MariaDB/MySQL: the server cannot share one transaction's snapshot between sessions,
       and pausing writes for fingerprint + dump (``relaunch.databases.mariadb.snapshot``)
-      is too much to impose every few minutes. So the dump is restored, as it is written
-      (the runner feeds it to the scratch client too), into a
-      scratch database on the same server and that is fingerprinted, then dropped
+      is too much to impose every few minutes. ``paired`` (the default, or true): writes
+      pause only while the fingerprint's and the dump's snapshots start, then both read
+      on (``relaunch.databases.mariadb.paired_commands``); where that cannot be done the
+      runner takes the scratch way. ``scratch``: the dump is restored, as it is written
+      (the runner feeds it to the scratch client too), into a scratch database on the
+      same server and that is fingerprinted, then dropped
       (``relaunch.databases.mariadb.scratch_commands``): the fingerprint is of the dump
-      by construction, writers never wait. (Parsing the dump's INSERTs instead would have
-      to reproduce the server's own rendering of every value type; a fingerprint taken
-      beside the dump would not describe it.) With ``mariadb_fingerprint`` off: none, and
-      the manifest says so.
+      by construction, writers never wait, at about a restore's cost. (Parsing the
+      dump's INSERTs instead would have to reproduce the server's own rendering of every
+      value type.) With ``mariadb_fingerprint`` off: none, and the manifest says so.
     """
     module = databases.engine(db.engine)
     spec: dict[str, Any] = {"name": db.name, "engine": db.engine, "file": f"{db.name}.{SUFFIX.get(db.engine, 'dump')}",
@@ -88,6 +91,17 @@ def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) ->
         spec["fingerprint_method"] = METHOD_DUMPED_COPY
     else:
         spec.update(_from_remote_command(module.dump_command(db, compose)))
+        if mariadb_fingerprint in (True, "paired"):
+            paired = module.paired_commands(db, compose)
+            spec["paired"] = {
+                "database": db.database,
+                "session_argv": list(paired.session.argv),
+                "tables_sql": paired.tables_sql,
+                "fingerprint_argv": list(paired.fingerprint.argv),
+                "lock_wait_s": paired.lock_wait_s,
+                "hold_max_s": paired.hold_max_s,
+                "dump_markers": list(paired.dump_markers),
+            }
         if mariadb_fingerprint:
             scratch = module.scratch_commands(db, compose)
             spec["scratch_restore"] = {
@@ -97,7 +111,7 @@ def _spec(db: Database, compose: list[str], mariadb_fingerprint: bool = True) ->
                 "stream_argv": list(scratch.restore.argv),  # the runner restores the dump as it is written
                 "fingerprint_argv": list(scratch.fingerprint.argv),
             }
-            spec["fingerprint_method"] = METHOD_SCRATCH_RESTORE
+            spec["fingerprint_method"] = METHOD_PAIRED if "paired" in spec else METHOD_SCRATCH_RESTORE
         else:
             spec["fingerprint_note"] = ("none: turned off (backups.mariadb_fingerprint: false); an exact one needs "
                                         "the dump restored, or writes paused (MariaDB cannot share a snapshot)")

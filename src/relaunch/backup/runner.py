@@ -507,13 +507,206 @@ class ScratchStream:
         return fp
 
 
+class Unpaired(Exception):
+    """Writes could not be paused for a paired fingerprint (the reason); nothing is left locked."""
+
+
+def sql_ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class PairedPause:
+    """MariaDB/MySQL: writes paused while the fingerprint's and the dump's snapshots start (``spec["paired"]``).
+
+    :meth:`start` lists the database's base tables, locks them all ``READ`` in one session
+    (writers wait, readers do not), starts the fingerprint and waits for its snapshot;
+    it raises :class:`Unpaired` with the reason, everything released, when it cannot (a
+    table not InnoDB, the lock not had within ``lock_wait_s``). The dump starts next; its
+    output goes through :meth:`seen`, which ends the pause once a line the dump writes
+    only inside its transaction has passed (``dump_markers``). The dump's end ends it too.
+    A pause that reaches ``hold_max_s`` is ended by a timer and ``expired`` is set: the
+    dump may have started its snapshot after writes resumed, so the fingerprint is dropped
+    and the caller fingerprints the dump the scratch way. See
+    ``relaunch.databases.mariadb.PairedCommands``.
+    """
+
+    def __init__(self, spec: dict, env: dict[str, str], limits: dict[str, float]) -> None:
+        self.cfg = spec["paired"]
+        self.step = f"fingerprint {spec['name']}"
+        self.env, self.limits = env, limits
+        self.markers = [m.encode() for m in self.cfg["dump_markers"]]
+        self.longest = max(len(m) for m in self.markers)
+        self.holder: Child | None = None
+        self.fp: Child | None = None
+        self.taken_at: str | None = None
+        self.paused_at: float | None = None
+        self.paused_s: float | None = None
+        self.expired = False
+        self._tail = b""
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._rest: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def _send(self, sql: str) -> None:
+        assert self.holder is not None and self.holder.proc.stdin is not None
+        try:
+            self.holder.proc.stdin.write(sql.encode())
+            self.holder.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # it ended (or was reaped, its pipes closed): reading its output says why
+
+    def _until(self, child: Child, prefix: str, seconds: float, what: str) -> list[str]:
+        """Lines of ``child``'s stdout up to the first starting with ``prefix``; Unpaired at EOF or after ``seconds``."""
+        assert child.proc.stdout is not None
+        late = threading.Event()
+
+        def expire() -> None:
+            late.set()
+            stop_process(child.proc, grace=1.0)
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+        lines: list[str] = []
+        try:
+            for raw in child.proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                lines.append(line)
+                if line.startswith(prefix):
+                    return lines
+        finally:
+            timer.cancel()
+        if late.is_set():
+            raise Unpaired(f"{what} took more than {seconds:.0f} s")
+        code = child.finish(wait=10)
+        raise Unpaired(f"{what} failed (exit {code}): {child.stderr_tail()[-500:]}")
+
+    def start(self) -> None:
+        cfg = self.cfg
+        wait = float(cfg["lock_wait_s"])
+        try:
+            self.holder = Child(f"{self.step} (pause writes)", cfg["session_argv"], self.env,
+                                wait + float(cfg["hold_max_s"]) + self.limits["command"], stdin=True)
+            self._send(f"SET SESSION lock_wait_timeout = {int(wait)};\n" + cfg["tables_sql"])
+            tables = [json.loads(line[len("table:"):])
+                      for line in self._until(self.holder, "listed:", self.limits["command"], "listing the tables")
+                      if line.startswith("table:")]
+            other = sorted(f"{t['t']} ({t['e'] or 'no engine'})" for t in tables if t["e"].lower() != "innodb")
+            if other:
+                raise Unpaired(f"tables not InnoDB, which a dump's transaction does not cover: {', '.join(other)}")
+            if tables:
+                db = sql_ident(cfg["database"])
+                self._send("LOCK TABLES " + ", ".join(f"{db}.{sql_ident(t['t'])} READ" for t in tables) + ";\n")
+            self._send("SELECT 'locked:';\n")
+            self._until(self.holder, "locked:", wait + 10, f"locking {len(tables)} tables (lock_wait_timeout {wait:.0f} s)")
+            self.paused_at = time.monotonic()
+            self.fp = Child(self.step, cfg["fingerprint_argv"], self.env, self.limits["dump"])
+            first = self._until(self.fp, "snapshot:", float(cfg["hold_max_s"]), "the fingerprint's snapshot")
+            self.taken_at = first[-1][len("snapshot:"):]
+        except BaseException:
+            self.abandon()
+            raise
+        self._reader = threading.Thread(target=self._read_rest, name=f"{self.step} output", daemon=True)
+        self._reader.start()
+        left = float(cfg["hold_max_s"]) - (time.monotonic() - self.paused_at)
+        self._timer = threading.Timer(max(left, 0.0), self.release, kwargs={"expired": True})
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _read_rest(self) -> None:
+        assert self.fp is not None and self.fp.proc.stdout is not None
+        try:
+            for raw in self.fp.proc.stdout:
+                self._rest.append(raw.decode(errors="replace").rstrip("\n"))
+        except (OSError, ValueError):
+            return
+
+    def seen(self, chunk: bytes) -> None:
+        """The dump wrote ``chunk``: end the pause if a line written inside its transaction has passed."""
+        if self.paused_s is not None:
+            return
+        data = self._tail + chunk
+        if any(m in data for m in self.markers):
+            self.release()
+        else:
+            self._tail = data[-self.longest:]
+
+    def _end_session(self) -> bool:
+        """Unlock and end the pausing session, once; return whether this call ended it."""
+        with self._lock:
+            if self.holder is None or self.paused_s is not None:
+                return False
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.holder.proc.returncode is not None:  # it has ended: nothing is locked
+                self.paused_s = round(time.monotonic() - self.paused_at, 3) if self.paused_at is not None else 0.0
+                return True
+            self._send("UNLOCK TABLES;\n")
+            try:
+                if self.holder.proc.stdin is not None:
+                    self.holder.proc.stdin.close()
+            except OSError:
+                pass
+            self.holder.finish(wait=10)  # its end releases any lock left
+            self.paused_s = round(time.monotonic() - self.paused_at, 3) if self.paused_at is not None else 0.0
+            return True
+
+    def release(self, expired: bool = False) -> None:
+        """End the pause (once; a later call does nothing). ``expired``: by the timer, at ``hold_max_s``."""
+        if not self._end_session():
+            return
+        self.expired = expired
+        if expired:
+            log(f"{self.step}: the dump had not shown its transaction started within {self.cfg['hold_max_s']} s: "
+                "writes resumed; the dump will be fingerprinted the scratch way")
+        else:
+            log(f"{self.step}: writes to {self.cfg['database']} paused for {self.paused_s:.2f} s")
+
+    def abandon(self) -> None:
+        """Something failed: end the pause, stop the fingerprint."""
+        self._end_session()
+        if self.fp is not None:
+            self.fp.abandon()
+
+    def result(self) -> dict:
+        """The fingerprint, once it has read all (the dump has ended). Raise StepFailed if it failed."""
+        assert self.fp is not None and self._reader is not None
+        code = self.fp.finish()
+        self._reader.join()
+        if code != 0 or self.fp.timed_out:
+            raise self.fp.failure(code)
+        try:
+            fp = json.loads(self._rest[-1]) if self._rest else None
+        except ValueError:
+            fp = None
+        if not isinstance(fp, dict):
+            raise StepFailed(self.step, "the fingerprint is not a JSON object")
+        return fp
+
+
+def fingerprint_file_scratch(spec: dict, dest: Path, env: dict[str, str], limits: dict[str, float]) -> dict:
+    """Fingerprint a written dump the scratch way: restore the file into the scratch database (:class:`ScratchStream`)."""
+    stream = ScratchStream(spec, env, limits)
+    try:
+        with open(dest, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                stream.write(chunk)
+    except BaseException:
+        stream.abandon()
+        raise
+    return stream.finish(spec)
+
+
 def dump_database(spec: dict, dest: Path, config: dict) -> dict:
     """Run the database's dump command, streaming its stdout into ``dest``; return its manifest entry.
 
     With ``spec["snapshot"]`` a session holds one snapshot open: the fingerprint and the
     dump both read it, at the same time, so the fingerprint describes exactly what was dumped.
-    With ``scratch_restore`` the dump is restored, as it is written, into a scratch database
-    and that is fingerprinted (MariaDB, :class:`ScratchStream`). With ``artifact_placeholder``
+    With ``paired`` writes pause while the fingerprint's and the dump's snapshots start
+    (MariaDB, :class:`PairedPause`); where that cannot be done, and otherwise with
+    ``scratch_restore``, the dump is restored, as it is written, into a scratch database
+    and that is fingerprinted (:class:`ScratchStream`). With ``artifact_placeholder``
     the fingerprint is taken of the written dump (a SQLite copy).
     stderr is drained while stdout is read; the dump has ``timeouts.dump`` seconds.
     """
@@ -531,8 +724,17 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
         argv = substitute(argv, spec["snapshot"]["placeholder"], session.id)
         fp_argv = substitute(fp_argv, spec["snapshot"]["placeholder"], session.id) if fp_argv else None
     log(f"{step}: {spec['engine']} -> {dest.name}")
-    beside = pool = stream = None
-    if session is None and spec.get("scratch_restore"):
+    beside = pool = stream = pause = None
+    method, unpaired = spec.get("fingerprint_method"), None
+    if spec.get("paired"):
+        pause = PairedPause(spec, env, limits)
+        try:
+            pause.start()
+            snapshot_at = pause.taken_at or snapshot_at
+        except Unpaired as exc:
+            pause, unpaired = None, str(exc)
+            log(f"fingerprint {spec['name']}: writes not paused ({unpaired}): the dump is fingerprinted the scratch way")
+    if session is None and pause is None and spec.get("scratch_restore"):
         stream = ScratchStream(spec, env, limits)
     try:
         if session is not None and fp_argv:  # it reads the same snapshot as the dump, at the same time
@@ -543,10 +745,14 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
             with open(dest, "wb") as fh:
                 out = HashingWriter(fh)
                 assert child.proc.stdout is not None
-                while chunk := child.proc.stdout.read(CHUNK):
+                while chunk := child.proc.stdout.read1(CHUNK):  # what there is: the pause ends as soon as it can
                     out.write(chunk)
                     if stream is not None:
                         stream.write(chunk)
+                    if pause is not None:
+                        pause.seen(chunk)
+                if pause is not None:
+                    pause.release()  # the dump has ended
                 fh.flush()
                 os.fsync(fh.fileno())
         except BaseException:
@@ -560,6 +766,8 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
     except BaseException:
         if stream is not None:
             stream.abandon()
+        if pause is not None:
+            pause.abandon()
         raise
     finally:
         try:
@@ -572,6 +780,18 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
         fp = beside.result()
         fp["taken_at"] = snapshot_at  # the snapshot's time, which the dump reads too
     fp_seconds = None
+    if pause is not None and pause.expired:
+        fp_started = time.monotonic()
+        pause.abandon()
+        unpaired = f"writes resumed after {pause.cfg['hold_max_s']} s, before the dump showed its transaction started"
+        fp = fingerprint_file_scratch(spec, dest, env, limits)
+        fp["taken_at"] = snapshot_at  # about when the dump's transaction started (after the pause began)
+        fp_seconds = round(time.monotonic() - fp_started, 3)
+    elif pause is not None:
+        fp_started = time.monotonic()
+        fp = pause.result()
+        fp["taken_at"] = snapshot_at  # the moment both snapshots were taken, writes paused
+        fp_seconds = round(time.monotonic() - fp_started, 3)
     if stream is not None:
         fp_started = time.monotonic()
         fp = stream.finish(spec)
@@ -590,11 +810,17 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
         "seconds": round(time.monotonic() - started, 3),
         "fingerprint": fp,
     }
-    if spec.get("fingerprint_method") and fp is not None:
-        entry["fingerprint_method"] = spec["fingerprint_method"]
+    if unpaired is not None:  # the scratch way instead
+        method = "scratch-restore"
+        entry["fingerprint_unpaired"] = unpaired
+    if method and fp is not None:
+        entry["fingerprint_method"] = method
+    if pause is not None and not pause.expired:
+        entry["writes_paused_s"] = pause.paused_s
     if fp_seconds is not None:
         entry["fingerprint_seconds"] = fp_seconds
-        entry["fingerprint_scratch_database"] = spec["scratch_restore"]["database"]
+        if method == "scratch-restore":
+            entry["fingerprint_scratch_database"] = spec["scratch_restore"]["database"]
     if fp is None and spec.get("fingerprint_note"):
         entry["fingerprint_note"] = spec["fingerprint_note"]
     log(f"{step}: {out.size} bytes in {entry['seconds']:.1f} s")

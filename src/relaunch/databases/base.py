@@ -182,9 +182,12 @@ def require(db: Database, engines: tuple[str, ...]) -> None:
 # runs the SQL client with SQL on stdin and prints the Fingerprint as JSON. MODE "lines":
 # the client prints at:/integrity:/fp: lines. MODE "mariadb": SQL lists the columns of each
 # base table; the driver then builds the per-table checksum query (see mariadb.py) and
-# runs it in a second session.
+# runs it in a second session. MODE "mariadb-paired": the same, but the second session's
+# output is read as it comes and, the moment its snapshot is taken, the driver prints
+# "snapshot:<time>" on a line of its own before the JSON (the backup runner waits for it
+# to start the dump while writes are paused, see relaunch.databases.mariadb.paired_commands).
 FINGERPRINT_DRIVER = r'''
-import json, subprocess, sys
+import json, subprocess, sys, threading
 engine, mode, database, sql = sys.argv[1:5]
 client = sys.argv[5:]
 
@@ -219,14 +222,40 @@ def mariadb_sql(database, tables):
     parts.append("COMMIT;")
     return "\n".join(parts) + "\n"
 
+def announce_snapshot(query):
+    p = subprocess.Popen(client, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def feed():
+        try:
+            p.stdin.write(query.encode())
+            p.stdin.close()
+        except OSError:
+            pass
+    threading.Thread(target=feed, daemon=True).start()
+    err = []
+    drain = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
+    drain.start()
+    lines = []
+    for raw in p.stdout:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        if line.startswith("at:"):
+            sys.stdout.write("snapshot:" + line[3:] + "\n")
+            sys.stdout.flush()
+        lines.append(line)
+    code = p.wait()
+    drain.join()
+    if code != 0:
+        sys.stderr.buffer.write(b"".join(err)[-4000:])
+        sys.exit(code)
+    return "\n".join(lines)
+
 out = ask(sql)
-if mode == "mariadb":
+if mode in ("mariadb", "mariadb-paired"):
     tables = {}
     for line in out.splitlines():
         if line.strip():
             item = json.loads(line)
             tables.setdefault(item["t"], []).append(item["c"])
-    out = ask(mariadb_sql(database, tables))
+    out = (announce_snapshot if mode == "mariadb-paired" else ask)(mariadb_sql(database, tables))
 result = {"engine": engine, "taken_at": None, "integrity": None, "tables": {}}
 for line in out.splitlines():
     if line.startswith("at:"):

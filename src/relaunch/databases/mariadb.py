@@ -25,9 +25,12 @@ holds ``LOCK TABLES ... READ`` on all of them (writers wait; reads go on; other
 databases are untouched) while the fingerprint is taken and the dump runs, and releases
 it when the block ends.
 
-The backup runner needs no pause: it fingerprints the dump itself, restored into a
-scratch database on the same server (:func:`scratch_commands`; the fingerprint is then,
-by construction, that of the dump).
+The backup runner pauses writes only for a moment (:func:`paired_commands`): the same
+lock, held while the fingerprint's session and the dump's each start their snapshot, then
+released; both snapshots then see the same rows, and each reads on, writers going on.
+Where that cannot be done (a table that is not InnoDB, a lock not had within seconds) it
+fingerprints the dump itself, restored into a scratch database on the same server
+(:func:`scratch_commands`; the fingerprint is then, by construction, that of the dump).
 """
 
 from __future__ import annotations
@@ -311,6 +314,65 @@ def scratch_commands(db: Database, compose: list[str] | None) -> ScratchCommands
         restore=restore,
         fingerprint=fingerprint_command(scratch, compose, admin=True),
     )
+
+
+#: Seconds the backup runner waits for the pause's lock (``lock_wait_timeout``): writers
+#: queue behind a lock that waits, so this is short; past it the backup takes the scratch way.
+PAIRED_LOCK_WAIT_S = 5
+#: Seconds writes may stay paused while the fingerprint's and the dump's snapshots start.
+PAIRED_HOLD_MAX_S = 30
+#: Lines of a dump (``mariadb-dump``/``mysqldump`` with comments, as :func:`dump_command`
+#: runs it) written only once its transaction has started: the end of the pause.
+PAIRED_DUMP_MARKERS = (
+    "-- Table structure for table ",
+    "-- Temporary table structure for view ",
+    "-- Dumping events for database ",
+    "-- Dumping routines for database ",
+    "-- Dump completed",
+)
+
+
+@dataclass(frozen=True)
+class PairedCommands:
+    """What the backup runner needs to fingerprint a dump with one brief pause of writes (no scratch restore).
+
+    The runner opens ``session`` (a client reading SQL on stdin), sends ``tables_sql``
+    (one ``table:{"t": name, "e": engine}`` line per base table, then ``listed:``) and,
+    when every table is InnoDB, ``LOCK TABLES <each> READ`` with ``lock_wait_timeout`` =
+    ``lock_wait_s``: writers to this database wait from then on, readers do not. With the
+    lock held it starts ``fingerprint`` (it prints ``snapshot:<time>`` once its
+    ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` is taken, then reads on and prints the
+    fingerprint's JSON), then the dump (``--single-transaction``: its snapshot is taken
+    before it writes any of ``dump_markers``); when one of those has been written, or
+    the dump ended, it unlocks. Both snapshots were taken with no write in between,
+    so the fingerprint is that of exactly what was dumped. Each lasts ``hold_max_s``
+    at most; past it the runner unlocks and fingerprints the dump the scratch way.
+    """
+
+    session: RemoteCommand
+    tables_sql: str
+    fingerprint: RemoteCommand
+    lock_wait_s: int = PAIRED_LOCK_WAIT_S
+    hold_max_s: int = PAIRED_HOLD_MAX_S
+    dump_markers: tuple[str, ...] = PAIRED_DUMP_MARKERS
+
+
+def paired_commands(db: Database, compose: list[str] | None) -> PairedCommands:
+    """Given a database, return the commands that fingerprint its dump with one brief pause of writes.
+
+    As ``db.user`` (the dump's own login; it needs ``LOCK TABLES`` on the database, which
+    the official images' user has). See :class:`PairedCommands`.
+    """
+    name, _ = _names(db)
+    query = _query(db, compose)
+    tables_sql = (
+        "SELECT CONCAT('table:', JSON_OBJECT('t', TABLE_NAME, 'e', COALESCE(ENGINE, ''))) FROM information_schema.TABLES "
+        f"WHERE TABLE_SCHEMA = {_sql_string(name)} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;\n"
+        "SELECT 'listed:';\n"
+    )
+    fp = fingerprint_driver(db.engine, "mariadb-paired", name, _columns_sql(name), query.argv,
+                            f"fingerprint {db.name} (paired with the dump)", query.env)
+    return PairedCommands(session=query, tables_sql=tables_sql, fingerprint=fp)
 
 
 @contextlib.contextmanager

@@ -562,11 +562,14 @@ class Backups(Strict):
     interval_minutes: int = Field(15, ge=1, le=1440, description="minutes between backups")
     retention: Retention = Field(default_factory=Retention)
     offsite: Offsite | None = Field(None, description="off-host copy (strongly advised)")
-    mariadb_fingerprint: bool = Field(
-        True,
-        description="fingerprint each MariaDB/MySQL dump by restoring it into a scratch database <name>_relaunch_fp "
-        "on the same server, then dropping it (about a restore's time, the database's size again while it runs; "
-        "writers never wait); false: no fingerprint for them",
+    mariadb_fingerprint: Literal["paired", "scratch"] | bool = Field(
+        "paired",
+        description="how each MariaDB/MySQL dump is fingerprinted. paired (or true): writes to the database pause "
+        "while the fingerprint's and the dump's snapshots start (usually under a second, at most 5 s waiting for "
+        "the lock and 30 s held), then both read on; the scratch way where that cannot be done (a table not "
+        "InnoDB, the lock not had). scratch: the dump restored into a scratch database <name>_relaunch_fp on the "
+        "same server, fingerprinted, dropped (about a restore's time, the database's size again while it runs; "
+        "writers never wait). false: no fingerprint for them",
     )
 
 
