@@ -93,13 +93,15 @@ def backup_breakdown(wall_s: float, runner_s: float | None, manifest: Mapping[st
     ``wall_s``: the benchmark's clock around ``systemctl start`` (with the status reads of
     ``relaunch.backup.status.run_now``); ``runner_s``: the runner's own (its status entry). Per
     database its dump's seconds (the runner's ``seconds`` include the fingerprint) and its
-    ``fingerprint_seconds`` where the manifest has them (MariaDB's scratch restore); per archive
+    ``fingerprint_seconds`` where the manifest has them (MariaDB's) and how long its writes
+    were paused (``writes_paused_s``, MariaDB's paired fingerprint); per archive
     its seconds; the off-host uploads' seconds. The jobs run a few at once, so their sum is
     more than their span; ``rest_s`` is the runner's time outside the slowest job and the
     uploads (deploy images, the store's snapshot listings, retention, the status file).
     """
     dbs = {d.get("name"): {"seconds": d.get("seconds"), "fingerprint_s": d.get("fingerprint_seconds"),
-                           "size_mb": None if d.get("size") is None else round(d["size"] / 2**20, 1)}
+                           "size_mb": None if d.get("size") is None else round(d["size"] / 2**20, 1),
+                           **({"writes_paused_s": d["writes_paused_s"]} if "writes_paused_s" in d else {})}
            for d in manifest.get("databases") or []}
     archives = {a.get("app"): {"seconds": a.get("seconds"),
                                "size_mb": None if a.get("size") is None else round(a["size"] / 2**20, 1)}
@@ -145,9 +147,12 @@ def timeline(journal: str) -> list[tuple[float, str]]:
 
 def backup_line(b: Mapping[str, Any], plain_steps: Mapping[str, float] | None = None) -> str:
     """One printed line of :func:`backup_breakdown` (and the plain script's steps beside it)."""
-    dbs = ", ".join(f"{n} {_num(v.get('seconds'))}" + (f" (fingerprint {_num(v['fingerprint_s'])})"
-                                                        if v.get("fingerprint_s") is not None else "")
-                    for n, v in (b.get("databases") or {}).items())
+    def db(name: str, v: Mapping[str, Any]) -> str:
+        notes = ([f"fingerprint {_num(v['fingerprint_s'])}"] if v.get("fingerprint_s") is not None else []) + (
+            [f"writes paused {_num(v['writes_paused_s'], 2)}"] if v.get("writes_paused_s") is not None else [])
+        return f"{name} {_num(v.get('seconds'))}" + (f" ({', '.join(notes)})" if notes else "")
+
+    dbs = ", ".join(db(n, v) for n, v in (b.get("databases") or {}).items())
     arch = ", ".join(f"{n} {_num(v.get('seconds'))}" for n, v in (b.get("archives") or {}).items())
     line = (f"scheduled backup {_num(b.get('wall_s'))} s (runner {_num(b.get('runner_s'))}, outside it "
             f"{_num(b.get('outside_runner_s'))}): dumps {dbs or '-'}; archives {arch or '-'}; slowest job "

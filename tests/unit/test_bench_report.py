@@ -212,14 +212,17 @@ def test_golden_line_compares_rto_and_bootstrap_without_and_with() -> None:
 def test_backup_breakdown_and_its_line() -> None:
     manifest = {"started_at": "2026-11-27T22:00:00Z", "finished_at": "2026-11-27T22:00:06Z",
                 "databases": [{"name": "blog", "seconds": 2.5, "size": 35 * 2**20},
-                              {"name": "shop", "seconds": 5.0, "fingerprint_seconds": 3.5, "size": 10 * 2**20}],
+                              {"name": "shop", "seconds": 5.0, "fingerprint_seconds": 3.5, "writes_paused_s": 0.171,
+                               "size": 10 * 2**20}],
                 "archives": [{"app": "notes", "seconds": 1.0, "size": 2**20}]}
     b = report.backup_breakdown(9.0, 7.5, manifest, {"uploaded": [{"seconds": 1.5}]})
     assert b["outside_runner_s"] == 1.5 and b["jobs_sum_s"] == 8.5 and b["slowest_job_s"] == 5.0
     assert b["fingerprint_s"] == 3.5 and b["offsite_upload_s"] == 1.5 and b["rest_s"] == 1.0
     assert b["manifest_span_s"] == 6.0 and b["databases"]["blog"] == {"seconds": 2.5, "fingerprint_s": None, "size_mb": 35.0}
     line = report.backup_line(b, {"dumps": 2.4, "tar": 0.7, "restic": 1.4})
-    assert line == ("scheduled backup 9.0 s (runner 7.5, outside it 1.5): dumps blog 2.5, shop 5.0 (fingerprint 3.5); "
+    assert b["databases"]["shop"]["writes_paused_s"] == 0.171
+    assert line == ("scheduled backup 9.0 s (runner 7.5, outside it 1.5): dumps blog 2.5, shop 5.0 (fingerprint 3.5, "
+                    "writes paused 0.17); "
                     "archives notes 1.0; slowest job 5.0, upload 1.5, rest 1.0; plain script: dumps 2.4, tar 0.7, restic 1.4")
     empty = report.backup_breakdown(4.0, None, {}, None)
     assert empty["rest_s"] is None and empty["outside_runner_s"] is None and empty["manifest_span_s"] is None
