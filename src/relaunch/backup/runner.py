@@ -639,16 +639,14 @@ class PairedPause:
                 return False
             if self._timer is not None:
                 self._timer.cancel()
-            if self.holder.proc.returncode is not None:  # it has ended: nothing is locked
-                self.paused_s = round(time.monotonic() - self.paused_at, 3) if self.paused_at is not None else 0.0
-                return True
-            self._send("UNLOCK TABLES;\n")
-            try:
-                if self.holder.proc.stdin is not None:
-                    self.holder.proc.stdin.close()
-            except OSError:
-                pass
-            self.holder.finish(wait=10)  # its end releases any lock left
+            if self.holder.proc.returncode is None:  # once it has ended, nothing is locked
+                self._send("UNLOCK TABLES;\n")
+                try:
+                    if self.holder.proc.stdin is not None:
+                        self.holder.proc.stdin.close()
+                except OSError:
+                    pass
+                self.holder.finish(wait=10)  # its end releases any lock left
             self.paused_s = round(time.monotonic() - self.paused_at, 3) if self.paused_at is not None else 0.0
             return True
 
@@ -780,26 +778,23 @@ def dump_database(spec: dict, dest: Path, config: dict) -> dict:
         fp = beside.result()
         fp["taken_at"] = snapshot_at  # the snapshot's time, which the dump reads too
     fp_seconds = None
+    fp_started = time.monotonic()
     if pause is not None and pause.expired:
-        fp_started = time.monotonic()
         pause.abandon()
         unpaired = f"writes resumed after {pause.cfg['hold_max_s']} s, before the dump showed its transaction started"
         fp = fingerprint_file_scratch(spec, dest, env, limits)
         fp["taken_at"] = snapshot_at  # about when the dump's transaction started (after the pause began)
-        fp_seconds = round(time.monotonic() - fp_started, 3)
     elif pause is not None:
-        fp_started = time.monotonic()
         fp = pause.result()
         fp["taken_at"] = snapshot_at  # the moment both snapshots were taken, writes paused
-        fp_seconds = round(time.monotonic() - fp_started, 3)
-    if stream is not None:
-        fp_started = time.monotonic()
+    elif stream is not None:
         fp = stream.finish(spec)
         fp["taken_at"] = snapshot_at  # what the dump's transaction saw, which started then
-        fp_seconds = round(time.monotonic() - fp_started, 3)
     elif session is None and fp_argv and spec.get("artifact_placeholder"):
         fp = fingerprint(spec, substitute(fp_argv, spec["artifact_placeholder"], str(dest)), env, limits["dump"])
         drop_empty_side_files(dest)
+    if pause is not None or stream is not None:  # what the fingerprint added after the dump ended
+        fp_seconds = round(time.monotonic() - fp_started, 3)
     entry = {
         "name": spec["name"],
         "engine": spec["engine"],
