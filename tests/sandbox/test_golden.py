@@ -71,10 +71,13 @@ def golden_left_nowhere(where, site_root) -> Iterator[None]:
     assert not [s for s in cloud.list_snapshots() if golden.site_tag("example") in s.tags]
 
 
-def _run_in_image(ref: str, script: str, files: dict[str, str] | None = None) -> str:
-    """Run ``script`` in the snapshot image (no network, not booted) with ``files`` put in first; return its output."""
+def _run_in_image(snapshot: tuple[str, str], script: str, files: dict[str, str] | None = None) -> str:
+    """Run ``script`` in the snapshot (its image and its Docker data volume; no network, not booted)
+    with ``files`` put in first; return its output."""
+    ref, docker_data = snapshot
     client = docker.from_env()
-    container = client.containers.create(ref, ["bash", "-c", script], network_mode="none", entrypoint=[])
+    container = client.containers.create(ref, ["bash", "-c", script], network_mode="none", entrypoint=[],
+                                          volumes={docker_data: {"bind": "/var/lib/docker", "mode": "ro"}})
     try:
         if files:
             container.put_archive("/", tar_files(files, mode=0o600))
@@ -86,7 +89,7 @@ def _run_in_image(ref: str, script: str, files: dict[str, str] | None = None) ->
         client.close()
 
 
-def _image_holds(ref: str, patterns: list[str]) -> str:
+def _image_holds(ref: tuple[str, str], patterns: list[str]) -> str:
     """What of a host's identity, data and secrets the snapshot image holds ("" for nothing)."""
     # the patterns go in as a file at / (a place the scan does not read), never on a command line
     return _run_in_image(ref, (
@@ -97,7 +100,7 @@ def _image_holds(ref: str, patterns: list[str]) -> str:
         {"/golden-patterns": "\n".join(patterns) + "\n"})
 
 
-def _images_in(ref: str) -> set[str]:
+def _images_in(ref: tuple[str, str]) -> set[str]:
     """The ids of the container images the snapshot's Docker holds (its image store, read without a daemon)."""
     out = _run_in_image(ref, "ls /var/lib/docker/image/*/imagedb/content/sha256/ 2>/dev/null; true")
     return {f"sha256:{line.strip()}" for line in out.splitlines() if line.strip()}
@@ -145,7 +148,7 @@ def test_a_rebuild_from_the_golden_image_matches_a_drill_without_it(with_backups
     # no rendered secret anywhere the scan reads (containerd's metadata included)
     patterns = golden.secret_patterns(s.reveal() for s in resolve_all(inv).values())
     assert patterns
-    ref = sandbox_backend.snapshot_ref(info["id"])
+    ref = (sandbox_backend.snapshot_ref(info["id"]), sandbox_backend.snapshot_docker_volume(info["id"]))
     assert _image_holds(ref, patterns) == ""
     # ... and it keeps the Compose apps' images (containerd's metadata went, Docker's image store stays)
     running = _production_images(with_backups.host, target.key_path)

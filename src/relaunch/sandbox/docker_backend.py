@@ -6,6 +6,14 @@ power cycles and rebuilds. Its user_data and ssh keys reach the real cloud-init 
 a NoCloud seed written into the container before it boots. The flags are the ones
 checked on these machines (see DESIGN.md): systemd as PID 1 without --privileged, and
 room for Docker inside.
+
+The Droplet's own Docker keeps its data (``/var/lib/docker``) on a volume of its own,
+``<network>-droplet-<id>-docker``: on the machine's ext4 rather than on the container's
+overlay root, where overlay2 works as on a real Droplet (overlay on overlay does not, and
+vfs copies a whole image for every container and layer). A snapshot is therefore two
+parts: the container committed as an image, and a copy of that volume
+(``<network>-snapshot-<id>-docker``), copied again into the new volume of each Droplet
+made from it.
 """
 
 from __future__ import annotations
@@ -41,6 +49,10 @@ NETWORK = "relaunch-sandbox"
 SEED_DIR = "/var/lib/cloud/seed/nocloud"
 #: Seconds a snapshot (docker commit of a Droplet) may take.
 SNAPSHOT_TIMEOUT = 1800
+#: Where a Droplet's Docker keeps its images, containers and volumes (a volume of the Droplet's own).
+DOCKER_DATA = "/var/lib/docker"
+#: Seconds a copy of a Droplet's Docker data (to or from a snapshot) may take.
+COPY_TIMEOUT = 1800
 #: Addresses below this offset in the subnet are left to Docker and the helper services.
 FIRST_DROPLET_HOST = 16
 
@@ -99,6 +111,14 @@ class DockerBackend:
 
     def snapshot_ref(self, snapshot_id: int) -> str:
         return f"{self.network}-snapshot:{snapshot_id}"
+
+    def docker_volume(self, droplet_id: int) -> str:
+        """The volume holding the Droplet's Docker data."""
+        return f"{self.container_name(droplet_id)}-docker"
+
+    def snapshot_docker_volume(self, snapshot_id: int) -> str:
+        """The volume holding a snapshot's copy of its Droplet's Docker data."""
+        return f"{self.network}-snapshot-{snapshot_id}-docker"
 
     @property
     def client(self) -> docker.DockerClient:
@@ -181,23 +201,78 @@ class DockerBackend:
         authorized_keys: list[str],
     ) -> Booted:
         seed = render_seed(droplet_id, name, user_data, authorized_keys)
-        self._create_container(droplet_id, name, self._image_ref(image), seed, ip=None)
+        image_ref, docker_data = self._image_ref(image)
+        self._create_container(droplet_id, name, image_ref, docker_data, seed, ip=None)
         return self._boot(droplet_id)
 
-    def _image_ref(self, image: str) -> str:
+    def _image_ref(self, image: str) -> tuple[str, str | None]:
+        """The image to start from, and the volume of Docker data to copy in (None: start empty)."""
         if image == BASE_IMAGE_SLUG:
-            return self._base()
+            return self._base(), None
         if image.startswith("snapshot:"):
-            ref = self.snapshot_ref(int(image.split(":", 1)[1]))
+            snapshot_id = int(image.split(":", 1)[1])
+            ref = self.snapshot_ref(snapshot_id)
             try:
                 self.client.images.get(ref)
             except docker.errors.ImageNotFound as exc:
                 raise BackendError(f"snapshot image {ref} does not exist") from exc
-            return ref
+            volume = self.snapshot_docker_volume(snapshot_id)
+            try:
+                self.client.volumes.get(volume)
+            except docker.errors.NotFound as exc:
+                raise BackendError(f"snapshot {snapshot_id}'s Docker data (volume {volume}) does not exist") from exc
+            return ref, volume
         raise BackendError(f"unknown image {image!r}")
 
-    def _create_container(self, droplet_id: int, name: str, image_ref: str, seed: dict[str, str], ip: str | None) -> None:
+    def _docker_data(self, droplet_id: int, copy_from: str | None) -> str:
+        """Make the Droplet's (empty) Docker data volume, filled from ``copy_from`` when given; return its name."""
+        name = self.docker_volume(droplet_id)
+        self._remove_volume(name)  # a Droplet's left over by a crash: never reused
+        self.client.volumes.create(name, labels={LABEL: "droplet-docker", NETWORK_LABEL: self.network,
+                                                 "relaunch.droplet_id": str(droplet_id)})
+        if copy_from:
+            self._copy_volume(copy_from, name)
+        return name
+
+    def _copy_volume(self, source: str, target: str) -> int:
+        """Copy one volume's files into another, owners, modes and extended attributes kept; return the bytes.
+
+        overlay2 marks directories with ``trusted.overlay.*`` attributes, which only a
+        process with SYS_ADMIN may read and write: the copying container gets it, and no network.
+        """
+        script = "cp -a --preserve=all /from/. /to/ && du -sb /to | cut -f1"
+        container = self.client.containers.create(
+            self._base(), ["/bin/sh", "-c", script], entrypoint=[], network_mode="none",
+            labels={LABEL: "volume-copy", NETWORK_LABEL: self.network},
+            volumes={source: {"bind": "/from", "mode": "ro"}, target: {"bind": "/to", "mode": "rw"}},
+            cap_add=["SYS_ADMIN"],
+        )
+        try:
+            container.start()
+            status = container.wait(timeout=COPY_TIMEOUT)
+            out = container.logs().decode(errors="replace").strip()
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise BackendError(f"copying volume {source} to {target} failed: {exc}") from exc
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass  # being removed already; sandbox-down finds it by its label otherwise
+        if status.get("StatusCode") != 0:
+            raise BackendError(f"copying volume {source} to {target} failed: {out[-1000:]}")
+        lines = out.splitlines()
+        return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+    def _remove_volume(self, name: str) -> None:
+        try:
+            self.client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def _create_container(self, droplet_id: int, name: str, image_ref: str, docker_data: str | None,
+                          seed: dict[str, str], ip: str | None) -> None:
         api = self.client.api
+        volume = self._docker_data(droplet_id, docker_data)
         net = self._ensure_network()
         with self._ip_lock:
             net.reload()
@@ -207,7 +282,8 @@ class DockerBackend:
             ipv6 = str(v6.network_address + (int(ipaddress.ip_address(address)) - int(v4.network_address))) if v6 else None
             host_config = api.create_host_config(
                 tmpfs={"/run": "", "/run/lock": ""},
-                binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+                binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                       volume: {"bind": DOCKER_DATA, "mode": "rw"}},
                 # SYS_ADMIN and NET_ADMIN: Docker inside; SYS_PTRACE: `docker exec` into a
                 # container whose process runs as another user (runc opens its /proc/PID/ns).
                 cap_add=["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
@@ -283,6 +359,7 @@ class DockerBackend:
             self.client.containers.get(self.container_name(droplet_id)).remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
+        self._remove_volume(self.docker_volume(droplet_id))
 
     def exists(self, droplet_id: int) -> bool:
         try:
@@ -318,40 +395,55 @@ class DockerBackend:
         return self._boot(droplet_id)
 
     def snapshot(self, droplet_id: int, snapshot_id: int) -> int:
+        """Commit the machine and copy its Docker data, the machine paused throughout (one moment of its disk)."""
         container = self._container(droplet_id)
         repository, tag = self.snapshot_ref(snapshot_id).split(":")
-        # docker-py reads its timeout per request: the commit of a Droplet holding Docker images (vfs) takes
-        # minutes on a loaded machine, far past the default 60 s (the client is this thread's own)
+        volume = self.snapshot_docker_volume(snapshot_id)
+        # docker-py reads its timeout per request: a commit of a large Droplet takes minutes on a
+        # loaded machine, far past the default 60 s (the client is this thread's own)
         api = self.client.api
         previous, api.timeout = api.timeout, max(api.timeout or 0, SNAPSHOT_TIMEOUT)
+        paused = False
         try:
+            if container.status == "running":
+                container.pause()
+                paused = True
             image = container.commit(
                 repository=repository,
                 tag=tag,
                 changes=[f'LABEL {LABEL}="snapshot" {NETWORK_LABEL}="{self.network}" relaunch.snapshot_id="{snapshot_id}"'],
+                pause=False,
             )
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            self._remove_volume(volume)
+            self.client.volumes.create(volume, labels={LABEL: "snapshot-docker", NETWORK_LABEL: self.network,
+                                                       "relaunch.snapshot_id": str(snapshot_id)})
+            copied = self._copy_volume(self.docker_volume(droplet_id), volume)
+        except (docker.errors.APIError, requests.exceptions.RequestException, BackendError) as exc:
+            self.delete_snapshot(snapshot_id)
             raise BackendError(f"snapshot of droplet {droplet_id} failed: {exc}") from exc
         finally:
+            if paused:
+                container.unpause()
             api.timeout = previous
-        return int(image.attrs.get("Size") or 0)
+        return int(image.attrs.get("Size") or 0) + copied
 
     def delete_snapshot(self, snapshot_id: int) -> None:
         try:
             self.client.images.remove(self.snapshot_ref(snapshot_id), force=True)
         except docker.errors.ImageNotFound:
             pass
+        self._remove_volume(self.snapshot_docker_volume(snapshot_id))
 
     def rebuild(self, droplet_id: int, image: str) -> Booted:
         old = self._container(droplet_id)
-        image_ref = self._image_ref(image)
+        image_ref, docker_data = self._image_ref(image)
         meta, user_data = self._read_seed(old)
         name = old.labels.get("relaunch.droplet_name", str(droplet_id))
         address = old.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"] or None
         with self._ip_lock:
             old.remove(force=True, v=True)
         seed = render_seed(droplet_id, name, user_data, meta.get("public-keys") or [])
-        self._create_container(droplet_id, name, image_ref, seed, ip=address)
+        self._create_container(droplet_id, name, image_ref, docker_data, seed, ip=address)
         return self._boot(droplet_id)
 
     def _read_seed(self, container: docker.models.containers.Container) -> tuple[dict, str]:

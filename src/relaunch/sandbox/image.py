@@ -63,10 +63,12 @@ FILES: dict[str, str] = {
         "# as on DigitalOcean's images: the ssh_keys go to root, who logs in with them\n"
         "disable_root: false\n"
     ),
-    # Docker inside a Droplet container: overlay on overlay does not work, vfs does; the
-    # sandbox's registry (relaunch.sandbox.registry) speaks plain http on its network.
+    # Docker inside a Droplet container: its data is on a volume of the Droplet's own (ext4,
+    # see relaunch.sandbox.docker_backend), where overlay2 works as on a real Droplet; named,
+    # so a missing volume fails loudly instead of falling back to vfs. The sandbox's registry
+    # (relaunch.sandbox.registry) speaks plain http on its network.
     "etc/docker/daemon.json": (
-        '{"storage-driver": "vfs", "insecure-registries": ["relaunch-sandbox-registry:5000"]}\n'
+        '{"storage-driver": "overlay2", "insecure-registries": ["relaunch-sandbox-registry:5000"]}\n'
     ),
     # Units that cannot work in a container and would leave systemd "degraded".
     "etc/systemd/system/systemd-remount-fs.service": "",
@@ -87,7 +89,7 @@ FILES: dict[str, str] = {
 _MASK = ""
 
 #: Bump when the build steps below change in a way the lists above do not show.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 
 def recipe_hash() -> str:
