@@ -7,16 +7,21 @@ second changes nothing. A failing step stops the run and is named with its place
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from relaunch.bootstrap import wait_for_cloud_init
 from relaunch.cloud import Cloud
+from relaunch.inventory.loader import load_site
 from relaunch.inventory.model import Inventory
+from relaunch.inventory.secrets import ensure_sandbox_secrets, resolve_all
 from relaunch.remote import HostKey, connect, wait_for_ssh
-from relaunch.render import RenderContext, render_user_data
+from relaunch.render import TEMPLATES_DIR, RenderContext, preview_images, render_host, render_user_data
 from relaunch.runbooks import RunbookError, load_steps, run_steps
+from relaunch.upload import upload
 
 pytestmark = pytest.mark.sandbox
 
@@ -111,5 +116,64 @@ def test_runbook_runs_twice_without_changes_and_stops_at_a_failing_step(
             hide=True, warn=True, in_stream=False, timeout=300,
         ).stdout.split("\n")
         assert out[:3] == ["status: done", "runbook-test", "/usr/share/zoneinfo/Etc/UTC"]
+    finally:
+        conn.close()
+
+
+#: A native app that answers on its port at once, and one that runs a while without ever answering, then stops.
+ANSWERS = ("[Unit]\nDescription=probe {{ app.name }}\n[Service]\n"
+           "ExecStart=/usr/bin/python3 -m http.server {{ app.port }} --bind 127.0.0.1\n"
+           "[Install]\nWantedBy=multi-user.target\n")
+SILENT = ("[Unit]\nDescription=silent {{ app.name }}\n[Service]\n"
+          "ExecStart=/bin/sh -c 'sleep 4; exit 3'\n"
+          "[Install]\nWantedBy=multi-user.target\n")
+
+
+def test_a_native_app_is_up_when_it_answers_on_its_port(
+    cloud: Cloud, client_key: tuple[Path, str], site_root: Path, tmp_path: Path
+) -> None:
+    """The real systemd-apps step: up means answering on 127.0.0.1:<port>, not merely running for a while."""
+    inv = load_site("example", site_root)
+    ensure_sandbox_secrets(inv)  # as `fab sandbox-up` makes them (left alone when there)
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    natives = [app for app in inv.apps if app.kind == "systemd"]
+    assert natives
+
+    def units(text: str, only: str | None = None) -> RenderContext:
+        for app in natives:
+            if only in (None, app.name):
+                (templates / app.systemd.unit_template).write_text(text)
+        return RenderContext(inventory=inv, secrets=resolve_all(inv), sandbox=True, host_key=host_key,
+                             hostname="apps-test", templates_dir=templates,
+                             images=preview_images(inv, sandbox=True))  # rendered, never run here
+
+    host_key = HostKey.generate()
+    ctx = units(ANSWERS)
+    key = cloud.ensure_ssh_key(client_key[1], "relaunch-test")
+    droplet = cloud.create_droplet(
+        name="apps-test", region="fra1", size="s-1vcpu-1gb", image="debian-12-x64",
+        ssh_keys=[key.fingerprint], user_data=render_user_data(ctx), tags=["relaunch-test"], ssh_timeout=180,
+    )
+    conn = connect(droplet.ipv4, host_key.public_line, client_key[0])
+    try:
+        wait_for_ssh(conn, timeout=120)
+        wait_for_cloud_init(conn)
+
+        def apps_step(ctx: RenderContext):
+            upload(conn, render_host(ctx))
+            return run_steps(conn, [s for s in load_steps(ctx) if s.name in ("relaunch-dirs", "systemd-apps")])
+
+        assert "systemd-apps" in apps_step(ctx).changed
+        answers = " && ".join(f"(exec 3<>/dev/tcp/127.0.0.1/{app.port})" for app in natives)
+        assert conn.run(f"bash -c '{answers}'", hide=True, warn=True, in_stream=False).ok
+        assert apps_step(ctx).changed == []
+
+        # running for 4 s was "up" by the old rule (3 s without failing); it never answered
+        silent = natives[-1]
+        with pytest.raises(RunbookError) as info:
+            apps_step(units(SILENT, only=silent.name))
+        assert (f"{silent.name}.service did not come up: it stopped before it answered on 127.0.0.1:{silent.port}"
+                in str(info.value))
     finally:
         conn.close()

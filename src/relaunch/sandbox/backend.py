@@ -75,7 +75,7 @@ class Backend(Protocol):
         """Reboot and wait for it to boot again."""
 
     def snapshot(self, droplet_id: int, snapshot_id: int) -> int:
-        """Commit the machine's disk as image ``snapshot:<snapshot_id>``; return its size in bytes."""
+        """Keep the machine's disk (its Docker data included) as ``snapshot:<snapshot_id>``; return its size in bytes."""
 
     def delete_snapshot(self, snapshot_id: int) -> None:
         """Remove a snapshot image; no error if already gone."""
