@@ -148,6 +148,15 @@ def test_a_failed_run_names_its_step_its_error_and_what_to_do_next() -> None:
     assert "`fab backup --status --site example`" in text
 
 
+def test_the_run_started_is_the_one_reported_even_when_the_timer_starts_the_next_at_once() -> None:
+    # Found in a sandbox run (a 1-minute timer, a loaded machine): our run had ended well, the timer's run had
+    # begun and recorded itself "running" before the status was read; run_now took that one as ours: "failed (exit 0)"
+    ours = {"started_at": "2026-11-27T10:00:00Z", "finished_at": "2026-11-27T10:00:05Z", "ok": True, "state": "finished",
+            "id": "20261127T100000Z"}
+    timers = {"started_at": "2026-11-27T10:00:06Z", "ok": False, "state": "running", "id": None, "step": None, "error": None}
+    assert status.run_now(host(runs_after=[ours, timers]), "example").id == "20261127T100000Z"
+
+
 def test_a_service_that_fails_before_the_runner_records_a_run_says_where_to_look() -> None:
     conn = host(start=Result(stderr="Job for relaunch-backup.service failed because of unavailable resources.", exited=1))
     with pytest.raises(RelaunchError) as err:

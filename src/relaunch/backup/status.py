@@ -238,15 +238,19 @@ def run_now(conn: Connection, site: str, timeout: float = 3600) -> Run:
     since = execute(conn, "date +%s", timeout=QUICK_TIMEOUT, what="reading the host's clock").stdout.strip()
     started = time.monotonic()
     run = execute(conn, f"systemctl start {SERVICE}", timeout=timeout, what=f"the backup ({SERVICE})")
-    runs = [r for r in read_runs(conn) if r.key not in before]
+    # ours is the first run that began since and has ended: the timer may have started the next one
+    # the moment ours ended (one run at a time), and that one may already be recorded as running.
+    # Else (ours killed before it could record its end) the first that began since.
+    new = [r for r in read_runs(conn) if r.key not in before]
+    ours = next((r for r in new if r.state != "running"), new[0] if new else None)
     log.info("%s: backup service finished in %.1f s (exit %s)", conn.host, time.monotonic() - started, run.exited)
-    if run.ok and runs and runs[-1].ok:
-        return runs[-1]
+    if run.ok and ours is not None and ours.ok:
+        return ours
     journal_text = execute(
         conn, f"journalctl -u {SERVICE} --since @{shlex.quote(since)} -o cat --no-pager | tail -n 30",
         timeout=QUICK_TIMEOUT, what="reading the backup's journal",
     ).stdout.strip()
-    failed = runs[-1] if runs else None
+    failed = ours
     if failed is None:
         said = (run.stderr or run.stdout).strip()[-500:]
         raise RelaunchError(
