@@ -106,6 +106,26 @@ def sandbox_api(tmp_path_factory: pytest.TempPathFactory, sandbox_backend: objec
     handle.close()
 
 
+def boot_rendered(cloud: Cloud, client_key: tuple[Path, str], ctx, name: str):
+    """Create a Droplet from relaunch's own user-data for ``ctx`` (its host key pinned) and return a
+    connection to it with SSH answering; the ``cloud`` fixture destroys the Droplet, the caller closes the connection."""
+    from relaunch.remote import connect, wait_for_ssh
+    from relaunch.render import render_user_data
+
+    key = cloud.ensure_ssh_key(client_key[1], "relaunch-test")
+    droplet = cloud.create_droplet(
+        name=name, region="fra1", size="s-1vcpu-1gb", image="debian-12-x64",
+        ssh_keys=[key.fingerprint], user_data=render_user_data(ctx), tags=["relaunch-test"], ssh_timeout=180,
+    )
+    conn = connect(droplet.ipv4, ctx.host_key.public_line, client_key[0])  # the host key from our user-data
+    try:
+        wait_for_ssh(conn, timeout=120)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 @pytest.fixture
 def cloud(sandbox_api: ServerHandle) -> Iterator[Cloud]:
     """The relaunch cloud adapter pointed at the session's sandbox; droplets it made are destroyed after."""

@@ -18,10 +18,11 @@ from relaunch.cloud import Cloud
 from relaunch.inventory.loader import load_site
 from relaunch.inventory.model import Inventory
 from relaunch.inventory.secrets import ensure_sandbox_secrets, resolve_all
-from relaunch.remote import HostKey, connect, wait_for_ssh
-from relaunch.render import TEMPLATES_DIR, RenderContext, preview_images, render_host, render_user_data
+from relaunch.remote import HostKey
+from relaunch.render import TEMPLATES_DIR, RenderContext, preview_images, render_host
 from relaunch.runbooks import RunbookError, load_steps, run_steps
 from relaunch.upload import upload
+from tests.conftest import boot_rendered
 
 pytestmark = pytest.mark.sandbox
 
@@ -82,14 +83,8 @@ def test_runbook_runs_twice_without_changes_and_stops_at_a_failing_step(
     inv = Inventory.model_validate(yaml.safe_load(EXAMPLE.read_text()))
     host_key = HostKey.generate()
     ctx = RenderContext(inventory=inv, sandbox=True, host_key=host_key, hostname="runbook-test")
-    key = cloud.ensure_ssh_key(client_key[1], "relaunch-test")
-    droplet = cloud.create_droplet(
-        name="runbook-test", region="fra1", size="s-1vcpu-1gb", image="debian-12-x64",
-        ssh_keys=[key.fingerprint], user_data=render_user_data(ctx), tags=["relaunch-test"], ssh_timeout=180,
-    )
-    conn = connect(droplet.ipv4, host_key.public_line, client_key[0])  # the host key from our user-data
+    conn = boot_rendered(cloud, client_key, ctx, "runbook-test")
     try:
-        wait_for_ssh(conn, timeout=120)
 
         generic = [s for s in load_steps(ctx) if s.name == "relaunch-dirs"]
         steps = load_steps(ctx, write_books(tmp_path / "books", SYNTHETIC)) + generic
@@ -150,14 +145,8 @@ def test_a_native_app_is_up_when_it_answers_on_its_port(
 
     host_key = HostKey.generate()
     ctx = units(ANSWERS)
-    key = cloud.ensure_ssh_key(client_key[1], "relaunch-test")
-    droplet = cloud.create_droplet(
-        name="apps-test", region="fra1", size="s-1vcpu-1gb", image="debian-12-x64",
-        ssh_keys=[key.fingerprint], user_data=render_user_data(ctx), tags=["relaunch-test"], ssh_timeout=180,
-    )
-    conn = connect(droplet.ipv4, host_key.public_line, client_key[0])
+    conn = boot_rendered(cloud, client_key, ctx, "apps-test")
     try:
-        wait_for_ssh(conn, timeout=120)
         wait_for_cloud_init(conn)
 
         def apps_step(ctx: RenderContext):

@@ -17,9 +17,10 @@ import yaml
 
 from relaunch.cloud import Cloud
 from relaunch.inventory.model import Inventory
-from relaunch.remote import HostKey, connect, wait_for_ssh
-from relaunch.render import RenderContext, render_user_data
+from relaunch.remote import HostKey
+from relaunch.render import RenderContext
 from relaunch.schedule import Schedule, install, remove
+from tests.conftest import boot_rendered
 
 pytestmark = pytest.mark.sandbox
 
@@ -33,14 +34,8 @@ def test_install_schedule_puts_a_verified_user_timer_that_runs_the_status_check_
     inv = Inventory.model_validate(yaml.safe_load(EXAMPLE.read_text()))
     host_key = HostKey.generate()
     ctx = RenderContext(inventory=inv, sandbox=True, host_key=host_key, hostname="schedule-test")
-    key = cloud.ensure_ssh_key(client_key[1], "relaunch-test")
-    droplet = cloud.create_droplet(
-        name="schedule-test", region="fra1", size="s-1vcpu-1gb", image="debian-12-x64",
-        ssh_keys=[key.fingerprint], user_data=render_user_data(ctx), tags=["relaunch-test"], ssh_timeout=180,
-    )
-    conn = connect(droplet.ipv4, host_key.public_line, client_key[0])
+    conn = boot_rendered(cloud, client_key, ctx, "schedule-test")
     try:
-        wait_for_ssh(conn, timeout=120)
 
         def shell(command: str, stdin: str | None = None) -> tuple[int, str, str]:
             run = conn.run("export XDG_RUNTIME_DIR=/run/user/0; " + command, hide=True, warn=True, timeout=120,

@@ -227,9 +227,7 @@ class DockerBackend:
     def _docker_data(self, droplet_id: int, copy_from: str | None) -> str:
         """Make the Droplet's (empty) Docker data volume, filled from ``copy_from`` when given; return its name."""
         name = self.docker_volume(droplet_id)
-        self._remove_volume(name)  # a Droplet's left over by a crash: never reused
-        self.client.volumes.create(name, labels={LABEL: "droplet-docker", NETWORK_LABEL: self.network,
-                                                 "relaunch.droplet_id": str(droplet_id)})
+        self._new_volume(name, "droplet-docker", {"relaunch.droplet_id": str(droplet_id)})
         if copy_from:
             self._copy_volume(copy_from, name)
         return name
@@ -262,6 +260,11 @@ class DockerBackend:
             raise BackendError(f"copying volume {source} to {target} failed: {out[-1000:]}")
         lines = out.splitlines()
         return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+    def _new_volume(self, name: str, kind: str, labels: dict[str, str]) -> None:
+        """Create an empty volume of this sandbox; one of that name left over by a crash is removed first, never reused."""
+        self._remove_volume(name)
+        self.client.volumes.create(name, labels={LABEL: kind, NETWORK_LABEL: self.network, **labels})
 
     def _remove_volume(self, name: str) -> None:
         try:
@@ -414,9 +417,7 @@ class DockerBackend:
                 changes=[f'LABEL {LABEL}="snapshot" {NETWORK_LABEL}="{self.network}" relaunch.snapshot_id="{snapshot_id}"'],
                 pause=False,
             )
-            self._remove_volume(volume)
-            self.client.volumes.create(volume, labels={LABEL: "snapshot-docker", NETWORK_LABEL: self.network,
-                                                       "relaunch.snapshot_id": str(snapshot_id)})
+            self._new_volume(volume, "snapshot-docker", {"relaunch.snapshot_id": str(snapshot_id)})
             copied = self._copy_volume(self.docker_volume(droplet_id), volume)
         except (docker.errors.APIError, requests.exceptions.RequestException, BackendError) as exc:
             self.delete_snapshot(snapshot_id)
