@@ -143,3 +143,51 @@ def test_artifacts_of_a_journaled_run_go_to_its_directory():
     ctx.save_artifact("a.json", [1, 2])
     assert ctx.load_artifact("a.json") == [1, 2]
     assert ctx.artifact_path("a.json").parent == journal.path.parent / f"rebuild-{journal.id}.d"
+
+
+class _Transport:
+    """A paramiko transport as conn_lost sees it: whether it looks active, and whether a new channel opens on it."""
+
+    def __init__(self, active: bool, opens: bool) -> None:
+        self.active, self.opens, self.probes, self.closed = active, opens, [], 0
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def open_session(self, timeout: float | None = None):
+        self.probes.append(timeout)
+        if not self.opens:
+            raise EOFError()  # what paramiko raises when the peer has closed the socket
+        return self
+
+    def close(self) -> None:  # the probe's channel
+        self.closed += 1
+
+
+def _with_conn(transport: _Transport | None):
+    from types import SimpleNamespace
+
+    ctx = _context(Journal.ephemeral("site", "rebuild", {}))
+    ctx._conns["new"] = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: transport))  # type: ignore[assignment]
+    return ctx
+
+
+def test_a_connection_whose_sessions_were_cut_counts_as_lost_while_its_transport_still_looks_active():
+    # The race seen in fault case 4: sshd's session processes were killed, the running command came back failed
+    # with no output, and paramiko's transport had not yet noticed the socket was closed. Opening a channel asks.
+    transport = _Transport(active=True, opens=False)
+    assert _with_conn(transport).conn_lost("new")
+    assert transport.probes and all(t is not None and t <= 15 for t in transport.probes)
+
+
+def test_a_live_connection_is_not_lost_and_its_probe_channel_is_closed():
+    transport = _Transport(active=True, opens=True)
+    ctx = _with_conn(transport)
+    assert not ctx.conn_lost("new")
+    assert transport.closed == 1
+    assert not ctx.conn_lost("old")  # never opened: nothing was lost
+
+
+@pytest.mark.parametrize("transport", [None, _Transport(active=False, opens=True)])
+def test_a_connection_without_an_active_transport_is_lost(transport):
+    assert _with_conn(transport).conn_lost("new")

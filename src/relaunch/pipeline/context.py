@@ -24,6 +24,9 @@ from relaunch.state import HostRecord, load_hosts, make_private_dirs, write_json
 
 log = logging.getLogger(__name__)
 
+#: Seconds a live-looking SSH transport has to open a channel before :meth:`RunContext.conn_lost` calls it lost.
+CONN_PROBE_TIMEOUT = 10.0
+
 
 @dataclass
 class RunContext:
@@ -122,12 +125,26 @@ class RunContext:
         return conn
 
     def conn_lost(self, which: str) -> bool:
-        """Whether the connection ``which`` was opened and its SSH transport has since died (dropped, host gone)."""
+        """Whether the connection ``which`` was opened and has since died (dropped, sessions killed, host gone).
+
+        A transport that still looks active is asked: a new channel must open on it within
+        :data:`CONN_PROBE_TIMEOUT` seconds. When sshd's session processes are killed, the running
+        command comes back failed before paramiko's transport thread has read the closed socket,
+        so ``is_active()`` alone would call a dropped connection a live one.
+        """
         conn = self._conns.get(which)
         if conn is None:
             return False
         transport = conn.client.get_transport() if conn.client is not None else None
-        return transport is None or not transport.is_active()
+        if transport is None or not transport.is_active():
+            return True
+        try:
+            channel = transport.open_session(timeout=CONN_PROBE_TIMEOUT)
+        except Exception:  # noqa: BLE001 - any failure to open a channel means the connection is gone
+            return True
+        with contextlib.suppress(Exception):
+            channel.close()
+        return False
 
     @property
     def old_hand_built(self) -> bool:
