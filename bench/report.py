@@ -193,15 +193,17 @@ def final_line(summary: Mapping[str, Any], overhead_s: float | None, rto_s: floa
             f"overhead_s={f(overhead_s, 1)} peak_mb={f(summary.get('peak_mb'), 0)} rto_s={f(rto_s, 1)}")
 
 
-def overhead(phases: Mapping[str, float], without: Sequence[str] = ("boot", "data")) -> float | None:
+def overhead(phases: Mapping[str, float], without: Sequence[str] = ("boot", "data"), cloud: float = 0.0) -> float | None:
     """A rebuild's own overhead: the sum of its phases except the Droplet's boot wait and the data phase.
 
-    Phases outside the RTO (``relaunch.pipeline.UNTIMED``: a drill's ``golden``, making the
-    snapshot) are never overhead of the recovery either.
+    The Droplet's boot wait is the ``boot`` phase and ``cloud``, the seconds ``provision`` spent
+    waiting for the cloud to make the Droplet (the phases' ``cloud_seconds``). Phases outside the
+    RTO (``relaunch.pipeline.UNTIMED``: a drill's ``golden``, making the snapshot) are never
+    overhead of the recovery either.
     """
     if not phases:
         return None
-    return sum(v for k, v in phases.items() if k not in without and k not in UNTIMED and v is not None)
+    return sum(v for k, v in phases.items() if k not in without and k not in UNTIMED and v is not None) - cloud
 
 
 # --- end to end: fab drill and fab rebuild, with and without a golden image ------------------------------
@@ -229,14 +231,16 @@ def e2e_entry(mode: str, golden: str, child: Mapping[str, Any]) -> dict[str, Any
     """
     rec = child.get("record") or {}
     phases = {p["name"]: p["seconds"] for p in rec.get("phases", [])}
+    cloud = sum(p.get("cloud_seconds") or 0.0 for p in rec.get("phases", []))
     image = rec.get("image") or {}
     snap = image.get("golden")
     check = image.get("check") or None
     made = rec.get("golden_made") or None
     return {
         "mode": mode, "golden": golden, "status": child.get("status"), "error": child.get("error"),
-        "rto_s": rec.get("rto_seconds"), "phases": phases, "overhead_s": overhead(phases),
-        "overhead_without_bootstrap_s": overhead(phases, ("boot", "data", "bootstrap")),
+        "rto_s": rec.get("rto_seconds"), "phases": phases, "overhead_s": overhead(phases, cloud=cloud),
+        "overhead_without_bootstrap_s": overhead(phases, ("boot", "data", "bootstrap"), cloud=cloud),
+        "provision_cloud_s": cloud if phases else None,
         "peak_mb": None if child.get("peak_mb") is None else round(child["peak_mb"], 1),
         "golden_image": bool(snap),
         "started_from": (f"golden snapshot {snap.get('name')} ({snap.get('id')})" if snap else
@@ -251,7 +255,7 @@ def e2e_entry(mode: str, golden: str, child: Mapping[str, Any]) -> dict[str, Any
 def e2e_failed(mode: str, golden: str, error: str, status: str = "error") -> dict[str, Any]:
     """The entry of an end-to-end run that failed (or was ``skipped``): no numbers, the reason."""
     return {"mode": mode, "golden": golden, "status": status, "error": error, "rto_s": None, "phases": {},
-            "overhead_s": None, "overhead_without_bootstrap_s": None, "peak_mb": None, "golden_image": False,
+            "overhead_s": None, "overhead_without_bootstrap_s": None, "provision_cloud_s": None, "peak_mb": None, "golden_image": False,
             "started_from": None, "golden_check": None, "golden_made": None}
 
 
@@ -275,8 +279,9 @@ def e2e_table(e2e: Mapping[str, Mapping[str, Any]]) -> str:
         row(f"{p} (not in the RTO)" if p in UNTIMED else p, lambda r, p=p: _num((r.get("phases") or {}).get(p)))
     if any(e2e[k].get("golden_made") for k in keys):
         row("of which the snapshot itself", lambda r: _num((r.get("golden_made") or {}).get("snapshot_seconds")))
+    row("of provision: the cloud making the Droplet", lambda r: _num(r.get("provision_cloud_s")))
     row("**RTO**", lambda r: f"**{_num(r.get('rto_s'))}**")
-    row("overhead (all but boot, data)", lambda r: _num(r.get("overhead_s")))
+    row("overhead (all but the Droplet's boot, data)", lambda r: _num(r.get("overhead_s")))
     row("overhead without the bootstrap", lambda r: _num(r.get("overhead_without_bootstrap_s")))
     row("peak MB", lambda r: _num(r.get("peak_mb"), 0))
     row("status", lambda r: str(r.get("status") or "-"))

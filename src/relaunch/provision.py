@@ -51,8 +51,12 @@ def create_host(
     client_public_key: str,
     user_data: Callable[[HostKey], str],
     ssh_timeout: float = 300,
+    requested: Callable[[int], None] | None = None,
 ) -> HostRecord:
     """Create Droplet ``name`` with a host key made here and pinned through ``user_data(host_key)``.
+
+    ``requested`` is called with the Droplet's id once the cloud accepted the request (see
+    :meth:`relaunch.cloud.Cloud.create_droplet`).
 
     The record (with the public host key) is saved before the Droplet is even asked for,
     keyed by name (``droplet_id`` 0: pending), and completed once it exists, so a crash
@@ -75,6 +79,7 @@ def create_host(
         ipv6=wants_ipv6(inv),
         timeout=CREATE_TIMEOUT,
         ssh_timeout=ssh_timeout,
+        requested=requested,
     )
     if not droplet.ipv4:
         raise RelaunchError(f"Droplet {name} ({droplet.id}) is active but has no public IPv4")

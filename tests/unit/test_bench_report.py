@@ -103,6 +103,19 @@ def test_write_results_writes_json_and_a_well_formed_svg(tmp_path: Path) -> None
     assert "<" not in "".join(t.text or "" for t in root.iter() if t.tag.endswith("text") and "&" in (t.text or ""))
 
 
+def test_overhead_leaves_out_the_cloud_making_the_droplet() -> None:
+    # provision waits for the cloud to make the Droplet (a copy of the snapshot's disk, the machine's start):
+    # that is the Droplet's boot, not relaunch's work
+    phases = {"preflight": 1.0, "provision": 8.5, "boot": 6.0, "bootstrap": 9.0, "data": 18.0, "verify": 7.0}
+    assert report.overhead(phases, cloud=8.0) == 1.0 + 0.5 + 9.0 + 7.0
+    out = child_output(60.0, 9.0)
+    out["record"]["phases"][1]["cloud_seconds"] = 1.25
+    got = report.e2e_entry("rebuild", "off", out)
+    assert got["provision_cloud_s"] == 1.25
+    assert got["overhead_s"] == 1.0 + 1.5 + 9.0 + 4.0 + 2.0 - 1.25
+    assert report.e2e_entry("rebuild", "off", child_output(60.0, 9.0))["provision_cloud_s"] == 0.0
+
+
 def test_overhead_never_counts_the_golden_phase() -> None:
     # making the golden snapshot is not part of the recovery: not in the RTO, not overhead either
     phases = {"preflight": 1.0, "boot": 3.0, "bootstrap": 50.0, "golden": 200.0, "data": 5.0, "restore": 4.0}
@@ -167,7 +180,8 @@ def test_e2e_table_puts_the_runs_side_by_side_phase_by_phase() -> None:
     # phases in the pipeline's order, the golden phase marked as outside the RTO, then the totals
     assert labels[:8] == ["preflight", "provision", "boot", "bootstrap", "golden (not in the RTO)", "data", "restore",
                           "switch"]
-    assert labels[8:] == ["of which the snapshot itself", "**RTO**", "overhead (all but boot, data)",
+    assert labels[8:] == ["of which the snapshot itself", "of provision: the cloud making the Droplet", "**RTO**",
+                          "overhead (all but the Droplet's boot, data)",
                           "overhead without the bootstrap", "peak MB", "status", "held steps checked"]
     row = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[2:]}
     assert row["bootstrap"] == ["50.0", "51.0", "10.0", "106.0", "28.0"]

@@ -431,6 +431,15 @@ def test_create_droplet_waits_for_action_and_ip_and_returns_dataclass(api, clock
     assert len(api.calls("GET", "/v2/actions/77")) == 2
 
 
+def test_create_droplet_says_when_the_request_was_accepted_before_it_waits(api, cloud):
+    # the caller times the cloud's part (making the Droplet) from here: it is the Droplet's boot, not relaunch's work
+    _script_create(api)
+    seen = []
+    cloud.create_droplet(name="web-2", region="fra1", size="s", image="debian-12-x64", ssh_timeout=None,
+                         requested=lambda droplet_id: seen.append((droplet_id, len(api.calls("GET", "/v2/actions/77")))))
+    assert seen == [(101, 0)]
+
+
 def test_create_droplet_from_snapshot_id_sends_an_integer_image(api, cloud):
     _script_create(api)
     cloud.create_droplet(name="web-2", region="fra1", size="s", image="12345", ssh_timeout=None)

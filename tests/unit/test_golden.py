@@ -266,6 +266,17 @@ def test_the_golden_phase_is_reported_but_not_counted_in_the_rto() -> None:
     assert record["golden_made"]["snapshot_seconds"] == 40.0
 
 
+def test_the_report_says_how_much_of_provision_was_the_cloud_making_the_droplet() -> None:
+    inv = load_site("example", REPO)
+    journal = Journal.ephemeral("example", "rebuild", {})
+    journal.steps.update({"provision": {"status": "done", "seconds": 8.4}, "boot": {"status": "done", "seconds": 6.0}})
+    journal.state.update(provision_cloud_seconds=7.9)
+    ctx = SimpleNamespace(inv=inv, journal=journal, state=journal.state, mask=lambda s: s)
+    provision, boot = record_from_run(ctx, "passed", None, [])["phases"]
+    assert provision["cloud_seconds"] == 7.9 and provision["detail"] == "7.9 s of it the cloud making the Droplet"
+    assert "cloud_seconds" not in boot and boot["detail"] == ""
+
+
 def test_the_rebuild_plan_says_which_image_the_new_host_starts_from() -> None:
     from relaunch.rebuild import plan_rebuild
 

@@ -110,6 +110,28 @@ def test_provision_in_a_drill_leaves_the_half_created_droplet_to_the_drills_clea
     assert ctx.cloud.tagged == [] and ctx.state["new_name"] == "s-new"
 
 
+def test_provision_journals_how_long_the_cloud_took_to_make_the_droplet(monkeypatch) -> None:
+    # from the accepted request to an active Droplet is the cloud's part (the Droplet's boot), reported apart
+    ctx = Ctx()
+    clock = iter([100.0, 107.25, 200.0])
+    monkeypatch.setattr(host.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(host, "find_droplet", lambda cloud, inv, name: None)
+
+    def create_host(*a: Any, requested: Any = None, **kw: Any) -> Any:
+        requested(42)
+        return SimpleNamespace(droplet_id=42, ipv4="10.0.0.9", ipv6=None)
+
+    monkeypatch.setattr(host, "create_host", create_host)
+    monkeypatch.setattr(host, "ensure_client_key", lambda path: "ssh-ed25519 AAAA")
+    monkeypatch.setattr(host, "render_user_data", lambda context: "#cloud-config")
+    monkeypatch.setattr(host, "render_context", lambda ctx, hk: None)
+    monkeypatch.setattr(host, "wants_ipv6", lambda inv: False)
+    ctx.key_path = Path("/nonexistent")
+    out = host.provision(ctx)  # type: ignore[arg-type]
+    assert out["provision_cloud_seconds"] == 7.2 and out["created"] and out["new_id"] == 42
+    assert any("the cloud took 7.2 s to make it" in m for m in ctx.said)
+
+
 # --- data from a backup ----------------------------------------------------------------
 
 

@@ -251,14 +251,17 @@ class Cloud:
         timeout: float = 600.0,
         ssh_timeout: float | None = 300.0,
         ssh_port: int = 22,
+        requested: Callable[[int], None] | None = None,
     ) -> Droplet:
         """Create a Droplet, wait for its create action and its public IPv4, then for SSH; return it.
 
         `image` is a slug ("debian-12-x64") or a snapshot id. `ssh_keys` are key
         ids or MD5 fingerprints (see `ensure_ssh_key`). `ssh_timeout=None` skips
-        the SSH wait. Raise RelaunchError on any failure; a Droplet that was
-        created but failed later is left in place (its id is in the message)
-        for the caller to inspect or destroy.
+        the SSH wait. `requested` is called with the new id once the API has
+        accepted the request: what follows is the cloud making the Droplet.
+        Raise RelaunchError on any failure; a Droplet that was created but
+        failed later is left in place (its id is in the message) for the
+        caller to inspect or destroy.
         """
         keys: list[int | str] = []
         for k in ssh_keys:
@@ -299,6 +302,8 @@ class Cloud:
 
             droplet_id, action_id = self._create_deduplicated(what, create, find)
         log.info("%s: droplet %s requested", what, droplet_id)
+        if requested is not None:
+            requested(droplet_id)
 
         what = f"creating droplet {name!r} (id {droplet_id})"
         if action_id is not None:

@@ -152,7 +152,7 @@ def render_markdown(record: dict, history: Sequence[dict] = ()) -> str:
 
     Reads, each optional: kind, id, site, status, started_at, finished_at, rto_seconds,
     rpo_seconds, rpo_basis, objectives {rto_minutes, rpo_minutes, rto_met, rpo_met}, error,
-    phases [{name, seconds, status, started_at, detail}], databases [{name, engine, tables, rows,
+    phases [{name, seconds, status, started_at, detail, cloud_seconds}], databases [{name, engine, tables, rows,
     fingerprint_match, canary, mismatches}], files [{path, files, bytes, match, method}],
     health_checks [{name, address, passed, detail}], switched [{name, type, before, after}],
     old_host / new_host {name, id, address}, backup_id, scratch_destroyed, next_steps [text],

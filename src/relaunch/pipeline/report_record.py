@@ -26,9 +26,15 @@ def record_from_run(ctx: RunContext, status: str, error: str | None, next_steps:
     journal, state, inv = ctx.journal, ctx.state, ctx.inv
     phases = []
     for name, step in journal.ordered_steps():
-        phases.append({"name": name, "seconds": step.get("seconds"), "status":
-                       {"done": "passed", "failed": "failed", "running": "failed"}.get(step.get("status"), "skipped"),
-                       "started_at": step.get("started_at"), "detail": step.get("error") or ""})
+        phase = {"name": name, "seconds": step.get("seconds"), "status":
+                 {"done": "passed", "failed": "failed", "running": "failed"}.get(step.get("status"), "skipped"),
+                 "started_at": step.get("started_at"), "detail": step.get("error") or ""}
+        # the part of a phase spent waiting for the cloud to make the Droplet (its boot, not relaunch's work)
+        cloud = state.get(f"{name}_cloud_seconds")
+        if cloud is not None:
+            phase["cloud_seconds"] = cloud
+            phase["detail"] = phase["detail"] or f"{cloud} s of it the cloud making the Droplet"
+        phases.append(phase)
     rto = round(sum(float(p["seconds"] or 0) for p in phases if p["name"] not in UNTIMED), 1)
     finished = now_iso()
     old, new = state.get("old") or {}, state
