@@ -161,7 +161,8 @@ def start_apps(conn: Connection, inv: Inventory, hand_built: bool = False) -> li
     for app in inv.apps:
         if app.kind == "systemd":
             unit = shlex.quote(unit_of(app, hand_built))
-            lines.append(f"systemctl enable --quiet --now {unit}")
+            # restart starts a stopped unit and restarts a running one (it must read the restored data): once
+            lines.append(f"systemctl enable --quiet {unit}")
             lines.append(f"systemctl restart {unit}")
         else:
             if not compose:

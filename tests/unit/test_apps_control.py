@@ -79,7 +79,9 @@ def test_stop_and_start_on_a_hand_built_host_use_the_control_settings() -> None:
     assert "systemctl stop --quiet site-stats.service" in script
     assert "if [ -d '/opt/My Blog' ]; then ( cd '/opt/My Blog' && docker-compose -p myblog stop db web ); fi" in script
     apps.start_apps(host, inv, hand_built=True)
-    assert "systemctl enable --quiet --now site-stats.service" in host.scripts[-1]
+    # enabled, then started once (restarted when it runs: it must read the restored data), never started twice
+    assert "systemctl enable --quiet site-stats.service\nsystemctl restart site-stats.service" in host.scripts[-1]
+    assert "--now" not in host.scripts[-1]
     assert "( cd '/opt/My Blog' && docker-compose -p myblog up -d )" in host.scripts[-1]
     # the same inventory on a host relaunch built: its own layout
     apps.stop_writers(host, inv)
