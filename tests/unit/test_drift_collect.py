@@ -159,10 +159,31 @@ def test_health_records_a_reference_for_rebuilds_and_drills_only(monkeypatch: py
     for kind in ("rebuild", "drill", "sandbox-up"):
         journal = SimpleNamespace(kind=kind, id="R1", record=lambda **kw: None)
         ctx = SimpleNamespace(inv=load_site("example"), journal=journal, results={}, new_record=lambda: None,
-                              new_conn=lambda: "conn", say=lambda *a: None, mask=str)
+                              new_conn=lambda: "conn", say=lambda *a: None, mask=str, options={"switch": False})
         out = app_steps.health(ctx)
         assert out == ({"drift_reference": f"/x/{kind}.json"} if kind != "sandbox-up" else {})
     assert recorded == ["rebuild", "drill"]
+
+
+def test_a_rebuild_that_switches_records_its_reference_in_the_handover_outside_the_rto(monkeypatch) -> None:
+    # the reference is bookkeeping for `fab drift`: a rebuild takes it once the site answers from the new host,
+    # first thing in the handover (the host as health left it, before the backup is installed there)
+    from relaunch.pipeline.steps import apps as app_steps
+    from relaunch.pipeline.steps import switch as switch_step
+
+    order = []
+    monkeypatch.setattr(app_steps, "host_addresses", lambda inv, rec: ["10.0.0.2"])
+    monkeypatch.setattr(app_steps, "wait_healthy", lambda *a, **k: SimpleNamespace(ok=True, results=[]))
+    monkeypatch.setattr(app_steps.drift, "record_reference",
+                        lambda conn, inv, kind, run_id: order.append("reference") or Path(f"/x/{kind}.json"))
+    monkeypatch.setattr(switch_step, "_retire_old", lambda ctx: order.append("retire") or ["old off"])
+    monkeypatch.setattr(switch_step, "_backups_on_new", lambda ctx: order.append("backup") or ["backup on"])
+    journal = SimpleNamespace(kind="rebuild", id="R1", record=lambda **kw: None)
+    ctx = SimpleNamespace(inv=load_site("example"), journal=journal, results={}, new_record=lambda: None,
+                          new_conn=lambda: "conn", say=lambda *a: None, mask=str, options={})
+    assert app_steps.health(ctx) == {} and order == []
+    assert switch_step.handover(ctx) == {"handover": ["old off", "backup on"], "drift_reference": "/x/rebuild.json"}
+    assert order == ["reference", "retire", "backup"]
 
 
 def test_draft_names_secret_references_never_values() -> None:

@@ -34,13 +34,23 @@ def health(ctx: RunContext) -> dict[str, Any]:
     if not report.ok:
         failed = "; ".join(r.describe() for r in report.failures()) or "the site has no health checks"
         raise RelaunchError(f"health checks fail on the new host {', '.join(addresses)}: {failed}")
-    if ctx.journal.kind in REFERENCE_KINDS:
-        # what the inventory and runbooks really produce, for `fab drift` (before a drill destroys the host)
-        # recording it never fails the run: a rebuild during an outage matters more than the bookkeeping
-        try:
-            path = drift.record_reference(ctx.new_conn(), ctx.inv, kind=ctx.journal.kind, run_id=ctx.journal.id)
-        except (RelaunchError, OSError) as exc:
-            ctx.say("health", f"the drift reference could not be recorded: {ctx.mask(str(exc))[:300]}")
-            return {"drift_reference": None}
-        return {"drift_reference": str(path)}
+    if ctx.journal.kind in REFERENCE_KINDS and not reference_in_handover(ctx):
+        return record_drift_reference(ctx, "health")
     return {}
+
+
+def reference_in_handover(ctx: RunContext) -> bool:
+    """Whether the run records its drift reference in its handover, not in health: a rebuild that switches does,
+    after the site answers from the new host (the reference is bookkeeping, not part of getting the site back)."""
+    return ctx.journal.kind == "rebuild" and bool(ctx.options.get("switch", True))
+
+
+def record_drift_reference(ctx: RunContext, step: str) -> dict[str, Any]:
+    """Keep what the inventory and runbooks really produced on the new host, for `fab drift` (before a drill destroys
+    the host). Recording it never fails the run: a rebuild during an outage matters more than the bookkeeping."""
+    try:
+        path = drift.record_reference(ctx.new_conn(), ctx.inv, kind=ctx.journal.kind, run_id=ctx.journal.id)
+    except (RelaunchError, OSError) as exc:
+        ctx.say(step, f"the drift reference could not be recorded: {ctx.mask(str(exc))[:300]}")
+        return {"drift_reference": None}
+    return {"drift_reference": str(path)}

@@ -22,6 +22,7 @@ from relaunch.backup.status import run_now
 from relaunch.dns.switch import switch as dns_switch
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
+from relaunch.pipeline.steps import apps as app_steps
 from relaunch.pipeline.store import sandbox_store_record
 from relaunch.provision import open_host
 from relaunch.state import set_role
@@ -46,10 +47,12 @@ def switch(ctx: RunContext) -> dict[str, Any]:
 
 
 def handover(ctx: RunContext) -> dict[str, Any]:
-    """After the switch: keep the old host's writers off, make the new host production (backup on, first backup)."""
+    """After the switch: record the new host's drift reference (as health left it), keep the old host's writers
+    off, make the new host production (backup on, first backup)."""
+    reference = app_steps.record_drift_reference(ctx, "handover") if app_steps.reference_in_handover(ctx) else {}
     notes = _retire_old(ctx)
     notes += _backups_on_new(ctx)
-    return {"handover": notes}
+    return {"handover": notes, **reference}
 
 
 def _retire_old(ctx: RunContext) -> list[str]:
