@@ -35,8 +35,8 @@ def wait_for_cloud_init(conn: Connection, timeout: float = 900) -> None:
     Raise RelaunchError if it failed: a host whose user-data did not apply is not the
     host the runbooks expect.
     """
-    run = conn.run(
-        "command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long",
+    run = conn.run(  # one cloud-init process: it waits, then says how it ended (exit 1 when it failed)
+        "command -v cloud-init >/dev/null || exit 0; cloud-init status --wait --long",
         warn=True, hide=True, in_stream=False, timeout=timeout,
     )
     if not run.ok:
@@ -47,14 +47,17 @@ def bootstrap(
     conn: Connection,
     ctx: RenderContext,
     progress: Callable[[Step, StepResult | None], None] | None = None,
+    cloud_init_done: bool = False,
 ) -> BootstrapResult:
     """Render the host's files, upload what differs, run every runbook step; raise on the first failure.
 
     Files go first so the steps find their configuration in place (package installs keep
     existing configuration files). Steps tagged ``when=fresh`` (an app's one-time installer)
     run only with ``ctx.fresh_site``; a rebuild or drill restores the data instead.
+    ``cloud_init_done``: the caller saw cloud-init finish on this boot of the host (else it is waited for).
     """
-    wait_for_cloud_init(conn)
+    if not cloud_init_done:
+        wait_for_cloud_init(conn)
     steps, skipped = steps_to_run(load_steps(ctx), ctx.fresh_site)  # rendered before anything changes on the host
     written = upload(conn, render_host(ctx))
     log.info("%s: %d file(s) written", conn.host, len(written))

@@ -186,6 +186,29 @@ def test_bootstrap_defaults_to_not_fresh(root: Path, monkeypatch) -> None:
     assert "mysite-first-page" not in ran and result.skipped == ["mysite-first-page"]
 
 
+def test_the_pipeline_bootstrap_waits_for_cloud_init_only_when_its_boot_step_did_not_see_it_finish(
+        root: Path, tmp_path: Path, monkeypatch) -> None:
+    # boot waits for cloud-init (one cloud-init process); the bootstrap right after in the same process need not
+    # ask again. A resumed run (boot journaled, the host may have rebooted since) does.
+    inv = load_site("mysite", root)
+    journal = Journal.ephemeral(inv.site, "rebuild", {})
+    journal.state.update(new_name="mysite-new", host_key_rotated=True)
+    ctx = RunContext(inv, secrets_for(inv), None, tmp_path / "key", journal, {})  # type: ignore[arg-type]
+    conn = RecordingConn()
+    waited: list[object] = []
+    monkeypatch.setattr(host, "wait_for_cloud_init", lambda c: waited.append("boot"))
+    monkeypatch.setattr("relaunch.bootstrap.wait_for_cloud_init", lambda c: waited.append("bootstrap"))
+    monkeypatch.setattr("relaunch.bootstrap.upload", lambda c, files: [])
+    monkeypatch.setattr("relaunch.bootstrap.run_steps", lambda c, steps, progress=None: __import__(
+        "relaunch.runbooks", fromlist=["RunbookResult"]).RunbookResult([]))
+    monkeypatch.setattr(RunContext, "new_conn", lambda self, timeout=180: conn)
+    host.boot(ctx)
+    host.bootstrap_host(ctx)
+    assert waited == ["boot"]
+    host.bootstrap_host(ctx)  # as a resumed run's bootstrap: no boot before it in this process
+    assert waited == ["boot", "bootstrap"]
+
+
 # --- templates: the site's beside relaunch's ----------------------------------------------
 
 

@@ -35,6 +35,10 @@ def render_context(ctx: RunContext, host_key: HostKey | None = None) -> RenderCo
     )
 
 
+#: In-process result of ``boot``: it saw cloud-init finish, so the bootstrap right after need not wait again.
+CLOUD_INIT_DONE = "cloud_init_done"
+
+
 def provision(ctx: RunContext) -> dict[str, Any]:
     """Create the run's Droplet (or find the one an interrupted attempt made); journal its id and addresses."""
     name = ctx.state["new_name"]
@@ -128,6 +132,7 @@ def boot(ctx: RunContext) -> dict[str, Any]:
         _pin(ctx, pending)  # an earlier attempt rotated the key and stopped before pinning it
         conn = ctx.new_conn(timeout=60)
     wait_for_cloud_init(conn)
+    ctx.results[CLOUD_INIT_DONE] = True  # for this process's bootstrap: the host has not rebooted since
     stamp = "/var/lib/relaunch/host-key-rotated"
     if ctx.state.get("host_key_rotated") or conn.run(f"test -e {stamp}", warn=True, hide=True, in_stream=False,
                                                      timeout=30).ok:
@@ -164,7 +169,8 @@ def bootstrap_host(ctx: RunContext) -> dict[str, Any]:
     """Render the host's files from the inventory, upload them, run the runbooks (idempotent)."""
     conn = ctx.new_conn()
     result = bootstrap(conn, render_context(ctx),
-                       progress=lambda step, done: ctx.say("bootstrap", f"{step.name}{' done' if done else ''}"))
+                       progress=lambda step, done: ctx.say("bootstrap", f"{step.name}{' done' if done else ''}"),
+                       cloud_init_done=ctx.results.pop(CLOUD_INIT_DONE, False))
     ctx.results["bootstrap"] = result
     return {"bootstrap_changed": result.runbook.changed, "files_written": len(result.files_written),
             "skipped_fresh_steps": result.skipped, **golden.check_bootstrap(ctx, result)}
