@@ -44,3 +44,40 @@ def test_example_contexts_exist_with_a_dockerfile_taking_the_base() -> None:
     for directory in EXAMPLE_IMAGES.values():
         dockerfile = (IMAGES_DIR / directory / "Dockerfile").read_text()
         assert "ARG BASE" in dockerfile and "FROM ${BASE}" in dockerfile
+
+
+class _Api:
+    """The Docker API calls push_image makes: tag, push (a stream of JSON chunks), remove_image."""
+
+    def __init__(self, chunks: list[dict]) -> None:
+        self.chunks, self.tags, self.removed = chunks, [], []
+
+    def tag(self, image: str, repository: str, tag: str) -> bool:
+        self.tags.append(f"{repository}:{tag}")
+        return True
+
+    def push(self, repository: str, tag: str, stream: bool, decode: bool):
+        yield from self.chunks
+
+    def remove_image(self, image: str, noprune: bool = False) -> None:
+        assert noprune  # the image itself stays under its local tag
+        self.removed.append(image)
+
+
+def test_push_removes_the_tag_naming_the_registry_pushed_or_not() -> None:
+    # each sandbox's registry has its own port: a push tag left behind per sandbox piles up in `docker images`
+    from types import SimpleNamespace
+
+    import pytest
+
+    from relaunch.errors import RelaunchError
+    from relaunch.sandbox.images import push_image
+
+    digest = "sha256:" + "a" * 64
+    api = _Api([{"status": "pushing"}, {"aux": {"Digest": digest}}])
+    assert push_image(SimpleNamespace(api=api), "example/blog:abc", "127.0.0.1:32777") == digest
+    assert api.tags == api.removed == ["127.0.0.1:32777/example/blog:abc"]
+    api = _Api([{"error": "denied"}])
+    with pytest.raises(RelaunchError, match="denied"):
+        push_image(SimpleNamespace(api=api), "example/blog:abc", "127.0.0.1:32778")
+    assert api.removed == ["127.0.0.1:32778/example/blog:abc"]

@@ -163,19 +163,27 @@ def _created(image) -> float:
 def push_image(client: docker.DockerClient, local_tag: str, push_address: str) -> str:
     """Push ``local_tag`` to the registry at ``push_address``; return the manifest digest it reports.
 
-    Raise RelaunchError if the push fails or reports no digest.
+    The push needs a tag naming the registry (its address changes with every sandbox): it is
+    removed again, pushed or not, so that no such tag piles up on this machine. Raise
+    RelaunchError if the push fails or reports no digest.
     """
     repository, tag = local_tag.rsplit(":", 1)
     remote = f"{push_address}/{repository}"
     if not client.api.tag(local_tag, remote, tag):
         raise RelaunchError(f"could not tag {local_tag} as {remote}:{tag}")
     found: str | None = None
-    for chunk in client.api.push(remote, tag=tag, stream=True, decode=True):
-        if "error" in chunk:
-            raise RelaunchError(f"pushing {remote}:{tag} failed: {chunk['error']}")
-        aux = chunk.get("aux") or {}
-        if aux.get("Digest"):
-            found = aux["Digest"]
+    try:
+        for chunk in client.api.push(remote, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise RelaunchError(f"pushing {remote}:{tag} failed: {chunk['error']}")
+            aux = chunk.get("aux") or {}
+            if aux.get("Digest"):
+                found = aux["Digest"]
+    finally:
+        try:  # only the tag: the image stays under local_tag
+            client.api.remove_image(f"{remote}:{tag}", noprune=True)
+        except docker.errors.APIError as exc:
+            log.warning("could not remove the push tag %s:%s: %s", remote, tag, exc)
     if not found or not _DIGEST.match(found):
         raise RelaunchError(f"the registry reported no digest after pushing {remote}:{tag}")
     return found
