@@ -181,6 +181,33 @@ def test_the_mariadb_checksum_query_hashes_each_row_once(conn: Connection, inv: 
     assert select_types.count("DERIVED") == len(checks), plan
 
 
+def test_the_postgresql_checksum_is_the_one_a_sort_in_any_collation_gives(
+    conn: Connection, inv: Inventory, compose: list[str]
+) -> None:
+    """The fingerprint sorts the row hashes bytewise (``COLLATE "C"``: faster than the database's locale).
+
+    Lower-case hex sorts the same in every collation, so each table's checksum must be the one
+    the sort in the database's own collation gives (what fingerprints in older manifests hold),
+    and the one in ICU's root collation: read here in one transaction while the blog writes.
+    """
+    db = inv.database("blog")
+    session = databases.postgresql.session_command(db, compose)
+    tables = run(conn, session, b"SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables "
+                                b"ORDER BY 1;\n").decode().split()
+    icu = run(conn, session, b"SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu';\n").decode().strip() == "1"
+    collations = ['COLLATE "C"', "", *(['COLLATE "und-x-icu"'] if icu else [])]
+    row = "md5(ROW(t.*)::text)"
+    sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n" + "".join(
+        f"SELECT {', '.join(f'md5(coalesce(string_agg({row} {c}, {chr(39) * 2} ORDER BY {row} {c}), {chr(39) * 2}))' for c in collations)}, "
+        f"count(*) FROM {table} t;\n" for table in tables) + "COMMIT;\n"
+    lines = run(conn, session, sql.encode()).decode().split()
+    assert len(lines) == len(tables) >= 2, lines
+    for table, line in zip(tables, lines):
+        *checksums, rows = line.split("|")
+        assert len(set(checksums)) == 1, f"{table}: {collations} gave {checksums}"
+    assert any(int(line.split("|")[-1]) > 10 for line in lines), lines  # the order was put to the test
+
+
 def test_nothing_is_left_behind_and_the_site_is_healthy(
     conn: Connection, inv: Inventory, compose: list[str], up: SiteUp
 ) -> None:

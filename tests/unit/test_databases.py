@@ -267,6 +267,9 @@ def test_fingerprint_command_postgresql_reads_one_repeatable_read_transaction() 
     assert sql.index("BEGIN ISOLATION LEVEL REPEATABLE READ") < sql.index("SET TRANSACTION SNAPSHOT '00000003-0000004B-1'")
     assert "\\gexec" in sql and "SET TimeZone = 'UTC'" in sql
     assert cmd.argv[7:13] == IN_BLOG_DB
+    # the row hashes are sorted bytewise, not in the database's locale (sandbox test_databases: same checksum)
+    assert "string_agg(md5(ROW(_relaunch_t.*)::text) COLLATE \"C\", '''' " in sql
+    assert "ORDER BY md5(ROW(_relaunch_t.*)::text) COLLATE \"C\")" in sql
 
 
 def test_postgresql_snapshot_ids_are_checked_before_reaching_sql() -> None:

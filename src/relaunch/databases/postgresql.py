@@ -55,10 +55,14 @@ SET bytea_output = 'hex';
 
 # One query per ordinary table, generated from the catalogue and run by \gexec in the same
 # transaction: row count, and the md5 of the sorted md5s of each row's text (order-free,
-# 32 bytes per row in memory; fine to tens of millions of rows).
+# 32 bytes per row in memory; fine to tens of millions of rows). The md5s are sorted bytewise
+# (COLLATE "C": memcmp and abbreviated keys, not the database's locale). Lower-case hex sorts
+# the same in every collation, so the checksum is the one a sort in the database's collation
+# gives: fingerprints in older manifests still compare.
 _PER_TABLE = r"""SELECT format(
   'SELECT %L || json_build_object(''table'', %L, ''rows'', count(*), ''checksum'', '
-  'md5(coalesce(string_agg(md5(ROW(_relaunch_t.*)::text), '''' ORDER BY md5(ROW(_relaunch_t.*)::text)), '''')))::text '
+  'md5(coalesce(string_agg(md5(ROW(_relaunch_t.*)::text) COLLATE "C", '''' '
+  'ORDER BY md5(ROW(_relaunch_t.*)::text) COLLATE "C"), '''')))::text '
   'FROM %I.%I AS _relaunch_t',
   'fp:', n.nspname || '.' || c.relname, n.nspname, c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
