@@ -168,8 +168,23 @@ def _with_conn(transport: _Transport | None):
     from types import SimpleNamespace
 
     ctx = _context(Journal.ephemeral("site", "rebuild", {}))
-    ctx._conns["new"] = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: transport))  # type: ignore[assignment]
+    client = SimpleNamespace(transport=transport)
+    client.get_transport = lambda: client.transport
+    ctx._conns["new"] = SimpleNamespace(client=client)  # type: ignore[assignment]
     return ctx
+
+
+def test_a_connection_reopened_since_an_attempt_began_counts_as_lost():
+    # Seen in fault case 4: the sessions were killed; a parallel restore job's next command reopened the same
+    # Connection object (Connection.open: a new transport), so when the failed job asked, the connection was alive
+    # and answered the probe, and the failure was not retried.
+    first, second = _Transport(active=True, opens=True), _Transport(active=True, opens=True)
+    ctx = _with_conn(first)
+    began = ctx.transport("new")
+    assert began is first and not ctx.conn_lost("new", since=began)
+    ctx._conns["new"].client.transport = second  # reopened
+    assert ctx.conn_lost("new", since=began)
+    assert not ctx.conn_lost("new", since=second) and not ctx.conn_lost("new")
 
 
 def test_a_connection_whose_sessions_were_cut_counts_as_lost_while_its_transport_still_looks_active():

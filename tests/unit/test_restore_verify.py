@@ -49,8 +49,11 @@ class Ctx:
             raise self.old
         return self.old
 
-    def conn_lost(self, which: str) -> bool:
+    def conn_lost(self, which: str, since: object = None) -> bool:
         return False
+
+    def transport(self, which: str) -> object:
+        return f"transport of {which}"
 
     def mask(self, text: str) -> str:
         return text
@@ -237,6 +240,6 @@ def test_a_command_cut_off_when_the_old_host_dies_mid_verify_reads_as_the_old_ho
     monkeypatch.setattr(restore.transfer, "tree_listing", listing)
     hosts["pairs"] = {n: threading.Barrier(1) for n in ("a", "b", "c")}
     ctx = Ctx()
-    ctx.conn_lost = lambda which: which == "old"  # type: ignore[method-assign]
+    ctx.conn_lost = lambda which, since=None: which == "old" and since == "transport of old"  # type: ignore[method-assign]
     with pytest.raises(RelaunchError, match="the old host could not be read to prove the copy"):
         restore.verify(ctx)

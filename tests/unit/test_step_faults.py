@@ -39,6 +39,7 @@ class Ctx:
         self.conn = FakeConn()
         self.lost = False
         self.dropped = 0
+        self.asked_since: list[object] = []
         self.cloud = SimpleNamespace(tagged=[], tag_droplet=lambda i, t: self.cloud.tagged.append((i, t)))
 
     @property
@@ -54,8 +55,12 @@ class Ctx:
     def new_conn(self, timeout: float = 180) -> FakeConn:
         return self.conn
 
-    def conn_lost(self, which: str) -> bool:
+    def conn_lost(self, which: str, since: object = None) -> bool:
+        self.asked_since.append(since)
         return self.lost
+
+    def transport(self, which: str) -> object:
+        return f"transport {self.dropped}"
 
     def drop_conn(self, which: str) -> None:
         self.dropped += 1
@@ -230,6 +235,16 @@ def test_restore_runs_again_on_a_new_connection_when_the_connection_dropped(rest
     kills = [c for c in ctx.conn.commands if "/proc/" in c and restore.workdir(ctx) in c]
     assert len(kills) == 2, "what an earlier attempt left running is stopped before each attempt"
     assert any("connection to the new host dropped" in m for m in ctx.said)
+
+
+def test_restore_asks_whether_the_connection_dropped_since_the_attempt_began(restoring) -> None:
+    # a parallel job reopens a dropped connection on the same object: only the transport the attempt began
+    # with tells that it dropped (RunContext.conn_lost)
+    ctx = Ctx()
+    ctx.state["dumps"] = {"a": {"file": "/var/lib/relaunch/rebuild/x/a.dump"}}
+    restoring.update(ctx=ctx, fail=1, lose=True)
+    restore.restore(ctx)  # type: ignore[arg-type]
+    assert ctx.asked_since == ["transport 0"]
 
 
 def test_restore_does_not_retry_a_failure_on_a_live_connection(restoring) -> None:

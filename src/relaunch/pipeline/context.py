@@ -124,17 +124,41 @@ class RunContext:
             self._conns["old"] = conn
         return conn
 
-    def conn_lost(self, which: str) -> bool:
-        """Whether the connection ``which`` was opened and has since died (dropped, sessions killed, host gone).
+    def transport(self, which: str) -> Any:
+        """The SSH transport the connection ``which`` runs on now (None: never opened, or closed).
+
+        An attempt keeps it to ask :meth:`conn_lost` later whether its connection dropped in between.
+        """
+        conn = self._conns.get(which)
+        return conn.client.get_transport() if conn is not None and conn.client is not None else None
+
+    def conn_lost(self, which: str, since: Any = None) -> bool:
+        """Whether the connection ``which`` was opened and has dropped (sessions killed, host gone).
+
+        ``since``: the transport an attempt began with (:meth:`transport`). The connection
+        counts as dropped when it runs on another one now: a command of a parallel job reopens
+        a dropped connection on the same object (``Connection.open``), so by the time a failed
+        job asks, the connection may look alive again.
 
         A transport that still looks active is asked: a new channel must open on it within
         :data:`CONN_PROBE_TIMEOUT` seconds. When sshd's session processes are killed, the running
         command comes back failed before paramiko's transport thread has read the closed socket,
         so ``is_active()`` alone would call a dropped connection a live one.
         """
-        conn = self._conns.get(which)
-        if conn is None:
-            return False
+        if which not in self._conns:
+            return since is not None
+        transport = self.transport(which)
+        if transport is None or not transport.is_active():
+            return True
+        if since is not None and transport is not since:
+            return True
+        try:
+            channel = transport.open_session(timeout=CONN_PROBE_TIMEOUT)
+        except Exception:  # noqa: BLE001 - any failure to open a channel means the connection is gone
+            return True
+        with contextlib.suppress(Exception):
+            channel.close()
+        return False
         transport = conn.client.get_transport() if conn.client is not None else None
         if transport is None or not transport.is_active():
             return True

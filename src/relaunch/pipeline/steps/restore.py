@@ -77,12 +77,15 @@ def restore(ctx: RunContext) -> dict[str, Any]:
     any other failure stops the step at once.
     """
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        began = None
         try:
             ctx.new_conn().run(f"sh -c {shlex.quote(_KILL_LEFTOVERS)} {shlex.quote(workdir(ctx))}", hide=True,
                                in_stream=False, warn=True, timeout=120)
+            began = ctx.transport("new")
             return _restore_once(ctx)
         except Exception as exc:
-            if attempt == RESTORE_ATTEMPTS or not (ctx.conn_lost("new") or isinstance(exc, CONNECTION_ERRORS)):
+            if attempt == RESTORE_ATTEMPTS or not (ctx.conn_lost("new", since=began)
+                                                   or isinstance(exc, CONNECTION_ERRORS)):
                 raise
             ctx.say("restore", f"the SSH connection to the new host dropped ({ctx.mask(str(exc))[:200]}); "
                     f"restoring again on a new connection (attempt {attempt + 1} of {RESTORE_ATTEMPTS})")
@@ -217,6 +220,7 @@ class _Source:
         self.listings: dict[str, transfer.Listing] = {}
         try:
             self.old = ctx.old_conn()
+            self.began = ctx.transport("old")  # a reopened connection dropped in between (RunContext.conn_lost)
             compose = ctx.results.pop(OLD_HOST_READY, None)
             if compose is None:  # a resumed run: the old host may have rebooted since (its writers stay disabled)
                 apps.start_databases(self.old, ctx.inv)
@@ -235,7 +239,7 @@ class _Source:
         try:
             job(arg)
         except Exception as exc:  # a dead host shows as a socket's error, or as a command's once its transport died
-            if isinstance(exc, (OSError, *CONNECTION_ERRORS)) or self.ctx.conn_lost("old"):
+            if isinstance(exc, (OSError, *CONNECTION_ERRORS)) or self.ctx.conn_lost("old", since=self.began):
                 raise self.lost(exc) from exc
             raise
 
