@@ -46,7 +46,9 @@ def test_a_public_tag_resolves_to_a_digest_that_stays_when_the_tag_moves(target)
     run = uuid.uuid4().hex[:8]
     public = f"docker.io/relaunch-test/hello-{run}:1.0"
     path = parse(public).hub_path()
-    local = [scratch_image(client, f"relaunch-test-local/hello-{run}:{n}", f"release {n}\n") for n in ("a", "b")]
+    # the run's id in the content: an image of its own, never one another run (a second .ci/run on the same Docker,
+    # whose build cache would give the same id) removes with its own clean-up
+    local = [scratch_image(client, f"relaunch-test-local/hello-{run}:{n}", f"release {n} of {run}\n") for n in ("a", "b")]
     try:
         first = publish(client, local[0], public, registry)  # upstream publishes 1.0
         deployed = resolve_public(client, public, registry)
@@ -69,5 +71,6 @@ def test_a_public_tag_resolves_to_a_digest_that_stays_when_the_tag_moves(target)
             resolve_public(client, f"docker.io/relaunch-test/absent-{run}:1.0", registry)
     finally:
         for image in client.images.list(filters={"label": "relaunch.sandbox=test-image"}):
-            if any(run in t for t in image.tags):
-                client.images.remove(image.id, force=True)
+            for tag in image.tags:
+                if run in tag:  # this run's tags only: the image goes with its last one
+                    client.images.remove(tag)
