@@ -159,16 +159,6 @@ class RunContext:
         with contextlib.suppress(Exception):
             channel.close()
         return False
-        transport = conn.client.get_transport() if conn.client is not None else None
-        if transport is None or not transport.is_active():
-            return True
-        try:
-            channel = transport.open_session(timeout=CONN_PROBE_TIMEOUT)
-        except Exception:  # noqa: BLE001 - any failure to open a channel means the connection is gone
-            return True
-        with contextlib.suppress(Exception):
-            channel.close()
-        return False
 
     @property
     def old_hand_built(self) -> bool:
