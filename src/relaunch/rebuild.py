@@ -207,7 +207,8 @@ def plan_rebuild(ctx: RunContext) -> Plan:
         what = f"Reserved IP {inv.dns.reserved_ip}" if inv.dns.reserved_ip else f"records {records} in {inv.dns.zone}"
         steps.append(Step("switch", f"point {what} at the new host, verify on the authoritative servers",
                           switch_step.switch))
-        steps.append(Step("handover", "the new host becomes production (its drift reference recorded, backup installed, timer on, first backup; "
+        steps.append(Step("handover", "the new host becomes production (its drift reference recorded, backup "
+                          "installed, timer on, first backup; "
                           "not in the RTO: the site already answers); the old host's apps and backup timer stay off",
                           switch_step.handover))
     facts = [

@@ -44,6 +44,7 @@ def provision(ctx: RunContext) -> dict[str, Any]:
     name = ctx.state["new_name"]
     droplet = find_droplet(ctx.cloud, ctx.inv, name)
     created = droplet is None
+    cloud_seconds = None  # a Droplet an interrupted attempt made: its making was not timed
     if droplet is not None:
         record = known_host(ctx.inv, droplet)
         ctx.say("provision", f"found Droplet {name} ({droplet.id})")
@@ -72,7 +73,7 @@ def provision(ctx: RunContext) -> dict[str, Any]:
         ctx.say("provision", f"Droplet {name} ({record.droplet_id}) is active at {record.ipv4}"
                 + (f": the cloud took {cloud_seconds} s to make it" if cloud_seconds is not None else ""))
     return {"new_id": record.droplet_id, "new_ipv4": record.ipv4, "new_ipv6": record.ipv6 if wants_ipv6(ctx.inv) else None,
-            "created": created, "provision_cloud_seconds": None if not created else cloud_seconds}
+            "created": created, "provision_cloud_seconds": cloud_seconds}
 
 
 #: The tag a rebuild puts on a Droplet whose create failed half-way (kept for inspection, still billed).
