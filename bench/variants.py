@@ -147,8 +147,7 @@ def reset_script(inv: Inventory, compose_new: list[str], trees: list[str]) -> st
 
 def quiesce(conn: Connection, inv: Inventory, *, backup_timer: bool) -> None:
     """Stop the site's writers (and the backup timer) on a host, keep its database servers up: stable data."""
-    apps.stop_writers(conn, inv, backup_timer=backup_timer)
-    apps.start_databases(conn, inv)
+    apps.stop_writers(conn, inv, backup_timer=backup_timer, databases_up=True)
 
 
 # --- backups ---------------------------------------------------------------------------------------------

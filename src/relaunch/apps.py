@@ -19,7 +19,7 @@ import logging
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fabric import Connection
 
@@ -102,30 +102,54 @@ def _sh(conn: Connection, script: str, what: str, timeout: float = 300) -> str:
 
 @dataclass(frozen=True)
 class Stopped:
-    """What :func:`stop_writers` stopped: units, compose services per app, and whether the backup timer was on."""
+    """What :func:`stop_writers` stopped: units, compose services per app, whether the backup timer was on, and
+    the host's Compose command (``[]`` without Compose apps)."""
 
     units: list[str]
     services: dict[str, list[str]]
     backup_timer: bool
+    compose: list[str] = field(default_factory=list)
+
+
+#: Shell functions of the stop and start scripts. ``running P S``: whether compose service S of project P has a
+#: container running, restarting or paused (a failing ``docker ps`` fails the script: never taken for "stopped");
+#: ``any_running P S...`` and ``all_running P S...`` over several services; ``wait_all PID...``: wait for every
+#: background job, fail if any failed.
+_SHELL_FUNCTIONS = r"""running() {
+  local out
+  out=$(docker ps -aq --filter "label=com.docker.compose.project=$1" --filter "label=com.docker.compose.service=$2" \
+        --filter status=running --filter status=restarting --filter status=paused) || { echo "docker ps failed" >&2; exit 1; }
+  [ -n "$out" ]
+}
+any_running() { local p=$1 s; shift; for s; do running "$p" "$s" && return 0; done; return 1; }
+all_running() { local p=$1 s; shift; for s; do running "$p" "$s" || return 1; done; return 0; }
+wait_all() { local p rc=0; for p; do wait "$p" || rc=1; done; return "$rc"; }
+pids=()
+"""
+
+#: What the stop script prints when the backup timer was on before it stopped it.
+_TIMER_WAS_ON = "relaunch-backup-timer-was-active"
 
 
 def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, backup_timer: bool = True,
-                 wait_backup: float = 900, hand_built: bool = False) -> Stopped:
+                 wait_backup: float = 900, hand_built: bool = False, databases_up: bool = False) -> Stopped:
     """Stop every writer of the site on ``conn``'s host (``disable``: also keep them from starting at boot).
 
     ``hand_built``: the host was set up by hand; each app's ``control`` says how to reach it.
+    ``databases_up``: then start the site's database servers as :func:`start_databases` does, in
+    the same go (what a final sync or a restore needs: writers stopped, databases up).
 
     A backup run in progress is waited for (up to ``wait_backup`` s), never killed: its
-    backup would be lost. Idempotent: stopping what is stopped changes nothing.
+    backup would be lost. Idempotent: stopping what is stopped changes nothing (a Compose app
+    none of whose writers runs is not asked to stop them). The apps' Compose projects are
+    stopped in parallel; one SSH command in all.
     """
     units: list[str] = []
     services: dict[str, list[str]] = {}
     lines: list[str] = []
-    had_timer = False
     if backup_timer:
-        had_timer = "active" == conn.run(f"systemctl is-active {BACKUP_TIMER} 2>/dev/null || true", hide=True,
-                                         in_stream=False, timeout=30).stdout.strip()
         verb = "disable --now" if disable else "stop"
+        lines.append(f"if systemctl is-active --quiet {BACKUP_TIMER}; then echo {_TIMER_WAS_ON}; fi")
         lines.append(f"systemctl {verb} --quiet {BACKUP_TIMER} 2>/dev/null || true  # not installed: nothing to stop")
         lines.append(
             f"for _ in $(seq {int(wait_backup)}); do systemctl is-active --quiet {BACKUP_SERVICE} || break; sleep 1; done; "
@@ -137,18 +161,47 @@ def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, bac
             unit = unit_of(app, hand_built)
             units.append(unit)
             lines.append(f"systemctl {'disable --now' if disable else 'stop'} --quiet {shlex.quote(unit)}")
-        else:
-            writers = writer_services(inv, app)
-            services[app.name] = writers
-            if writers and compose:
-                # a subshell: a hand-built host's `cd` stays inside it
-                lines.append(
-                    f"if {_compose_file_test(app, hand_built)}; then "
-                    f"( {_project(compose, app, hand_built)} stop {shlex.join(writers)} ); fi"
-                )
-    _sh(conn, "set -e\n" + "\n".join(lines), "stopping the site's writers", timeout=wait_backup + 300)
-    log.info("%s: writers stopped: %s %s", conn.host, units, services)
-    return Stopped(units, services, had_timer)
+    jobs: list[str] = []
+    for app in inv.apps:
+        if app.kind != "compose":
+            continue
+        writers = writer_services(inv, app)
+        services[app.name] = writers
+        job = []
+        if writers and compose:
+            # asked only when one of them runs; a host going out of service (disable) is always asked
+            when = "" if disable else f" && any_running {shlex.join([project_of(app, hand_built), *writers])}"
+            # a subshell: a hand-built host's `cd` stays inside it
+            job.append(f"if {_compose_file_test(app, hand_built)}{when}; then "
+                       f"( {_project(compose, app, hand_built)} stop {shlex.join(writers)} ); fi")
+        if databases_up:
+            job += _databases_up(inv, app, compose, conn)
+        if job:
+            jobs.append("( set -e\n  " + "\n  ".join(job) + " ) & pids+=($!)")
+    if databases_up:
+        lines += _native_databases_up(inv)
+    lines += [*jobs, 'wait_all "${pids[@]}"']
+    what = "stopping the site's writers" + (" and starting its database servers" if databases_up else "")
+    out = _sh(conn, "set -e\n" + _SHELL_FUNCTIONS + "\n".join(lines), what, timeout=wait_backup + 300)
+    had_timer = _TIMER_WAS_ON in out.split()
+    log.info("%s: writers stopped: %s %s%s", conn.host, units, services, "; databases up" if databases_up else "")
+    return Stopped(units, services, had_timer, compose)
+
+
+def _native_databases_up(inv: Inventory) -> list[str]:
+    native = sorted({db.engine for db in inv.databases if db.runs == "native" and db.engine != "sqlite"})
+    return [f"systemctl start {'postgresql' if eng == 'postgresql' else 'mariadb'}" for eng in native]
+
+
+def _databases_up(inv: Inventory, app: App, compose: list[str], conn: Connection) -> list[str]:
+    """The lines that start ``app``'s Compose database services unless every one runs already."""
+    dbs = database_services(inv, app)
+    if not dbs:
+        return []
+    if not compose:
+        raise RelaunchError(f"{conn.host}: app {app.name!r} runs a database in Compose but the host has no compose command")
+    # databases in a project of relaunch's layout only (the inventory refuses them with control.compose_dir)
+    return [f"all_running {shlex.join([app.name, *dbs])} || {_project(compose, app)} up -d {shlex.join(dbs)}"]
 
 
 def start_apps(conn: Connection, inv: Inventory, hand_built: bool = False) -> list[str]:
@@ -183,18 +236,15 @@ def start_databases(conn: Connection, inv: Inventory) -> None:
     """Start the site's database servers on ``conn``'s host (native units, Compose database services); idempotent.
 
     A broken host whose apps are down may have its databases down too; a final dump needs them.
+    A Compose app whose database services all run is not asked again; the apps go in parallel.
     """
-    lines = ["set -e"]
-    native = sorted({db.engine for db in inv.databases if db.runs == "native" and db.engine != "sqlite"})
-    for eng in native:
-        unit = "postgresql" if eng == "postgresql" else "mariadb"
-        lines.append(f"systemctl start {unit}")
     compose_apps = [a for a in inv.apps if a.kind == "compose" and database_services(inv, a)]
     compose = compose_command(conn) if compose_apps else []
-    for app in compose_apps:
-        lines.append(f"{_project(compose, app)} up -d {shlex.join(database_services(inv, app))}")
-    if len(lines) > 1:
-        _sh(conn, "\n".join(lines), "starting the database servers", timeout=600)
+    jobs = [f"( {line} ) & pids+=($!)" for app in compose_apps for line in _databases_up(inv, app, compose, conn)]
+    lines = _native_databases_up(inv) + jobs
+    if lines:
+        _sh(conn, "set -e\n" + _SHELL_FUNCTIONS + "\n".join([*lines, 'wait_all "${pids[@]}"']),
+            "starting the database servers", timeout=600)
 
 
 def deployed_images(conn: Connection, inv: Inventory, hand_built: bool = False) -> dict[str, dict[str, str]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from relaunch import apps
 from relaunch.health import check_site
 from relaunch.inventory import load_site
 from relaunch.inventory.secrets import resolve_all
@@ -149,6 +150,32 @@ def test_blog_health_needs_its_database(up, conn) -> None:
         assert sh(conn, "curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:8081/health") == "503"
     finally:
         sh(conn, f"{compose} start db")
+
+
+def test_stopping_the_writers_brings_the_databases_up_and_a_second_stop_changes_nothing(up, conn, site_root: Path) -> None:
+    # what a final sync does on a host in any state: here the blog's database is down and its app up
+    inv = load_site("example", site_root)
+    compose = sh(conn, "cat /etc/relaunch/compose-command") + " -p blog -f /srv/blog/compose.yml --env-file /etc/relaunch/blog.env"
+    running = "docker ps -q --filter label=com.docker.compose.project=blog --filter label=com.docker.compose.service={}"
+    timer_was = sh(conn, f"systemctl is-active {apps.BACKUP_TIMER} || true") == "active"
+    sh(conn, f"{compose} stop db")
+    try:
+        assert sh(conn, running.format("db")) == "" and sh(conn, running.format("web")) != ""
+        stopped = apps.stop_writers(conn, inv, databases_up=True)
+        assert stopped.compose == shlex.split(sh(conn, "cat /etc/relaunch/compose-command"))
+        assert stopped.backup_timer is timer_was and stopped.services == {"blog": ["web"]}
+        assert sh(conn, running.format("web")) == "" and sh(conn, running.format("db")) != ""
+        assert sh(conn, "systemctl is-active stats.service notes.service || true").split() == ["inactive", "inactive"]
+        assert sh(conn, "systemctl is-active mariadb") == "active"
+        # nothing left to stop, every database up: the same state again, the timer reported as it now is (off)
+        again = apps.stop_writers(conn, inv, databases_up=True)
+        assert again.backup_timer is False and sh(conn, running.format("web")) == ""
+        assert sh(conn, running.format("db")) != ""
+    finally:
+        apps.start_apps(conn, inv)
+        if timer_was:
+            apps.enable_backup_timer(conn, True)
+    assert sh(conn, running.format("web")) != ""
 
 
 def test_secrets_are_0600_on_the_host_and_nowhere_else(up, conn, site_root: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,7 +79,11 @@ def test_stop_and_start_on_a_hand_built_host_use_the_control_settings() -> None:
     assert stopped.units == ["site-stats.service", "notes.service"]
     script = host.scripts[-1]
     assert "systemctl stop --quiet site-stats.service" in script
-    assert "if [ -d '/opt/My Blog' ]; then ( cd '/opt/My Blog' && docker-compose -p myblog stop db web ); fi" in script
+    # asked to stop only when one of its writers runs (by the project's label); a host going out of service always
+    assert ("if [ -d '/opt/My Blog' ] && any_running myblog db web; then "
+            "( cd '/opt/My Blog' && docker-compose -p myblog stop db web ); fi") in script
+    apps.stop_writers(host, inv, hand_built=True, disable=True)
+    assert "if [ -d '/opt/My Blog' ]; then ( cd '/opt/My Blog' && docker-compose -p myblog stop db web ); fi" in host.scripts[-1]
     apps.start_apps(host, inv, hand_built=True)
     # enabled, then started once (restarted when it runs: it must read the restored data), never started twice
     assert "systemctl enable --quiet site-stats.service\nsystemctl restart site-stats.service" in host.scripts[-1]
@@ -93,3 +99,34 @@ def test_compose_command_is_detected_on_a_host_without_relaunchs_record() -> Non
     host = FakeHost()
     apps.compose_command(host)
     assert "docker compose version" in host.scripts[-1] and "command -v docker-compose" in host.scripts[-1]
+
+
+def _script(tmp_path: Path, docker: str, body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` after the stop and start scripts' shell functions, with ``docker`` as the docker program."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text("#!/bin/sh\n" + docker)
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-c", "set -e\n" + apps._SHELL_FUNCTIONS + body], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+# the fake docker answers a container id for the blog project's db service only
+ONLY_DB_RUNS = 'case "$*" in *project=blog*service=db*) echo 1f2e3d;; esac\n'
+
+
+def test_the_scripts_ask_compose_only_for_what_is_not_so_already(tmp_path: Path) -> None:
+    body = ('( set -e\n  if any_running blog web cron; then echo stop-writers; fi\n'
+            '  all_running blog db || echo start-db\n  all_running blog db cache || echo start-db-and-cache ) '
+            '& pids+=($!)\nwait_all "${pids[@]}"\necho done\n')
+    out = _script(tmp_path, ONLY_DB_RUNS, body)
+    assert out.returncode == 0 and out.stdout.split() == ["start-db-and-cache", "done"], out
+
+
+def test_a_failing_docker_fails_the_script_and_is_never_taken_for_stopped(tmp_path: Path) -> None:
+    body = ('( set -e\n  if any_running blog web; then echo stop-writers; fi\n  echo not-reached ) & pids+=($!)\n'
+            'wait_all "${pids[@]}"\necho done\n')
+    out = _script(tmp_path, "echo 'Cannot connect to the Docker daemon' >&2; exit 1\n", body)
+    assert out.returncode != 0 and "not-reached" not in out.stdout and "done" not in out.stdout, out
+    assert "docker ps failed" in out.stderr

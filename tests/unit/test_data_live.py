@@ -74,9 +74,11 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(data.transfer, "pull_dump_restoring", pull_dump_restoring)
     monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
     monkeypatch.setattr(data.transfer, "tree_listing", tree_listing)
-    monkeypatch.setattr(data.apps, "stop_writers", lambda conn, inv, **kw: SimpleNamespace(backup_timer=False))
-    monkeypatch.setattr(data.apps, "start_databases", lambda conn, inv: None)
-    monkeypatch.setattr(data.apps, "compose_command", lambda conn: ["docker-compose"])
+    def stop_writers(conn: Any, inv: Any, **kw: Any) -> Any:
+        assert kw.get("databases_up") is True  # one go: writers stopped, then database servers up
+        return SimpleNamespace(backup_timer=False, compose=["docker-compose"])
+
+    monkeypatch.setattr(data.apps, "stop_writers", stop_writers)
     return calls
 
 
@@ -107,7 +109,7 @@ def test_data_live_only_moves_data_uncompressed_and_leaves_the_old_host_ready_fo
     assert hosts["dumps"] == [(("pg_dump", "blog"), 0, f"{data.workdir(ctx)}/blog.dump",
                                ("restore", "blog", "docker-compose"))]
     assert "source_fingerprints" not in out and out["dumps"]["blog"]["sha256"] == "abc"
-    assert ctx.results[data.OLD_HOST_READY] == ["docker-compose"] and ctx.results[data.NEW_HOST_READY] is True
+    assert ctx.results[data.OLD_HOST_READY] == ["docker-compose"] and ctx.results[data.NEW_HOST_READY] == ["docker-compose"]
 
 
 def test_a_database_server_is_emptied_and_restored_as_its_dump_arrives(hosts) -> None:
@@ -145,7 +147,7 @@ def test_nothing_is_read_from_the_old_host_before_its_writers_have_stopped(hosts
         if conn is ctx.old_conn():
             stopped.wait(0.3)  # slow: the link and the new host's readying go on meanwhile
             events.append("old writers stopped")
-        return SimpleNamespace(backup_timer=False)
+        return SimpleNamespace(backup_timer=False, compose=[])
 
     real_link = data.transfer.link
 
@@ -165,4 +167,4 @@ def test_nothing_is_read_from_the_old_host_before_its_writers_have_stopped(hosts
     ctx = context([], ["/srv/a"])
     data.data_live(ctx)
     assert events == ["link", "old writers stopped", "read"]
-    assert ctx.results[data.NEW_HOST_READY] is True
+    assert ctx.results[data.NEW_HOST_READY] == []

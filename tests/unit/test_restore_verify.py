@@ -162,9 +162,7 @@ def test_restore_skips_a_database_the_data_step_restored_and_restores_the_rest_f
     monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(
         drop_command=command("drop"), create_command=command("create"), restore_from_file_command=command("restore")))
     monkeypatch.setattr(restore, "run_command", lambda conn, cmd: ran.append(cmd.argv))
-    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: None)
-    monkeypatch.setattr(restore.apps, "start_databases", lambda conn, inv: None)
-    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
+    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: SimpleNamespace(compose=["docker-compose"]))
     ctx = Ctx()
     ctx.say = lambda step, text: said.append(text)  # type: ignore[attr-defined]
     ctx.state["dumps"] = {"a": {"file": "/w/a.dump", "restored": True},
@@ -179,17 +177,19 @@ def test_restore_skips_a_database_the_data_step_restored_and_restores_the_rest_f
 def test_restore_readies_the_new_host_unless_this_process_s_live_data_step_just_did(monkeypatch) -> None:
     readied: list[str] = []
     monkeypatch.setattr(restore, "engine", lambda kind: None)
-    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: readied.append("stop"))
-    monkeypatch.setattr(restore.apps, "start_databases", lambda conn, inv: readied.append("start"))
-    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
+    def stop_writers(conn: Any, inv: Any, **kw: Any) -> Any:
+        readied.append(f"stop, databases_up={kw.get('databases_up')}")
+        return SimpleNamespace(compose=["docker-compose"])
+
+    monkeypatch.setattr(restore.apps, "stop_writers", stop_writers)
     ctx = Ctx()
     ctx.inv.databases = []
     ctx.state["dumps"] = {}
-    ctx.results[restore.NEW_HOST_READY] = True
+    ctx.results[restore.NEW_HOST_READY] = ["docker-compose"]
     restore._restore_once(ctx)
     assert readied == []
     restore._restore_once(ctx)
-    assert readied == ["stop", "start"]
+    assert readied == ["stop, databases_up=True"]
 
 
 def test_server_databases_restore_while_the_archives_extract_and_a_sqlite_file_after_them(monkeypatch) -> None:
@@ -214,9 +214,7 @@ def test_server_databases_restore_while_the_archives_extract_and_a_sqlite_file_a
     monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(
         drop_command=command("drop"), create_command=command("create"), restore_from_file_command=command("restore")))
     monkeypatch.setattr(restore, "run_command", run_command)
-    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: None)
-    monkeypatch.setattr(restore.apps, "start_databases", lambda conn, inv: None)
-    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
+    monkeypatch.setattr(restore.apps, "stop_writers", lambda conn, inv, **kw: SimpleNamespace(compose=["docker-compose"]))
     ctx = Ctx()
     ctx.inv.databases = [SimpleNamespace(name="a", engine="postgresql", path=None),
                          SimpleNamespace(name="n", engine="sqlite", path="/srv/x/n.db")]

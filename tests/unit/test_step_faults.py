@@ -206,9 +206,7 @@ def test_data_backup_stops_when_no_backup_passes(store) -> None:
 @pytest.fixture
 def restoring(monkeypatch) -> dict[str, Any]:
     got: dict[str, Any] = {"runs": [], "fail": 0}
-    monkeypatch.setattr(restore.apps, "stop_writers", lambda *a, **kw: None)
-    monkeypatch.setattr(restore.apps, "start_databases", lambda *a, **kw: None)
-    monkeypatch.setattr(restore.apps, "compose_command", lambda conn: None)
+    monkeypatch.setattr(restore.apps, "stop_writers", lambda *a, **kw: SimpleNamespace(compose=None))
     monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(
         drop_command=lambda db, c: "drop", create_command=lambda db, c: "create",
         restore_from_file_command=lambda db, c, path, jobs: "restore"))

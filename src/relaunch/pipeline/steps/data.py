@@ -54,8 +54,8 @@ PARALLEL = 4
 LIVE_PARALLEL = 8
 #: pg_dump's compression for a live pull (host to host): none.
 LIVE_COMPRESS = 0
-#: ``ctx.results`` key: this process's live data step left the new host's writers stopped and its database
-#: servers up (the restore step's first attempt need not do it again).
+#: ``ctx.results`` key: the new host's Compose command, once this process's live data step left its writers
+#: stopped and its database servers up (the restore step's first attempt need not do it again).
 NEW_HOST_READY = "new_host_ready"
 #: ``ctx.results`` key: the old host's Compose command, once this process's live data step stopped its writers and
 #: started its database servers (the verify step reads the source there).
@@ -99,10 +99,17 @@ def streams(db: Any) -> bool:
 
 
 def prepare_new_host(ctx: RunContext, new: Any) -> list[str]:
-    """Stop the new host's writers and start its database servers; return its Compose command."""
-    apps.stop_writers(new, ctx.inv, backup_timer=False)
-    apps.start_databases(new, ctx.inv)
-    return apps.compose_command(new)
+    """Stop the new host's writers, start its database servers and empty the databases a live pull restores as
+    they arrive (:func:`streams`), each dropped and created at once; return the host's Compose command."""
+    compose = apps.stop_writers(new, ctx.inv, backup_timer=False, databases_up=True).compose
+
+    def empty(db: Any) -> None:
+        eng = engine(db.engine)
+        run_command(new, eng.drop_command(db, compose))
+        run_command(new, eng.create_command(db, compose))
+
+    run_all(LIVE_PARALLEL, [lambda db=db: empty(db) for db in ctx.inv.databases if streams(db)])
+    return compose
 
 
 def run_all(workers: int, jobs: list[Callable[[], None]]) -> None:
@@ -122,23 +129,22 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
     ctx.say("data", f"stopping the writers on the old host {old.host}")
 
     def stop_old() -> list[str]:
-        stopped = apps.stop_writers(old, ctx.inv, hand_built=ctx.old_hand_built)
+        stopped = apps.stop_writers(old, ctx.inv, hand_built=ctx.old_hand_built, databases_up=True)
         ctx.journal.record(old_writers_stopped=True, old_backup_timer_was_on=stopped.backup_timer)
-        apps.start_databases(old, ctx.inv)
-        return apps.compose_command(old)
+        return stopped.compose
 
     work = workdir(ctx)
     new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
     old_record = ctx.state["old"]
-    # The old host's writers stop, the new host gets ready to restore and the link between them is made, all at
-    # once; nothing is read from the old host before its writers have stopped.
+    # The old host's writers stop, the new host gets ready to restore (its streamed databases emptied) and the link
+    # between them is made, all at once; nothing is read from the old host before its writers have stopped.
     with ThreadPoolExecutor(2) as pool:
         old_ready = pool.submit(stop_old)
         new_ready = pool.submit(prepare_new_host, ctx, new)
         with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
             pull = _LivePull(ctx, old, new, link, old_ready.result(), new_ready.result(), work)
             pull.run()
-    ctx.results[NEW_HOST_READY] = True
+    ctx.results[NEW_HOST_READY] = pull.compose_new
     ctx.results[OLD_HOST_READY] = pull.compose_old
     return {"source": "live", "dumps": pull.dumps,
             "trees_copied": pull.copies, "rpo_seconds": 0,
@@ -179,8 +185,6 @@ class _LivePull:
             self.dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
             return
-        run_command(self.new, eng.drop_command(db, self.compose_new))
-        run_command(self.new, eng.create_command(db, self.compose_new))
         pulled = transfer.pull_dump_restoring(self.link, dump, self.new, path,
                                               eng.restore_command(db, self.compose_new), progress=progress)
         self.dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256, "restored": pulled.restored}

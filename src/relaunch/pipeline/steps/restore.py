@@ -97,10 +97,9 @@ def _restore_once(ctx: RunContext) -> dict[str, Any]:
     new = ctx.new_conn()
     # a live data step of this same process left the new host so (once: an attempt after a dropped connection
     # does it again, the host may have rebooted)
-    if not ctx.results.pop(NEW_HOST_READY, False):
-        apps.stop_writers(new, ctx.inv, backup_timer=False)
-        apps.start_databases(new, ctx.inv)
-    compose = apps.compose_command(new)
+    compose = ctx.results.pop(NEW_HOST_READY, None)
+    if compose is None:
+        compose = apps.stop_writers(new, ctx.inv, backup_timer=False, databases_up=True).compose
     dumps = ctx.state["dumps"]
 
     def one_db(db: Any) -> None:
