@@ -124,7 +124,7 @@ _SHELL_FUNCTIONS = r"""running() {
 any_running() { local p=$1 s; shift; for s; do running "$p" "$s" && return 0; done; return 1; }
 all_running() { local p=$1 s; shift; for s; do running "$p" "$s" || return 1; done; return 0; }
 wait_all() { local p rc=0; for p; do wait "$p" || rc=1; done; return "$rc"; }
-pids=()
+pids=""
 """
 
 #: What the stop script prints when the backup timer was on before it stopped it.
@@ -177,10 +177,10 @@ def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, bac
         if databases_up:
             job += _databases_up(inv, app, compose, conn)
         if job:
-            jobs.append("( set -e\n  " + "\n  ".join(job) + " ) & pids+=($!)")
+            jobs.append("( set -e\n  " + "\n  ".join(job) + ' ) & pids="$pids $!"')
     if databases_up:
         lines += _native_databases_up(inv)
-    lines += [*jobs, 'wait_all "${pids[@]}"']
+    lines += [*jobs, 'wait_all $pids']
     what = "stopping the site's writers" + (" and starting its database servers" if databases_up else "")
     out = _sh(conn, "set -e\n" + _SHELL_FUNCTIONS + "\n".join(lines), what, timeout=wait_backup + 300)
     had_timer = _TIMER_WAS_ON in out.split()
@@ -240,10 +240,10 @@ def start_databases(conn: Connection, inv: Inventory) -> None:
     """
     compose_apps = [a for a in inv.apps if a.kind == "compose" and database_services(inv, a)]
     compose = compose_command(conn) if compose_apps else []
-    jobs = [f"( {line} ) & pids+=($!)" for app in compose_apps for line in _databases_up(inv, app, compose, conn)]
+    jobs = [f'( {line} ) & pids="$pids $!"' for app in compose_apps for line in _databases_up(inv, app, compose, conn)]
     lines = _native_databases_up(inv) + jobs
     if lines:
-        _sh(conn, "set -e\n" + _SHELL_FUNCTIONS + "\n".join([*lines, 'wait_all "${pids[@]}"']),
+        _sh(conn, "set -e\n" + _SHELL_FUNCTIONS + "\n".join([*lines, 'wait_all $pids']),
             "starting the database servers", timeout=600)
 
 

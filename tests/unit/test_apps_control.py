@@ -119,14 +119,14 @@ ONLY_DB_RUNS = 'case "$*" in *project=blog*service=db*) echo 1f2e3d;; esac\n'
 def test_the_scripts_ask_compose_only_for_what_is_not_so_already(tmp_path: Path) -> None:
     body = ('( set -e\n  if any_running blog web cron; then echo stop-writers; fi\n'
             '  all_running blog db || echo start-db\n  all_running blog db cache || echo start-db-and-cache ) '
-            '& pids+=($!)\nwait_all "${pids[@]}"\necho done\n')
+            '& pids="$pids $!"\nwait_all $pids\necho done\n')
     out = _script(tmp_path, ONLY_DB_RUNS, body)
     assert out.returncode == 0 and out.stdout.split() == ["start-db-and-cache", "done"], out
 
 
 def test_a_failing_docker_fails_the_script_and_is_never_taken_for_stopped(tmp_path: Path) -> None:
-    body = ('( set -e\n  if any_running blog web; then echo stop-writers; fi\n  echo not-reached ) & pids+=($!)\n'
-            'wait_all "${pids[@]}"\necho done\n')
+    body = ('( set -e\n  if any_running blog web; then echo stop-writers; fi\n  echo not-reached ) & pids="$pids $!"\n'
+            'wait_all $pids\necho done\n')
     out = _script(tmp_path, "echo 'Cannot connect to the Docker daemon' >&2; exit 1\n", body)
     assert out.returncode != 0 and "not-reached" not in out.stdout and "done" not in out.stdout, out
     assert "docker ps failed" in out.stderr
