@@ -127,6 +127,13 @@ wait_all() { local p rc=0; for p; do wait "$p" || rc=1; done; return "$rc"; }
 pids=""
 """
 
+
+def _script(lines: list[str], jobs: list[list[str]]) -> str:
+    """A script that runs ``lines``, then every job of ``jobs`` (its lines under ``set -e``) at once in the
+    background, and fails if any of them failed, with :data:`_SHELL_FUNCTIONS` defined."""
+    background = ["( set -e\n  " + "\n  ".join(job) + ' ) & pids="$pids $!"' for job in jobs]
+    return "set -e\n" + _SHELL_FUNCTIONS + "\n".join([*lines, *background, "wait_all $pids"])
+
 #: What the stop script prints when the backup timer was on before it stopped it.
 _TIMER_WAS_ON = "relaunch-backup-timer-was-active"
 
@@ -161,7 +168,7 @@ def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, bac
             unit = unit_of(app, hand_built)
             units.append(unit)
             lines.append(f"systemctl {'disable --now' if disable else 'stop'} --quiet {shlex.quote(unit)}")
-    jobs: list[str] = []
+    jobs: list[list[str]] = []
     for app in inv.apps:
         if app.kind != "compose":
             continue
@@ -177,12 +184,11 @@ def stop_writers(conn: Connection, inv: Inventory, *, disable: bool = False, bac
         if databases_up:
             job += _databases_up(inv, app, compose, conn)
         if job:
-            jobs.append("( set -e\n  " + "\n  ".join(job) + ' ) & pids="$pids $!"')
+            jobs.append(job)
     if databases_up:
         lines += _native_databases_up(inv)
-    lines += [*jobs, 'wait_all $pids']
     what = "stopping the site's writers" + (" and starting its database servers" if databases_up else "")
-    out = _sh(conn, "set -e\n" + _SHELL_FUNCTIONS + "\n".join(lines), what, timeout=wait_backup + 300)
+    out = _sh(conn, _script(lines, jobs), what, timeout=wait_backup + 300)
     had_timer = _TIMER_WAS_ON in out.split()
     log.info("%s: writers stopped: %s %s%s", conn.host, units, services, "; databases up" if databases_up else "")
     return Stopped(units, services, had_timer, compose)
@@ -240,11 +246,10 @@ def start_databases(conn: Connection, inv: Inventory) -> None:
     """
     compose_apps = [a for a in inv.apps if a.kind == "compose" and database_services(inv, a)]
     compose = compose_command(conn) if compose_apps else []
-    jobs = [f'( {line} ) & pids="$pids $!"' for app in compose_apps for line in _databases_up(inv, app, compose, conn)]
-    lines = _native_databases_up(inv) + jobs
-    if lines:
-        _sh(conn, "set -e\n" + _SHELL_FUNCTIONS + "\n".join([*lines, 'wait_all $pids']),
-            "starting the database servers", timeout=600)
+    native = _native_databases_up(inv)
+    jobs = [job for job in (_databases_up(inv, app, compose, conn) for app in compose_apps) if job]
+    if native or jobs:
+        _sh(conn, _script(native, jobs), "starting the database servers", timeout=600)
 
 
 def deployed_images(conn: Connection, inv: Inventory, hand_built: bool = False) -> dict[str, dict[str, str]]:
