@@ -27,13 +27,19 @@ class Conn:
 
 @pytest.fixture
 def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    calls: dict[str, Any] = {"dumps": [], "trees": [], "barrier": threading.Barrier(1)}
+    calls: dict[str, Any] = {"dumps": [], "trees": [], "barrier": threading.Barrier(1), "reads": [], "arrived": set()}
 
     def fingerprint(conn: Any, db: Any, compose: Any) -> Fingerprint:
-        raise AssertionError("the data step fingerprints nothing: the verify step does, on both hosts at once")
+        assert db.name in calls["arrived"], "a database is read only once it has arrived"
+        calls["reads"].append((conn, "fingerprint", db.name, tuple(compose)))
+        if db.name in calls.get("failing_reads", ()):
+            raise OSError("Connection reset by peer")
+        return Fingerprint({}, "2026-01-01T00:00:00+00:00", None, db.engine)
 
     def tree_listing(conn: Any, path: str, sample: Any = None, exclude: Any = ()) -> Any:
-        raise AssertionError("the data step lists no tree: the verify step does, on both hosts at once")
+        assert path in calls["arrived"], "a tree is listed only once it has been copied"
+        calls["reads"].append((conn, "listing", path, tuple(exclude)))
+        return {}
 
     def dump_command(db: Any, compose: Any, compress: int | None = None) -> RemoteCommand:
         return RemoteCommand(("pg_dump", db.name), f"dump {db.name}"), compress
@@ -42,6 +48,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         command, compress = cmd
         calls["dumps"].append((command.argv, compress, path))
         calls["barrier"].wait()
+        calls["arrived"].add(command.argv[1])
         return Pulled(3, "abc", 0.1)
 
     def pull_dump_restoring(link: Any, cmd: Any, new: Any, path: str, restore: Any, progress: Any = None) -> Pulled:
@@ -49,6 +56,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         calls["dumps"].append((command.argv, compress, path, restore.argv))
         calls["barrier"].wait()
         error = calls.get("restore_error", "")
+        calls["arrived"].add(command.argv[1])
         return Pulled(3, "abc", 0.1, restored=not error, restore_error=error)
 
     def on_new_host(db: Any, compose: Any, what: str) -> RemoteCommand:
@@ -56,12 +64,14 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def pull_tree(link: Any, path: str, new: Any, progress: Any = None, exclude: Any = ()) -> TreeCopy:
         calls["trees"].append((path, list(exclude)))
+        calls["arrived"].add(path)
         return TreeCopy(path, 1, 3, 1, 3, 0, 0.1)
 
     @contextlib.contextmanager
     def link(*args: Any, **kwargs: Any):
         yield "LINK"
 
+    monkeypatch.setattr(data.reads, "engine", lambda kind: SimpleNamespace(fingerprint=fingerprint))
     monkeypatch.setattr(data, "engine", lambda kind: SimpleNamespace(
         fingerprint=fingerprint, dump_command=dump_command,
         drop_command=lambda db, compose: on_new_host(db, compose, "drop"),
@@ -93,9 +103,9 @@ def context(databases: list[Any], files: list[str]) -> RunContext:
     return ctx
 
 
-def test_data_live_only_moves_data_uncompressed_and_leaves_the_old_host_ready_for_verify(hosts) -> None:
-    # the dump and the tree copy run at the same time (the barrier), or the test times out; the old host's CPU
-    # and disks serve them alone: no fingerprint, no listing (the fakes of both raise)
+def test_data_live_moves_data_uncompressed_and_leaves_the_old_host_ready_for_verify(hosts) -> None:
+    # the dump and the tree copy run at the same time (the barrier), or the test times out; nothing is read
+    # for verify before it arrived (the fakes check)
     hosts["barrier"] = threading.Barrier(2, timeout=5)
     ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])
     real_tree = data.transfer.pull_tree
@@ -110,6 +120,47 @@ def test_data_live_only_moves_data_uncompressed_and_leaves_the_old_host_ready_fo
                                ("restore", "blog", "docker-compose"))]
     assert "source_fingerprints" not in out and out["dumps"]["blog"]["sha256"] == "abc"
     assert ctx.results[data.OLD_HOST_READY] == ["docker-compose"] and ctx.results[data.NEW_HOST_READY] == ["docker-compose"]
+
+
+def test_each_database_and_tree_is_read_for_verify_on_both_hosts_as_it_arrives(hosts) -> None:
+    blog = SimpleNamespace(name="blog", engine="postgresql", path=None)
+    notes = SimpleNamespace(name="notes", engine="sqlite", path="/srv/notes/notes.db")
+    ctx = context([blog, notes], ["/srv/blog/uploads", "/srv/notes"])
+    old, new = ctx.old_conn(), ctx.new_conn()
+    data.data_live(ctx)
+    taken = ctx.results[data.reads.EARLY]
+    got = {(("old" if conn is old else "new"), what, name) for conn, what, name, _ in hosts["reads"]}
+    # blog was restored as it arrived: both hosts; notes' file is put in place by the restore step: its source only
+    assert got == {("old", "fingerprint", "blog"), ("new", "fingerprint", "blog"), ("old", "fingerprint", "notes"),
+                   ("old", "listing", "/srv/blog/uploads"), ("new", "listing", "/srv/blog/uploads"),
+                   ("old", "listing", "/srv/notes"), ("new", "listing", "/srv/notes")}
+    assert len(hosts["reads"]) == len(got)
+    assert set(taken.source_fingerprints) == {"blog", "notes"} and set(taken.new_fingerprints) == {"blog"}
+    assert set(taken.source_listings) == set(taken.new_listings) == {"/srv/blog/uploads", "/srv/notes"}
+    # each host's own Compose command; the SQLite files stay out of the listings as out of the copies
+    assert {c for conn, what, _, c in hosts["reads"] if what == "fingerprint" and conn is new} == {("docker-compose",)}
+    assert all("/srv/notes/notes.db" in exclude for _, what, _, exclude in hosts["reads"] if what == "listing")
+
+
+def test_an_early_read_that_fails_is_left_to_verify_and_a_failed_restore_is_not_read(hosts) -> None:
+    hosts["failing_reads"] = {"blog"}
+    ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], [])
+    data.data_live(ctx)  # the data step does not fail for it
+    assert ctx.results[data.reads.EARLY].count() == 0
+    hosts["failing_reads"], hosts["reads"], hosts["restore_error"] = set(), [], "pg_restore blog exit 1: out of disk"
+    data.data_live(ctx := context([SimpleNamespace(name="blog", engine="postgresql", path=None)], []))
+    assert hosts["reads"] == [] and ctx.results[data.reads.EARLY].count() == 0
+
+
+def test_a_pull_that_fails_starts_no_more_reads_and_fails(hosts, monkeypatch) -> None:
+    def pull_tree(link: Any, path: str, new: Any, progress: Any = None, exclude: Any = ()) -> TreeCopy:
+        raise OSError("Connection reset by peer")
+
+    monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
+    ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])
+    with pytest.raises(OSError):
+        data.data_live(ctx)
+    assert data.reads.EARLY not in ctx.results
 
 
 def test_a_database_server_is_emptied_and_restored_as_its_dump_arrives(hosts) -> None:
