@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from relaunch.databases.base import Fingerprint, RemoteCommand
+from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Verify
 from relaunch.inventory.secrets import Secrets
 from relaunch.pipeline.context import RunContext
@@ -76,9 +77,18 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         fingerprint=fingerprint, dump_command=dump_command,
         drop_command=lambda db, compose: on_new_host(db, compose, "drop"),
         create_command=lambda db, compose: on_new_host(db, compose, "create"),
+        restore_from_file_command=lambda db, compose, file, jobs=1: RemoteCommand(("restore-file", db.name, file)),
         restore_command=lambda db, compose: on_new_host(db, compose, "restore")))
     calls["new_host"] = []
-    monkeypatch.setattr(data, "run_command", lambda conn, cmd: calls["new_host"].append(cmd.argv))
+    def run_command(conn: Any, cmd: RemoteCommand) -> bytes:
+        calls["new_host"].append(cmd.argv)
+        if cmd.argv[0] == "restore-file":
+            if calls.get("place_error"):
+                raise RelaunchError(calls["place_error"])
+            calls["arrived"].add(f"placed {cmd.argv[1]}")
+        return b""
+
+    monkeypatch.setattr(data, "run_command", run_command)
     monkeypatch.setattr(data.transfer, "link", link)
     monkeypatch.setattr(data.transfer, "pull_dump", pull_dump)
     monkeypatch.setattr(data.transfer, "pull_dump_restoring", pull_dump_restoring)
@@ -130,12 +140,13 @@ def test_each_database_and_tree_is_read_for_verify_on_both_hosts_as_it_arrives(h
     data.data_live(ctx)
     taken = ctx.results[data.reads.EARLY]
     got = {(("old" if conn is old else "new"), what, name) for conn, what, name, _ in hosts["reads"]}
-    # blog was restored as it arrived: both hosts; notes' file is put in place by the restore step: its source only
+    # blog restored as it arrived, notes' file put in place once its dump and its tree arrived: both on both hosts
     assert got == {("old", "fingerprint", "blog"), ("new", "fingerprint", "blog"), ("old", "fingerprint", "notes"),
+                   ("new", "fingerprint", "notes"),
                    ("old", "listing", "/srv/blog/uploads"), ("new", "listing", "/srv/blog/uploads"),
                    ("old", "listing", "/srv/notes"), ("new", "listing", "/srv/notes")}
     assert len(hosts["reads"]) == len(got)
-    assert set(taken.source_fingerprints) == {"blog", "notes"} and set(taken.new_fingerprints) == {"blog"}
+    assert set(taken.source_fingerprints) == set(taken.new_fingerprints) == {"blog", "notes"}
     assert set(taken.source_listings) == set(taken.new_listings) == {"/srv/blog/uploads", "/srv/notes"}
     # each host's own Compose command; the SQLite files stay out of the listings as out of the copies
     assert {c for conn, what, _, c in hosts["reads"] if what == "fingerprint" and conn is new} == {("docker-compose",)}
@@ -179,12 +190,15 @@ def test_a_restore_that_fails_on_the_way_leaves_the_file_for_the_restore_step(ho
     assert out["dumps"]["blog"]["file"] == f"{data.workdir(ctx)}/blog.dump"
 
 
-def test_data_live_leaves_sqlite_files_out_of_the_tree_copy(hosts) -> None:
+def test_data_live_leaves_sqlite_files_out_of_the_tree_copy_and_puts_them_in_place_after_it(hosts) -> None:
     hosts["barrier"] = threading.Barrier(1)
     notes = SimpleNamespace(name="notes", engine="sqlite", path="/srv/notes/notes.db")
-    out = data.data_live(context([notes], ["/srv/notes"]))
-    # its file lives in the tree being copied: pulled to a file only, restored by the restore step
-    assert len(hosts["dumps"][0]) == 3 and "restored" not in out["dumps"]["notes"] and hosts["new_host"] == []
+    ctx = context([notes], ["/srv/notes"])
+    out = data.data_live(ctx)
+    # its file lives in the tree being copied: pulled to a file, put in place from it once the tree is copied
+    assert len(hosts["dumps"][0]) == 3 and out["dumps"]["notes"]["restored"] is True
+    assert hosts["new_host"] == [("drop", "notes", "docker-compose"), ("create", "notes", "docker-compose"),
+                                 ("restore-file", "notes", f"{data.workdir(ctx)}/notes.dump")]
     assert hosts["trees"] == [("/srv/notes", ["/srv/notes/notes.db", "/srv/notes/notes.db-journal",
                                               "/srv/notes/notes.db-shm", "/srv/notes/notes.db-wal"])]
 
@@ -219,3 +233,54 @@ def test_nothing_is_read_from_the_old_host_before_its_writers_have_stopped(hosts
     data.data_live(ctx)
     assert events == ["link", "old writers stopped", "read"]
     assert ctx.results[data.NEW_HOST_READY] == []
+
+
+@pytest.mark.parametrize("last", ["dump", "tree"])
+def test_a_sqlite_file_waits_for_its_dump_and_its_tree_and_its_tree_is_listed_after_it(hosts, monkeypatch, last) -> None:
+    hosts["barrier"] = threading.Barrier(1)
+    order: list[str] = []
+    first_done = threading.Event()
+    real_dump, real_tree = data.transfer.pull_dump, data.transfer.pull_tree
+
+    def pull_dump(*args: Any, **kwargs: Any) -> Any:
+        if last == "dump":
+            assert first_done.wait(5)
+        got = real_dump(*args, **kwargs)
+        order.append("dump")
+        first_done.set()
+        return got
+
+    def pull_tree(*args: Any, **kwargs: Any) -> Any:
+        if last == "tree":
+            assert first_done.wait(5)
+        got = real_tree(*args, **kwargs)
+        order.append("tree")
+        first_done.set()
+        return got
+
+    real_listing = data.transfer.tree_listing
+
+    def tree_listing(conn: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        if conn is ctx.new_conn():
+            order.append("listed on the new host " + ("after" if "placed notes" in hosts["arrived"] else "before")
+                         + " the file was put in place")
+        return real_listing(conn, path, *args, **kwargs)
+
+    monkeypatch.setattr(data.transfer, "pull_dump", pull_dump)
+    monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
+    monkeypatch.setattr(data.transfer, "tree_listing", tree_listing)
+    ctx = context([SimpleNamespace(name="notes", engine="sqlite", path="/srv/notes/notes.db")], ["/srv/notes"])
+    data.data_live(ctx)
+    assert [c[0] for c in hosts["new_host"]] == ["drop", "create", "restore-file"]
+    assert order == [*(["tree", "dump"] if last == "dump" else ["dump", "tree"]),
+                     "listed on the new host after the file was put in place"]
+
+
+def test_a_sqlite_file_that_fails_to_go_in_place_is_left_to_the_restore_step(hosts) -> None:
+    hosts["place_error"] = "10.0.0.1: sqlite restore notes failed (exit 1): disk full"
+    ctx = context([SimpleNamespace(name="notes", engine="sqlite", path="/srv/notes/notes.db")], ["/srv/notes"])
+    out = data.data_live(ctx)
+    assert out["dumps"]["notes"]["restored"] is False and "disk full" in out["dumps"]["notes"]["restore_error"]
+    taken = ctx.results[data.reads.EARLY]
+    assert set(taken.source_fingerprints) == {"notes"} and taken.new_fingerprints == {}
+    assert set(taken.new_listings) == {"/srv/notes"}  # listed: nothing is being put in place any more

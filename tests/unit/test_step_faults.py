@@ -207,7 +207,7 @@ def test_data_backup_stops_when_no_backup_passes(store) -> None:
 def restoring(monkeypatch) -> dict[str, Any]:
     got: dict[str, Any] = {"runs": [], "fail": 0}
     monkeypatch.setattr(restore.apps, "stop_writers", lambda *a, **kw: SimpleNamespace(compose=None))
-    monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(
+    monkeypatch.setattr(data, "engine", lambda kind: SimpleNamespace(
         drop_command=lambda db, c: "drop", create_command=lambda db, c: "create",
         restore_from_file_command=lambda db, c, path, jobs: "restore"))
 
@@ -219,7 +219,7 @@ def restoring(monkeypatch) -> dict[str, Any]:
             raise RelaunchError("10.0.0.9: restore failed (exit -1): ")
         return b""
 
-    monkeypatch.setattr(restore, "run_command", run_command)
+    monkeypatch.setattr(data, "run_command", run_command)
     return got
 
 
@@ -325,7 +325,7 @@ def test_restore_runs_again_when_reconnecting_to_the_new_host_fails(restoring, m
     ctx.state["dumps"] = {"a": {"file": "/x/a.dump"}}
     restoring.update(ctx=ctx, fail=0, lose=False)
     calls = {"n": 0}
-    plain = restore.run_command
+    plain = data.run_command
 
     def reconnect_fails_once(conn: Any, cmd: str) -> bytes:
         if cmd == "drop" and not calls["n"]:
@@ -333,7 +333,7 @@ def test_restore_runs_again_when_reconnecting_to_the_new_host_fails(restoring, m
             raise paramiko.ssh_exception.AuthenticationException("Authentication timeout.")
         return plain(conn, cmd)
 
-    monkeypatch.setattr(restore, "run_command", reconnect_fails_once)
+    monkeypatch.setattr(data, "run_command", reconnect_fails_once)
     assert restore.restore(ctx) == {}  # type: ignore[arg-type]
     assert restoring["runs"] == ["drop", "create", "restore"] and ctx.dropped == 1
 

@@ -4,9 +4,10 @@
 database is dumped while nothing writes, and every dump and file tree
 goes host to host — the new host pulls them over a temporary SSH link
 (:mod:`relaunch.transfer`), nothing is relayed through this machine. RPO 0. A database
-server's dump is also restored on the new host as it arrives (:func:`streams`): the
-restore step then has nothing left to do for it, unless that restore failed, when it
-restores from the file as for any other dump.
+server's dump is also restored on the new host as it arrives (:func:`streams`), and a
+database file inside a tree (SQLite) is put in place once both its dump and the trees
+around it have arrived: the restore step then has nothing left to do for it, unless that
+restore failed, when it restores from the file as for any other dump.
 
 **backup**: in a rebuild whose old host still answers, the new host pulls the backup from
 the old host's backup directory (:mod:`.old_host_backup`); otherwise (and always in a
@@ -28,6 +29,7 @@ import json
 import logging
 import posixpath
 import shlex
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,23 +96,51 @@ def in_a_tree(db: Any) -> bool:
 
 def streams(db: Any) -> bool:
     """Whether a live pull restores ``db`` on the new host as its dump arrives: a database server's, yes; a
-    database file inside a tree (SQLite) no: the tree is being copied at the same time, and the restore
-    step puts the file in place after the trees."""
+    database file inside a tree (SQLite) no: the tree is being copied at the same time, so its file is put in
+    place once both have arrived."""
     return not in_a_tree(db)
+
+
+def empty(conn: Any, db: Any, compose: list[str]) -> None:
+    """Drop ``db`` on ``conn``'s host (all its data goes) and create it empty."""
+    eng = engine(db.engine)
+    run_command(conn, eng.drop_command(db, compose))
+    run_command(conn, eng.create_command(db, compose))
+
+
+def restore_file(conn: Any, db: Any, compose: list[str], file: str, jobs: int = 1) -> None:
+    """Restore ``db`` afresh on ``conn``'s host from its dump ``file`` there (dropped, created empty, restored)."""
+    empty(conn, db, compose)
+    run_command(conn, engine(db.engine).restore_from_file_command(db, compose, file, jobs=jobs))
 
 
 def prepare_new_host(ctx: RunContext, new: Any) -> list[str]:
     """Stop the new host's writers, start its database servers and empty the databases a live pull restores as
     they arrive (:func:`streams`), each dropped and created at once; return the host's Compose command."""
     compose = apps.stop_writers(new, ctx.inv, backup_timer=False, databases_up=True).compose
-
-    def empty(db: Any) -> None:
-        eng = engine(db.engine)
-        run_command(new, eng.drop_command(db, compose))
-        run_command(new, eng.create_command(db, compose))
-
-    run_all(LIVE_PARALLEL, [lambda db=db: empty(db) for db in ctx.inv.databases if streams(db)])
+    run_all(LIVE_PARALLEL, [lambda db=db: empty(new, db, compose) for db in ctx.inv.databases if streams(db)])
     return compose
+
+
+class After:
+    """Actions each run once all the events it waits for have happened, by the thread that reports the last one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[set[str], Callable[[], None]]] = []
+
+    def add(self, events: set[str], action: Callable[[], None]) -> None:
+        with self._lock:
+            self._waiting.append((set(events), action))
+
+    def happened(self, event: str) -> None:
+        with self._lock:
+            for events, _ in self._waiting:
+                events.discard(event)
+            ready = [action for events, action in self._waiting if not events]
+            self._waiting = [(events, action) for events, action in self._waiting if events]
+        for action in ready:
+            action()
 
 
 def run_all(workers: int, jobs: list[Callable[[], None]]) -> None:
@@ -169,11 +199,22 @@ class _LivePull:
     taken: reads.Taken = field(default_factory=reads.Taken)
 
     def run(self) -> None:
-        """Every dump (restored as it arrives where :func:`streams`) and tree copy, all at once; verify's reads of
-        each one as it arrives (:class:`.reads.Early`), waited for at the end."""
+        """Every dump (restored as it arrives where :func:`streams`) and tree copy, all at once; a database file
+        inside a tree put in place once its dump and the trees around it arrived; verify's reads of each one as
+        it arrives (:class:`.reads.Early`), waited for at the end."""
         ctx = self.ctx
         self.early = reads.Early(self.old, self.new, self.compose_old, self.compose_new, sampling(ctx),
                                  sorted(database_files(ctx)))
+        self.after = After()
+        for db in ctx.inv.databases:
+            if in_a_tree(db):
+                around = {p for p in trees(ctx) if db.path.startswith(p.rstrip("/") + "/")}
+                self.after.add({f"dump {db.name}", *(f"tree {p}" for p in around)}, lambda db=db: self.place(db))
+        for path in trees(ctx):
+            # listed on the new host once no file inside it is being put in place (its temporary file would show)
+            inside = {f"placed {db.name}" for db in ctx.inv.databases if in_a_tree(db)
+                      and db.path.startswith(path.rstrip("/") + "/")}
+            self.after.add({f"tree {path}", *inside}, lambda p=path: self.early.new_listing(p))
         completed = False
         try:
             run_all(LIVE_PARALLEL, [lambda db=db: self.dump(db) for db in ctx.inv.databases]
@@ -195,7 +236,8 @@ class _LivePull:
             pulled = transfer.pull_dump(self.link, dump, self.new, path, progress=progress)
             self.dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
-            self.early.dumped(db)
+            self.early.source_fingerprint(db)
+            self.after.happened(f"dump {db.name}")
             return
         pulled = transfer.pull_dump_restoring(self.link, dump, self.new, path,
                                               eng.restore_command(db, self.compose_new), progress=progress)
@@ -203,7 +245,8 @@ class _LivePull:
         if pulled.restored:
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s, restored on the "
                             "new host as they arrived")
-            self.early.restored(db)
+            self.early.source_fingerprint(db)
+            self.early.new_fingerprint(db)
         else:
             self.dumps[db.name]["restore_error"] = ctx.mask(pulled.restore_error)[:600]
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s; restoring them as "
@@ -217,7 +260,25 @@ class _LivePull:
                                   progress=lambda done, total: ctx.bytes("data", path, done, total))
         self.copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
         ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
-        self.early.copied(path)
+        self.early.source_listing(path)
+        self.after.happened(f"tree {path}")
+
+    def place(self, db: Any) -> None:
+        """Put the database file ``db`` in place on the new host from its dump (its trees are copied). If that
+        fails, the restore step restores it from the file."""
+        ctx, entry = self.ctx, self.dumps[db.name]
+        try:
+            restore_file(self.new, db, self.compose_new, entry["file"])
+        except RelaunchError as exc:
+            entry.update(restored=False, restore_error=ctx.mask(str(exc))[:600])
+            ctx.say("data", f"database {db.name}: putting it in place failed ({ctx.mask(str(exc))[:300]}): the "
+                            "restore step restores the file")
+        else:
+            entry["restored"] = True
+            ctx.say("data", f"database {db.name}: put in place at {db.path}")
+            self.early.new_fingerprint(db)
+        finally:
+            self.after.happened(f"placed {db.name}")
 
 
 def data_any(ctx: RunContext) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 A live pull's slowest stream (most often one big database restored on the new host by a
 single client) leaves the hosts' other cores waiting. :class:`Early` uses that wait: the
 moment a database is restored on the new host as its dump arrived, its fingerprint is
-taken on both hosts, and the moment a tree is copied, it is listed on both; a SQLite
-file's source fingerprint the moment its dump is pulled (its copy on the new host is put
-in place by the restore step, so verify reads that one). The old host's writers stay
+taken on both hosts, and the moment a tree is copied, it is listed on both (on the new
+host once no database file inside it is being put in place); a database file inside a tree
+(SQLite) on the old host once its dump is pulled, on the new host once it is put in
+place. The old host's writers stay
 stopped from the data step on, and nothing touches a database the data step restored or a
 tree it copied before verify, so a read taken early is the one verify would take. One read
 at a time on each host, so the streams still running keep the rest of it. The verify step
@@ -74,18 +75,20 @@ class Early:
         self._lock = threading.Lock()
         self._pools = {"old": ThreadPoolExecutor(1, "early-old"), "new": ThreadPoolExecutor(1, "early-new")}
 
-    def restored(self, db: Any) -> None:
-        """``db`` was restored on the new host as its dump arrived: fingerprint it on both hosts."""
+    def source_fingerprint(self, db: Any) -> None:
+        """``db``'s dump was pulled: fingerprint it on the old host."""
         self._submit("old", self.taken.source_fingerprints, db.name, lambda: fingerprint(self.old, db, self.compose_old))
+
+    def new_fingerprint(self, db: Any) -> None:
+        """``db`` was restored on the new host: fingerprint it there."""
         self._submit("new", self.taken.new_fingerprints, db.name, lambda: fingerprint(self.new, db, self.compose_new))
 
-    def dumped(self, db: Any) -> None:
-        """``db``'s dump was pulled to a file (its restore comes later): fingerprint it on the old host."""
-        self._submit("old", self.taken.source_fingerprints, db.name, lambda: fingerprint(self.old, db, self.compose_old))
-
-    def copied(self, path: str) -> None:
-        """The tree at ``path`` was copied: list it on both hosts."""
+    def source_listing(self, path: str) -> None:
+        """The tree at ``path`` was copied: list it on the old host."""
         self._submit("old", self.taken.source_listings, path, lambda: listing(self.old, path, self.sample, self.exclude))
+
+    def new_listing(self, path: str) -> None:
+        """The tree at ``path`` was copied, and no database file inside it is being put in place: list it here."""
         self._submit("new", self.taken.new_listings, path, lambda: listing(self.new, path, self.sample, self.exclude))
 
     def _submit(self, host: str, into: dict[str, Any], key: str, read: Callable[[], Any]) -> None:

@@ -26,8 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from relaunch import apps, transfer
-from relaunch.databases import Fingerprint, engine
-from relaunch.databases.runner import run as run_command
+from relaunch.databases import Fingerprint
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.steps import reads
@@ -37,6 +36,7 @@ from relaunch.pipeline.steps.data import (
     PARALLEL,
     database_files,
     in_a_tree,
+    restore_file,
     run_all,
     sampling,
     trees,
@@ -105,13 +105,9 @@ def _restore_once(ctx: RunContext) -> dict[str, Any]:
 
     def one_db(db: Any) -> None:
         if dumps[db.name].get("restored"):
-            ctx.say("restore", f"database {db.name}: restored in the data step as its dump arrived")
+            ctx.say("restore", f"database {db.name}: restored in the data step")
             return
-        eng = engine(db.engine)
-        run_command(new, eng.drop_command(db, compose))
-        run_command(new, eng.create_command(db, compose))
-        jobs = PG_JOBS if db.engine == "postgresql" else 1
-        run_command(new, eng.restore_from_file_command(db, compose, dumps[db.name]["file"], jobs=jobs))
+        restore_file(new, db, compose, dumps[db.name]["file"], jobs=PG_JOBS if db.engine == "postgresql" else 1)
         ctx.say("restore", f"database {db.name} restored")
 
     def one_archive(app: str, archive: dict[str, Any]) -> None:
