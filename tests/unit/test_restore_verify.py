@@ -36,7 +36,6 @@ class Ctx:
         self.options: dict[str, Any] = {}
         self.results: dict[str, Any] = {restore.OLD_HOST_READY: ["docker-compose"]}
         self.old: Any = OLD
-        self.said: list[tuple[str, str]] = []
 
     @property
     def state(self) -> dict[str, Any]:
@@ -58,9 +57,6 @@ class Ctx:
 
     def mask(self, text: str) -> str:
         return text
-
-    def say(self, step: str, message: str) -> None:
-        self.said.append((step, message))
 
     def save_artifact(self, name: str, value: Any) -> None:
         self.artifacts[name] = value
@@ -92,7 +88,7 @@ def hosts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         extra = got["source_extra"].get(path, {}) if conn is OLD else {}
         return {**LISTING, **extra}
 
-    monkeypatch.setattr(restore.reads, "engine", lambda kind: SimpleNamespace(fingerprint=fp))
+    monkeypatch.setattr(restore, "engine", lambda kind: SimpleNamespace(fingerprint=fp))
     monkeypatch.setattr(restore.transfer, "tree_listing", listing)
     monkeypatch.setattr(restore.apps, "compose_command", lambda conn: ["docker-compose"])
     got["started"] = []
@@ -245,43 +241,3 @@ def test_a_command_cut_off_when_the_old_host_dies_mid_verify_reads_as_the_old_ho
     ctx.conn_lost = lambda which, since=None: which == "old" and since == "transport of old"  # type: ignore[method-assign]
     with pytest.raises(RelaunchError, match="the old host could not be read to prove the copy"):
         restore.verify(ctx)
-
-
-def test_verify_reads_only_what_this_process_s_data_step_did_not_and_compares_all_of_it(hosts) -> None:
-    ctx = Ctx()
-    ctx.results[restore.reads.EARLY] = restore.reads.Taken(
-        source_fingerprints={"a": fingerprint(10), "b": fingerprint(10)}, new_fingerprints={"a": fingerprint(9)},
-        source_listings={"/srv/x": dict(LISTING)}, new_listings={"/srv/x": dict(LISTING)})
-    hosts["pairs"]["b"] = threading.Barrier(1)  # read on the new host only; the others on both at once
-    with pytest.raises(RelaunchError) as err:
-        restore.verify(ctx)
-    # a's new copy was read early with 9 rows: still compared, and named
-    assert "database a: table t: 9 rows, expected 10" in str(err.value)
-    assert sorted(hosts["reads"]) == sorted([("new", "b"), ("new", "c"), ("old", "c"), ("new", "/srv/y"),
-                                             ("old", "/srv/y"), ("new", "/srv/z"), ("old", "/srv/z")])
-    assert restore.reads.EARLY not in ctx.results  # used once: an attempt after this one reads everything
-    assert ctx.said == [("verify", "5 fingerprint(s) and listing(s) were taken by the data step as their data "
-                                   "arrived; reading the rest")]
-
-
-def test_verify_with_every_source_read_taken_early_does_not_need_the_old_host(hosts) -> None:
-    ctx = Ctx()
-    ctx.old = OSError("Connection refused")  # gone since the data step: not needed
-    ctx.results[restore.reads.EARLY] = restore.reads.Taken(
-        source_fingerprints={n: fingerprint(10) for n in "abc"},
-        source_listings={p: dict(LISTING) for p in ("/srv/x", "/srv/y", "/srv/z")})
-    hosts["pairs"] = {k: threading.Barrier(1) for k in ("a", "b", "c", "/srv/x", "/srv/y", "/srv/z")}
-    out = restore.verify(ctx)
-    assert out["verified"] is True and set(out["source_fingerprints"]) == {"a", "b", "c"}
-    assert {host for host, _ in hosts["reads"]} == {"new"}
-
-
-def test_a_backup_s_verify_ignores_early_reads(hosts) -> None:
-    ctx = Ctx()
-    ctx.state.update(source="backup", source_fingerprints={n: fingerprint(10).to_json() for n in "abc"}, archives={})
-    ctx.results[restore.reads.EARLY] = restore.reads.Taken(new_fingerprints={n: fingerprint(9) for n in "abc"})
-    hosts["pairs"] = {k: threading.Barrier(1) for k in ("a", "b", "c", "/srv/x", "/srv/y", "/srv/z")}
-    with pytest.raises(RelaunchError) as err:
-        restore.verify(ctx)
-    assert "9 rows" not in str(err.value) and {host for host, _ in hosts["reads"]} == {"new"}
-    assert len(hosts["reads"]) == 6

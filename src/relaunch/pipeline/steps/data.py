@@ -17,10 +17,9 @@ manifest's sha256 before anything is restored. RPO is that backup's age.
 
 Either way the step leaves, in a 0700 work directory on the new host, one dump file per
 database and what the restore needs (archives or trees already in place). A backup's
-fingerprints come from its manifest; a live source's are taken on the old host (its
-writers stay stopped): those of each database and tree that arrived while the slowest
-stream still runs, one at a time on each host, by this step (:mod:`.reads`), the rest by
-the verify step, at the same time as the new host's.
+fingerprints come from its manifest; a live source's are taken by the verify step, from
+the old host (its writers stay stopped), at the same time as the new host's: while the
+data moves, the old host's CPU and disks serve the dumps and copies alone.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from relaunch.databases import engine
 from relaunch.databases.runner import run as run_command
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.steps import old_host_backup, reads
+from relaunch.pipeline.steps import old_host_backup
 from relaunch.pipeline.store import store_access
 from relaunch.remote import CONNECTION_ERRORS
 
@@ -177,7 +176,6 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
             pull.run()
     ctx.results[NEW_HOST_READY] = pull.compose_new
     ctx.results[OLD_HOST_READY] = pull.compose_old
-    ctx.results[reads.EARLY] = pull.taken
     return {"source": "live", "dumps": pull.dumps,
             "trees_copied": pull.copies, "rpo_seconds": 0,
             "rpo_basis": f"final sync from the old host {old_record['address']}: nothing lost"}
@@ -196,32 +194,18 @@ class _LivePull:
     work: str
     dumps: dict[str, dict[str, Any]] = field(default_factory=dict)
     copies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    taken: reads.Taken = field(default_factory=reads.Taken)
 
     def run(self) -> None:
         """Every dump (restored as it arrives where :func:`streams`) and tree copy, all at once; a database file
-        inside a tree put in place once its dump and the trees around it arrived; verify's reads of each one as
-        it arrives (:class:`.reads.Early`), waited for at the end."""
+        inside a tree put in place once its dump and the trees around it have arrived."""
         ctx = self.ctx
-        self.early = reads.Early(self.old, self.new, self.compose_old, self.compose_new, sampling(ctx),
-                                 sorted(database_files(ctx)))
         self.after = After()
         for db in ctx.inv.databases:
             if in_a_tree(db):
                 around = {p for p in trees(ctx) if db.path.startswith(p.rstrip("/") + "/")}
                 self.after.add({f"dump {db.name}", *(f"tree {p}" for p in around)}, lambda db=db: self.place(db))
-        for path in trees(ctx):
-            # listed on the new host once no file inside it is being put in place (its temporary file would show)
-            inside = {f"placed {db.name}" for db in ctx.inv.databases if in_a_tree(db)
-                      and db.path.startswith(path.rstrip("/") + "/")}
-            self.after.add({f"tree {path}", *inside}, lambda p=path: self.early.new_listing(p))
-        completed = False
-        try:
-            run_all(LIVE_PARALLEL, [lambda db=db: self.dump(db) for db in ctx.inv.databases]
-                    + [lambda p=p: self.tree(p) for p in trees(ctx)])
-            completed = True
-        finally:
-            self.taken = self.early.finish(completed)
+        run_all(LIVE_PARALLEL, [lambda db=db: self.dump(db) for db in ctx.inv.databases]
+                + [lambda p=p: self.tree(p) for p in trees(ctx)])
 
     def dump(self, db: Any) -> None:
         ctx, eng = self.ctx, engine(db.engine)
@@ -236,7 +220,6 @@ class _LivePull:
             pulled = transfer.pull_dump(self.link, dump, self.new, path, progress=progress)
             self.dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256}
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
-            self.early.source_fingerprint(db)
             self.after.happened(f"dump {db.name}")
             return
         pulled = transfer.pull_dump_restoring(self.link, dump, self.new, path,
@@ -245,8 +228,6 @@ class _LivePull:
         if pulled.restored:
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s, restored on the "
                             "new host as they arrived")
-            self.early.source_fingerprint(db)
-            self.early.new_fingerprint(db)
         else:
             self.dumps[db.name]["restore_error"] = ctx.mask(pulled.restore_error)[:600]
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s; restoring them as "
@@ -260,7 +241,6 @@ class _LivePull:
                                   progress=lambda done, total: ctx.bytes("data", path, done, total))
         self.copies[path] = {"bytes": copy.bytes, "files": copy.files, "seconds": round(copy.seconds, 2)}
         ctx.say("data", f"tree {path}: {copy.files} files, {copy.bytes} bytes")
-        self.early.source_listing(path)
         self.after.happened(f"tree {path}")
 
     def place(self, db: Any) -> None:
@@ -276,9 +256,6 @@ class _LivePull:
         else:
             entry["restored"] = True
             ctx.say("data", f"database {db.name}: put in place at {db.path}")
-            self.early.new_fingerprint(db)
-        finally:
-            self.after.happened(f"placed {db.name}")
 
 
 def data_any(ctx: RunContext) -> dict[str, Any]:

@@ -11,8 +11,7 @@ Verify computes each database's fingerprint on the new host and compares it with
 source's, and each tree's listing (every file's type, size, mode, owner and sha256) with
 the source's: a backup's come from its manifest and archives; a live source's are taken
 on the old host (its writers stopped since the data step) at the same time as the new
-host's, each host reading its own disks, those the data step of this process already took
-(:mod:`.reads`) excepted; a very large tree's files are
+host's, each host reading its own disks; a very large tree's files are
 hashed as a sample seeded by the run's id (:func:`.data.sampling`), which the report says.
 Any difference stops the run
 before anything is switched, naming the database and table or the path.
@@ -22,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Callable
 from typing import Any
 
 from relaunch import apps, transfer
-from relaunch.databases import Fingerprint
+from relaunch.databases import Fingerprint, engine
 from relaunch.errors import RelaunchError
 from relaunch.pipeline.context import RunContext
-from relaunch.pipeline.steps import reads
 from relaunch.pipeline.steps.data import (
     NEW_HOST_READY,
     OLD_HOST_READY,
@@ -134,32 +133,25 @@ def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare every database's fingerprint and every tree's listing on the new host with the source's.
 
     The fingerprints and listings are taken in parallel (each reads its own database or tree), a live
-    source's on the old host at the same time as the new host's (:class:`_Source`), except those this process's
-    live data step took (:mod:`.reads`).
+    source's on the old host at the same time as the new host's (:class:`_Source`).
     """
     new = ctx.new_conn()
     compose = apps.compose_command(new)
     skip = database_files(ctx)
-    is_live = ctx.state.get("source") == "live"
-    taken: reads.Taken = (ctx.results.pop(reads.EARLY, None) if is_live else None) or reads.Taken()
-    if taken.count():
-        ctx.say("verify", f"{taken.count()} fingerprint(s) and listing(s) were taken by the data step as their data "
-                          "arrived; reading the rest")
-    live = _Source(ctx, taken) if is_live else None
+    live = _Source(ctx) if ctx.state.get("source") == "live" else None
     expected = {} if live else _archive_listings(ctx, new)
-    got_fp: dict[str, Fingerprint] = dict(taken.new_fingerprints)
-    got_listing: dict[str, transfer.Listing] = dict(taken.new_listings)
+    got_fp: dict[str, Fingerprint] = {}
+    got_listing: dict[str, transfer.Listing] = {}
 
     def one_db(db: Any) -> None:
-        got_fp[db.name] = reads.fingerprint(new, db, compose)
+        got_fp[db.name] = engine(db.engine).fingerprint(new, db, compose)
 
     def one_tree(path: str) -> None:
-        got_listing[path] = reads.listing(new, path, sampling(ctx), sorted(skip))
+        got_listing[path] = transfer.tree_listing(new, path, sampling(ctx), exclude=sorted(skip))
 
     # each host reads PARALLEL of its databases and trees at once
-    run_all(PARALLEL * (2 if live else 1), [lambda db=db: one_db(db) for db in ctx.inv.databases if db.name not in got_fp]
-            + (live.fingerprint_jobs() if live else [])
-            + [lambda p=p: one_tree(p) for p in trees(ctx) if p not in got_listing]
+    run_all(PARALLEL * (2 if live else 1), [lambda db=db: one_db(db) for db in ctx.inv.databases]
+            + (live.fingerprint_jobs() if live else []) + [lambda p=p: one_tree(p) for p in trees(ctx)]
             + (live.listing_jobs() if live else []))
     outputs: dict[str, Any] = {"verified": True}
     if live:
@@ -217,13 +209,10 @@ class _Source:
     has been switched.
     """
 
-    def __init__(self, ctx: RunContext, taken: reads.Taken) -> None:
+    def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.fingerprints: dict[str, str] = {name: fp.to_json() for name, fp in taken.source_fingerprints.items()}
-        self.listings: dict[str, transfer.Listing] = dict(taken.source_listings)
-        self.compose: list[str] = []
-        if not self.missing_databases() and not self.missing_trees():
-            return  # all read by the data step: the old host need not answer now
+        self.fingerprints: dict[str, str] = {}
+        self.listings: dict[str, transfer.Listing] = {}
         try:
             self.old = ctx.old_conn()
             self.began = ctx.transport("old")  # a reopened connection dropped in between (RunContext.conn_lost)
@@ -233,19 +222,13 @@ class _Source:
                 compose = apps.compose_command(self.old)
         except (RelaunchError, OSError, *CONNECTION_ERRORS) as exc:
             raise self.lost(exc) from exc
-        self.compose = compose
-
-    def missing_databases(self) -> list[Any]:
-        return [db for db in self.ctx.inv.databases if db.name not in self.fingerprints]
-
-    def missing_trees(self) -> list[str]:
-        return [p for p in trees(self.ctx) if p not in self.listings]
+        self.compose: list[str] = compose
 
     def fingerprint_jobs(self) -> list[Callable[[], None]]:
-        return [lambda db=db: self.guarded(self.fingerprint, db) for db in self.missing_databases()]
+        return [lambda db=db: self.guarded(self.fingerprint, db) for db in self.ctx.inv.databases]
 
     def listing_jobs(self) -> list[Callable[[], None]]:
-        return [lambda p=p: self.guarded(self.listing, p) for p in self.missing_trees()]
+        return [lambda p=p: self.guarded(self.listing, p) for p in trees(self.ctx)]
 
     def guarded(self, job: Callable[[Any], None], arg: Any) -> None:
         try:
@@ -256,10 +239,15 @@ class _Source:
             raise
 
     def fingerprint(self, db: Any) -> None:
-        self.fingerprints[db.name] = reads.fingerprint(self.old, db, self.compose).to_json()
+        started = time.monotonic()
+        self.fingerprints[db.name] = engine(db.engine).fingerprint(self.old, db, self.compose).to_json()
+        log.info("%s: fingerprint of %s in %.1f s", self.old.host, db.name, time.monotonic() - started)
 
     def listing(self, path: str) -> None:
-        self.listings[path] = reads.listing(self.old, path, sampling(self.ctx), sorted(database_files(self.ctx)))
+        started = time.monotonic()
+        self.listings[path] = transfer.tree_listing(self.old, path, sampling(self.ctx),
+                                                    exclude=sorted(database_files(self.ctx)))
+        log.info("%s: listing of %s in %.1f s", self.old.host, path, time.monotonic() - started)
 
     def lost(self, exc: BaseException) -> RelaunchError:
         site = self.ctx.inv.site
