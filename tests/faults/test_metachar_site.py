@@ -9,7 +9,8 @@ values (every one holds a marker this test searches for).
 
 One drill (from the off-host store) and one rebuild (live) run on it. The rebuild's first
 attempt meets a full disk: a 128 KiB tmpfs is mounted over the SQLite database's directory
-on the new host when the restore starts (case 9). The error must name the host and the
+on the new host when the data step starts (case 9): putting the file in place there fails,
+and so does the restore step's second try. The error must name the host and the
 path, nothing may be switched; the tmpfs is then removed and ``--resume`` finishes (case 12
 then compares the new host's data with production's byte for byte).
 
@@ -382,19 +383,21 @@ def meta(target, sandbox_api, sandbox_backend, tmp_path_factory) -> Iterator[Met
 
             def disk_full(event: Event) -> None:
                 events.append(f"{event.kind} {event.step} {event.message}")
-                if event.kind == "start" and event.step == "restore" and "mounted" not in state:
+                # the SQLite file is put in place by the data step (once its dump is here), else by the restore step
+                if event.kind == "start" and event.step == "data" and "mounted" not in state:
                     journal = Journal.load(site, "rebuild")
                     new = load_hosts(site)[journal.state["new_name"]]
                     state["container"] = sandbox_backend.container_name(new.droplet_id)
-                    subprocess.run(["docker", "exec", state["container"], "mount", "-t", "tmpfs", "-o", "size=128k",
-                                    "tmpfs", LITE_DIR], check=True, capture_output=True, timeout=60)
+                    subprocess.run(["docker", "exec", state["container"], "sh", "-c",
+                                    'mkdir -p "$1" && mount -t tmpfs -o size=128k tmpfs "$1"', "sh", LITE_DIR],
+                                   check=True, capture_output=True, timeout=60)
                     state["mounted"] = True
 
             t0 = time.monotonic()
             run.first = rebuild(site, RebuildOptions(settle=0), root=root, where=where, progress=disk_full)
             run.seconds["rebuild until the disk is full"] = time.monotonic() - t0
             run.records_after_failure = _records(target.cloud, zone)
-            assert state.get("mounted"), (f"the restore never started, so no disk filled: the rebuild "
+            assert state.get("mounted"), (f"the data step never started, so no disk filled: the rebuild "
                                           f"{run.first.status}: {run.first.error}")
             run.new_container = state.get("container", "")
             if run.new_container:
@@ -432,8 +435,10 @@ def _user_data_host_key(user_data: str) -> tuple[str, str]:
                    "--resume finishes once there is room")
 def test_a_full_disk_during_restore_names_host_and_path_and_switches_nothing(meta, observed) -> None:
     first = meta.first
-    assert meta.new_container, "the restore never started"
+    assert meta.new_container, "the data step never started"
     assert first.status == "failed", "the restore onto a 128 KiB tmpfs passed"
+    # the data step tried first, and left the file to the restore step, which failed on it too
+    assert any(e.startswith("info data ") and "putting it in place failed" in e for e in meta.events), meta.events
     new_ip = first.journal.state.get("new_ipv4")
     observed(f"error: {first.error[:220]}")
     assert new_ip and new_ip in first.error, first.error
