@@ -11,7 +11,7 @@ import pytest
 
 from relaunch.databases.base import Fingerprint, RemoteCommand
 from relaunch.errors import RelaunchError
-from relaunch.inventory.model import Verify
+from relaunch.inventory.model import Verify, inside
 from relaunch.inventory.secrets import Secrets
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.journal import Journal
@@ -214,3 +214,8 @@ def test_a_sqlite_file_that_fails_to_go_in_place_is_left_to_the_restore_step(hos
     ctx = context([SimpleNamespace(name="notes", engine="sqlite", path="/srv/notes/notes.db")], ["/srv/notes"])
     out = data.data_live(ctx)
     assert out["dumps"]["notes"]["restored"] is False and "disk full" in out["dumps"]["notes"]["restore_error"]
+
+
+def test_a_file_is_inside_a_tree_only_below_it() -> None:
+    assert inside("/srv/notes/notes.db", "/srv/notes") and inside("/srv/notes/notes.db", "/srv/notes/")
+    assert not inside("/srv/notes2/notes.db", "/srv/notes") and not inside("/srv/notes", "/srv/notes")

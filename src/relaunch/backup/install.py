@@ -37,7 +37,7 @@ from relaunch.backup import runner as runner_module
 from relaunch.backup.commands import database_specs
 from relaunch.errors import RelaunchError
 from relaunch.inventory.loader import source_of
-from relaunch.inventory.model import Inventory
+from relaunch.inventory.model import Inventory, inside
 from relaunch.remote import execute, key_accepted
 from relaunch.render import RenderedFile, SecretLike
 from relaunch.state import HostRecord
@@ -225,7 +225,7 @@ def _dumped_files(inv: Inventory, trees: list[str]) -> list[str]:
     archive leaves them out (a copy of a live database file is neither consistent nor needed)."""
     out: list[str] = []
     for db in inv.databases:
-        if db.engine == "sqlite" and db.path and any(db.path.startswith(t.rstrip("/") + "/") for t in trees):
+        if db.engine == "sqlite" and db.path and any(inside(db.path, t) for t in trees):
             out += [db.path, f"{db.path}-wal", f"{db.path}-shm", f"{db.path}-journal"]
     return out
 

@@ -59,6 +59,11 @@ def _text(value: str) -> str:
     return value
 
 
+def inside(path: str, tree: str) -> bool:
+    """Whether the absolute ``path`` lies inside the directory ``tree`` (below it, not the tree itself)."""
+    return path.startswith(tree.rstrip("/") + "/")
+
+
 def _abs_path(value: str) -> str:
     expected = "an absolute path on the host, not '/' itself, with no '.', '..' or empty parts (e.g. '/srv/blog/uploads')"
     parts = value.rstrip("/").split("/")

@@ -43,6 +43,7 @@ from relaunch.backup.manifest import MANIFEST, Manifest, parse
 from relaunch.databases import engine
 from relaunch.databases.runner import run as run_command
 from relaunch.errors import RelaunchError
+from relaunch.inventory.model import inside
 from relaunch.pipeline.context import RunContext
 from relaunch.pipeline.steps import old_host_backup
 from relaunch.pipeline.store import store_access
@@ -202,7 +203,7 @@ class _LivePull:
         self.after = After()
         for db in ctx.inv.databases:
             if in_a_tree(db):
-                around = {p for p in trees(ctx) if db.path.startswith(p.rstrip("/") + "/")}
+                around = {p for p in trees(ctx) if inside(db.path, p)}
                 self.after.add({f"dump {db.name}", *(f"tree {p}" for p in around)}, lambda db=db: self.place(db))
         run_all(LIVE_PARALLEL, [lambda db=db: self.dump(db) for db in ctx.inv.databases]
                 + [lambda p=p: self.tree(p) for p in trees(ctx)])
