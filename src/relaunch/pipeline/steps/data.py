@@ -230,10 +230,8 @@ class _LivePull:
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s, restored on the "
                             "new host as they arrived")
         else:
-            self.dumps[db.name]["restore_error"] = ctx.mask(pulled.restore_error)[:600]
-            ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s; restoring them as "
-                            f"they arrived failed ({ctx.mask(pulled.restore_error)[:300]}): the restore step restores "
-                            "the file")
+            self.left_to_restore(db, f"{pulled.bytes} bytes in {pulled.seconds:.1f} s; restoring them as they arrived",
+                                 pulled.restore_error)
 
     def tree(self, path: str) -> None:
         ctx = self.ctx
@@ -247,16 +245,21 @@ class _LivePull:
     def place(self, db: Any) -> None:
         """Put the database file ``db`` in place on the new host from its dump (its trees are copied). If that
         fails, the restore step restores it from the file."""
-        ctx, entry = self.ctx, self.dumps[db.name]
+        entry = self.dumps[db.name]
         try:
             restore_file(self.new, db, self.compose_new, entry["file"])
         except RelaunchError as exc:
-            entry.update(restored=False, restore_error=ctx.mask(str(exc))[:600])
-            ctx.say("data", f"database {db.name}: putting it in place failed ({ctx.mask(str(exc))[:300]}): the "
-                            "restore step restores the file")
+            self.left_to_restore(db, "putting it in place", str(exc))
         else:
             entry["restored"] = True
-            ctx.say("data", f"database {db.name}: put in place at {db.path}")
+            self.ctx.say("data", f"database {db.name}: put in place at {db.path}")
+
+    def left_to_restore(self, db: Any, what: str, error: str) -> None:
+        """Record that restoring ``db`` in this step (``what``) failed with ``error``: the restore step restores
+        it from its file."""
+        masked = self.ctx.mask(error)
+        self.dumps[db.name].update(restored=False, restore_error=masked[:600])
+        self.ctx.say("data", f"database {db.name}: {what} failed ({masked[:300]}): the restore step restores the file")
 
 
 def data_any(ctx: RunContext) -> dict[str, Any]:
