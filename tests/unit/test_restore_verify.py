@@ -241,3 +241,27 @@ def test_a_command_cut_off_when_the_old_host_dies_mid_verify_reads_as_the_old_ho
     ctx.conn_lost = lambda which, since=None: which == "old" and since == "transport of old"  # type: ignore[method-assign]
     with pytest.raises(RelaunchError, match="the old host could not be read to prove the copy"):
         restore.verify(ctx)
+
+
+def test_the_leftover_killer_kills_what_holds_a_work_file_open_and_nothing_else(tmp_path) -> None:
+    # the host command run here, on real processes: one holds a file of the work directory open, one a file of a
+    # directory whose name only starts like it
+    import subprocess
+    import sys
+
+    work, other = tmp_path / "work", tmp_path / "work-other"
+    work.mkdir()
+    other.mkdir()
+    hold = "import sys, time; f = open(sys.argv[1], 'w'); print('open', flush=True); time.sleep(60)"
+    inside = subprocess.Popen([sys.executable, "-c", hold, str(work / "db.dump")], stdout=subprocess.PIPE, text=True)
+    beside = subprocess.Popen([sys.executable, "-c", hold, str(other / "db.dump")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert inside.stdout.readline() == "open\n" and beside.stdout.readline() == "open\n"
+        done = subprocess.run(["sh", "-c", restore.kill_leftovers_command(str(work))], timeout=30)
+        assert done.returncode == 0
+        assert inside.wait(timeout=10) == -9
+        assert beside.poll() is None
+    finally:
+        for proc in (inside, beside):
+            proc.kill()
+            proc.wait()
