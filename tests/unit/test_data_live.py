@@ -127,6 +127,40 @@ def test_a_database_server_is_emptied_and_restored_as_its_dump_arrives(hosts) ->
     assert out["dumps"]["blog"]["restored"] is True and "restore_error" not in out["dumps"]["blog"]
 
 
+def test_each_pull_waits_only_for_its_own_database_to_be_emptied(hosts, monkeypatch) -> None:
+    # emptying "slow" on the new host cannot end before the tree copy and the other database's pull have begun;
+    # "slow"'s own pull begins only once it is empty
+    hosts["barrier"] = threading.Barrier(1)
+    order: list[tuple[str, ...]] = []
+    others_began = threading.Barrier(3, timeout=5)  # the tree, the other pull, and the emptying of "slow"
+    real_run, real_pull, real_tree = data.run_command, data.transfer.pull_dump_restoring, data.transfer.pull_tree
+
+    def run_command(conn: Any, cmd: RemoteCommand) -> bytes:
+        if cmd.argv[:2] == ("drop", "slow"):
+            others_began.wait()
+        order.append(cmd.argv[:2])
+        return real_run(conn, cmd)
+
+    def pull_dump_restoring(link: Any, cmd: Any, new: Any, path: str, restore: Any, progress: Any = None) -> Pulled:
+        order.append(("pull", restore.argv[1]))
+        if restore.argv[1] == "fast":
+            others_began.wait()
+        return real_pull(link, cmd, new, path, restore, progress)
+
+    def pull_tree(*args: Any, **kwargs: Any) -> TreeCopy:
+        others_began.wait()
+        return real_tree(*args, **kwargs)
+
+    monkeypatch.setattr(data, "run_command", run_command)
+    monkeypatch.setattr(data.transfer, "pull_dump_restoring", pull_dump_restoring)
+    monkeypatch.setattr(data.transfer, "pull_tree", pull_tree)
+    ctx = context([SimpleNamespace(name=n, engine="mariadb", path=None) for n in ("slow", "fast")], ["/srv/stats"])
+    out = data.data_live(ctx)
+    slow = [step for step in order if step[1] == "slow"]
+    assert slow == [("drop", "slow"), ("create", "slow"), ("pull", "slow")]
+    assert out["dumps"]["slow"]["restored"] is True and out["dumps"]["fast"]["restored"] is True
+
+
 def test_a_restore_that_fails_on_the_way_leaves_the_file_for_the_restore_step(hosts) -> None:
     hosts["restore_error"] = "new host 10.0.0.2: pg_restore blog exit 1: out of disk"
     ctx = context([SimpleNamespace(name="blog", engine="postgresql", path=None)], ["/srv/blog/uploads"])

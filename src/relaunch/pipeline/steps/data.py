@@ -114,12 +114,11 @@ def restore_file(conn: Any, db: Any, compose: list[str], file: str, jobs: int = 
     run_command(conn, engine(db.engine).restore_from_file_command(db, compose, file, jobs=jobs))
 
 
-def prepare_new_host(ctx: RunContext, new: Any) -> list[str]:
-    """Stop the new host's writers, start its database servers and empty the databases a live pull restores as
-    they arrive (:func:`streams`), each dropped and created at once; return the host's Compose command."""
-    compose = apps.stop_writers(new, ctx.inv, backup_timer=False, databases_up=True).compose
-    run_all(LIVE_PARALLEL, [lambda db=db: empty(new, db, compose) for db in ctx.inv.databases if streams(db)])
-    return compose
+def prepare_new_host(ctx: RunContext, new: Any, work: str) -> list[str]:
+    """Make the run's work directory, stop the new host's writers and start its database servers; return the
+    host's Compose command. (Each database a live pull restores as it arrives is emptied by its own pull.)"""
+    new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
+    return apps.stop_writers(new, ctx.inv, backup_timer=False, databases_up=True).compose
 
 
 class After:
@@ -156,7 +155,9 @@ def run_all(workers: int, jobs: list[Callable[[], None]]) -> None:
 
 def data_live(ctx: RunContext) -> dict[str, Any]:
     """Freeze the old host's writers, then pull every dump and tree from it onto the new host."""
-    old, new = ctx.old_conn(), ctx.new_conn()
+    with ThreadPoolExecutor(2) as pool:  # both hosts at once; the old host's failure is the one said first
+        old_conn, new_conn = pool.submit(ctx.old_conn), pool.submit(ctx.new_conn)
+        old, new = old_conn.result(), new_conn.result()
     ctx.say("data", f"stopping the writers on the old host {old.host}")
 
     def stop_old() -> list[str]:
@@ -165,13 +166,12 @@ def data_live(ctx: RunContext) -> dict[str, Any]:
         return stopped.compose
 
     work = workdir(ctx)
-    new.run(f"install -d -m 0700 {shlex.quote(work)}", hide=True, in_stream=False, timeout=60)
     old_record = ctx.state["old"]
-    # The old host's writers stop, the new host gets ready to restore (its streamed databases emptied) and the link
-    # between them is made, all at once; nothing is read from the old host before its writers have stopped.
+    # The old host's writers stop, the new host gets ready to restore and the link between them is made, all at
+    # once; nothing is read from the old host before its writers have stopped.
     with ThreadPoolExecutor(2) as pool:
         old_ready = pool.submit(stop_old)
-        new_ready = pool.submit(prepare_new_host, ctx, new)
+        new_ready = pool.submit(prepare_new_host, ctx, new, work)
         with transfer.link(old, old_record["host_key"], new, src_address=old_record["address"]) as link:
             pull = _LivePull(ctx, old, new, link, old_ready.result(), new_ready.result(), work)
             pull.run()
@@ -223,6 +223,7 @@ class _LivePull:
             ctx.say("data", f"database {db.name}: {pulled.bytes} bytes in {pulled.seconds:.1f} s")
             self.after.happened(f"dump {db.name}")
             return
+        empty(self.new, db, self.compose_new)  # here, not before every pull: the other pulls need not wait for it
         pulled = transfer.pull_dump_restoring(self.link, dump, self.new, path,
                                               eng.restore_command(db, self.compose_new), progress=progress)
         self.dumps[db.name] = {"file": path, "bytes": pulled.bytes, "sha256": pulled.sha256, "restored": pulled.restored}
