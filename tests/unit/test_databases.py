@@ -125,7 +125,8 @@ def test_dump_command_mariadb_native_is_root_over_the_socket_with_the_consistenc
         assert option in argv
     assert not any(a.startswith(("-p", "--password", "-u", "--user")) for a in argv)
     assert mariadb.dump_command(maria(engine="mysql")).argv[0] == "mysqldump"
-    assert mariadb.restore_command(maria(engine="mysql")).argv[0] == "mysql"
+    restore = mariadb.restore_command(maria(engine="mysql")).argv
+    assert restore[:2] == ("python3", "-c") and restore[3] == "mysql" and restore[-1] == "stats"
 
 
 def test_dump_command_mariadb_compose_logs_in_with_an_option_file_from_the_service_env() -> None:

@@ -42,10 +42,11 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from fabric import Connection
 
-from relaunch.databases import runner
+from relaunch.databases import mariadb_restore, runner
 from relaunch.databases.base import (
     CANARY_TABLE,
     canary_value,
@@ -60,6 +61,9 @@ from relaunch.errors import RelaunchError
 from relaunch.inventory.model import ComposeService, Database
 
 log = logging.getLogger(__name__)
+
+#: The restore's feeder, run on the host as ``python3 -c`` (stdlib only).
+_RESTORE_FILTER = Path(mariadb_restore.__file__).read_text()
 
 ENGINES = ("mariadb", "mysql")
 
@@ -152,12 +156,15 @@ def restore_command(db: Database, compose: list[str] | None = None) -> RemoteCom
     """Given an existing, EMPTY database, return the command that restores a dump read on stdin.
 
     The client stops at the first error (its batch mode default); what ran before stays
-    (a SQL dump is not one transaction): on failure drop and recreate the database.
+    (a SQL dump is not one transaction): on failure drop and recreate the database. The dump
+    reaches the client through :mod:`relaunch.databases.mariadb_restore` (python3 on the
+    host): each table's plain indexes are built once its rows are in, by sorting them.
     """
     name, _ = _names(db)
     _, client = _programs(db)
     return RemoteCommand(
-        (*_client(db, compose, client), "--default-character-set=utf8mb4", "--batch", name),
+        ("python3", "-c", _RESTORE_FILTER, *_client(db, compose, client), "--default-character-set=utf8mb4", "--batch",
+         name),
         f"{client} {db.name} < dump",
         _env(db),
     )
