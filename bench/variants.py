@@ -3,8 +3,9 @@
 Every baseline runs ON the new host and pulls from the old host over the same temporary
 link relaunch uses (:func:`relaunch.transfer.link`: a pinned, temporary key), so the three
 variants take the same network path. The databases' commands are the engines' own
-(``relaunch.databases``): the baselines differ from relaunch only in how the work is
-arranged, never in which client programs run.
+(``relaunch.databases``): the baselines run the same client programs as relaunch, and a
+MariaDB restore is its client alone, as a person runs it (relaunch feeds its client through
+``relaunch.databases.mariadb_restore``, which is part of what it measures).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import posixpath
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fabric import Connection
 
 from relaunch import apps
-from relaunch.databases import engine
+from relaunch.databases import engine, mariadb_restore
 from relaunch.databases.base import RemoteCommand
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
@@ -80,6 +82,16 @@ def _scp(ln: Link, remote_path: str, local: str) -> list[str]:
     return ["scp", "-q", *opts, "-P", str(ln.port), f"{ln.user}@{host}:{remote_path}", local]
 
 
+def plain_restore(db: Any, compose: list[str]) -> RemoteCommand:
+    """The engine's restore as a person runs it: MariaDB's client alone, without the feeder relaunch puts before it
+    (``relaunch.databases.mariadb_restore``, which holds the plain indexes back until the rows are in)."""
+    cmd = engine(db.engine).restore_command(db, compose)
+    feeder = ("python3", "-c", Path(mariadb_restore.__file__).read_text())
+    if cmd.argv[:3] == feeder:
+        return RemoteCommand(cmd.argv[3:], cmd.description, cmd.env)
+    return cmd
+
+
 def _from_file(argv: tuple[str, ...], path: str) -> str:
     return shlex.join(("sh", "-c", 'exec "$@" < "$0"', path, *argv))
 
@@ -99,7 +111,7 @@ def by_hand(ln: Link, inv: Inventory, compose_old: list[str], compose_new: list[
         lines.append(shlex.join([*ln.ssh_argv(), f"mkdir -p {WORK}/hand && {dump} > {remote_file}"]) + f"; mark dump-{db.name}")
         lines.append(shlex.join(_scp(ln, remote_file, local)) + f"; mark scp-{db.name}")
         lines.append(shlex.join(eng.create_command(db, compose_new).argv))
-        lines.append(_from_file(eng.restore_command(db, compose_new).argv, local) + f"; mark restore-{db.name}")
+        lines.append(_from_file(plain_restore(db, compose_new).argv, local) + f"; mark restore-{db.name}")
     for tree in trees:
         rsync = ["rsync", "-aH", "--numeric-ids", "--delete", "-e", shlex.join(ln.ssh_options()),
                  ln.rsync_source(tree), f"{tree}/"]
@@ -116,7 +128,7 @@ def floor(ln: Link, inv: Inventory, compose_old: list[str], compose_new: list[st
         eng = engine(db.engine)
         # the same dump as relaunch's live pull (uncompressed: it only crosses the hosts' network)
         dump = shlex.join([*ln.ssh_argv(), ln.remote(eng.dump_command(db, compose_old, compress=0).argv)])
-        restore = shlex.join(eng.restore_command(db, compose_new).argv)
+        restore = shlex.join(plain_restore(db, compose_new).argv)
         create = shlex.join(eng.create_command(db, compose_new).argv)
         lines.append(f"( {create} && {dump} </dev/null | {restore}; mark db-{db.name} ) & pids+=($!)")
     for tree in trees:
