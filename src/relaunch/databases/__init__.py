@@ -15,6 +15,8 @@ Every engine module (:mod:`.postgresql`, :mod:`.mariadb` for ``mariadb`` and ``m
 ``compose`` is the host's Compose command as an argv prefix (``["docker-compose"]``);
 it matters only for databases that are a Compose service. Planning functions return
 commands as data; :mod:`.runner` runs them (:func:`run_to_file`, :func:`stream`).
+:mod:`.mariadb_restore` is not an engine: it is the feeder a MariaDB/MySQL restore runs on
+the host (python3, stdlib only), which builds each table's plain indexes once its rows are in.
 """
 
 from __future__ import annotations
