@@ -17,13 +17,12 @@ import posixpath
 import shlex
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fabric import Connection
 
 from relaunch import apps
-from relaunch.databases import engine, mariadb_restore
+from relaunch.databases import engine, mariadb
 from relaunch.databases.base import RemoteCommand
 from relaunch.errors import RelaunchError
 from relaunch.inventory.model import Inventory
@@ -85,11 +84,9 @@ def _scp(ln: Link, remote_path: str, local: str) -> list[str]:
 def plain_restore(db: Any, compose: list[str]) -> RemoteCommand:
     """The engine's restore as a person runs it: MariaDB's client alone, without the feeder relaunch puts before it
     (``relaunch.databases.mariadb_restore``, which holds the plain indexes back until the rows are in)."""
-    cmd = engine(db.engine).restore_command(db, compose)
-    feeder = ("python3", "-c", Path(mariadb_restore.__file__).read_text())
-    if cmd.argv[:3] == feeder:
-        return RemoteCommand(cmd.argv[3:], cmd.description, cmd.env)
-    return cmd
+    if db.engine in mariadb.ENGINES:
+        return mariadb.client_restore_command(db, compose)
+    return engine(db.engine).restore_command(db, compose)
 
 
 def _from_file(argv: tuple[str, ...], path: str) -> str:

@@ -41,7 +41,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fabric import Connection
@@ -152,22 +152,25 @@ def dump_command(db: Database, compose: list[str] | None = None, compress: int |
     return RemoteCommand((*_client(db, compose, dump), *_DUMP_OPTIONS, name), f"{dump} {db.name}", _env(db))
 
 
+def client_restore_command(db: Database, compose: list[str] | None = None, admin: bool = False) -> RemoteCommand:
+    """The client alone reading a dump on stdin into ``db.database`` (as root with ``admin``), indexes as they come."""
+    name, _ = _names(db)
+    _, client = _programs(db)
+    return RemoteCommand((*_client(db, compose, client, admin=admin), "--default-character-set=utf8mb4", "--batch", name),
+                         f"{client} {db.name} < dump", _env(db, admin=admin))
+
+
 def restore_command(db: Database, compose: list[str] | None = None) -> RemoteCommand:
     """Given an existing, EMPTY database, return the command that restores a dump read on stdin.
 
     The client stops at the first error (its batch mode default); what ran before stays
     (a SQL dump is not one transaction): on failure drop and recreate the database. The dump
-    reaches the client through :mod:`relaunch.databases.mariadb_restore` (python3 on the
-    host): each table's plain indexes are built once its rows are in, by sorting them.
+    reaches the client (:func:`client_restore_command`) through
+    :mod:`relaunch.databases.mariadb_restore` (python3 on the host): each table's plain
+    indexes are built once its rows are in, by sorting them.
     """
-    name, _ = _names(db)
-    _, client = _programs(db)
-    return RemoteCommand(
-        ("python3", "-c", _RESTORE_FILTER, *_client(db, compose, client), "--default-character-set=utf8mb4", "--batch",
-         name),
-        f"{client} {db.name} < dump",
-        _env(db),
-    )
+    inner = client_restore_command(db, compose)
+    return RemoteCommand(("python3", "-c", _RESTORE_FILTER, *inner.argv), inner.description, inner.env)
 
 
 def restore_from_file_command(db: Database, compose: list[str] | None, path: str, jobs: int = 1) -> RemoteCommand:
@@ -309,11 +312,7 @@ def scratch_commands(db: Database, compose: list[str] | None) -> ScratchCommands
     """
     scratch = db.model_copy(update={"database": scratch_name(db)})
     _, client = _programs(db)
-    restore = RemoteCommand(
-        (*_client(scratch, compose, client, admin=True), "--default-character-set=utf8mb4", "--batch", scratch_name(db)),
-        f"{client} {scratch.database}",
-        _env(db, admin=True),
-    )
+    restore = replace(client_restore_command(scratch, compose, admin=True), description=f"{client} {scratch.database}")
     return ScratchCommands(
         database=scratch_name(db),
         drop=drop_command(scratch, compose),

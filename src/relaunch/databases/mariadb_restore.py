@@ -42,12 +42,11 @@ def _laid_out(inner: list[bytes]) -> bool:
 
 
 def hold_keys(block: list[bytes]) -> tuple[list[bytes], bytes | None]:
-    """Given one CREATE TABLE statement's lines, return them without the keys held back and the ALTER TABLE
-    that adds those (None: nothing held back, the lines unchanged)."""
+    """Given one CREATE TABLE statement's lines (of a table without a FOREIGN KEY), return them without the keys
+    held back and the ALTER TABLE that adds those (None: nothing held back, the lines unchanged)."""
     create = _CREATE.match(block[0])
     inner, last = block[1:-1], block[-1]
-    if (create is None or not _laid_out(inner) or any(b"FOREIGN KEY" in line for line in inner)
-            or b"WITH SYSTEM VERSIONING" in last):
+    if create is None or not _laid_out(inner) or b"WITH SYSTEM VERSIONING" in last:
         return block, None
     auto = next((m.group(1) for m in map(_AUTO.match, inner) if m), None)
     keep: list[bytes] = []
@@ -73,13 +72,15 @@ def defer_keys(lines: Iterable[bytes]) -> Iterator[bytes]:
         if block is not None:
             block.append(line)
             if line.startswith(b")"):
-                if any(b"FOREIGN KEY" in part for part in block):
+                if any(b"FOREIGN KEY" in part for part in block):  # as dumped, after the keys its parent may need
                     yield from pending
                     pending.clear()
-                out, alter = hold_keys(block)
-                yield from out
-                if alter:
-                    pending.append(alter)
+                    yield from block
+                else:
+                    out, alter = hold_keys(block)
+                    yield from out
+                    if alter:
+                        pending.append(alter)
                 block = None
         elif line.startswith(b"CREATE TABLE `"):
             block = [line]
